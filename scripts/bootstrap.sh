@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything `make demo` / `make test` need on a bare Debian/Ubuntu machine:
+# a virtual environment with the project and its dev tools, and the redis-server binary.
+# As root, missing system packages are installed with apt-get; otherwise we say exactly what to install.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_apt=()
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "error: $PYTHON not found; install Python >= 3.11 (Debian/Ubuntu: apt-get install python3 python3-venv)" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  echo "error: Python >= 3.11 required, $PYTHON is $("$PYTHON" -V 2>&1)" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=("python3-venv")
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  need_apt+=("redis-server")
+fi
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${need_apt[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "error: missing system packages: ${need_apt[*]}" >&2
+    echo "       install them with: sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+# The Debian package starts a system-wide redis on :6379; nothing here uses it (tests start their own).
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+echo "bootstrap: ready ($("$VENV/bin/python" -V), redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'))"

@@ -1,0 +1,1 @@
+"""aml-screener: event-driven AML screening of crypto withdrawals."""

@@ -1,0 +1,226 @@
+"""Deterministic synthetic withdrawal streams with a known answer per event.
+
+Given the listings of a watchlist and a seed, produces WithdrawalRequested records across several networks:
+a configurable share goes to listed addresses (EVM ones under random case variants — lowercase, upper-case
+hex, EIP-55 — and on any EVM network), a share has invalid addresses or unknown networks (must be decided
+UNSCREENABLE), a share is malformed bytes (must be dead-lettered), the rest goes to random valid addresses
+(must be CLEAR). Each generated event carries its expected outcome, so tests and the demo can check the
+screener's output exactly: no misses, no false hits.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from aml_screener.devstack.address_factory import case_variants, corrupt, random_address
+from aml_screener.screener.codec import HEADER, WithdrawalEncoder
+from aml_screener.screening.addresses import (
+    ChainFamily,
+    InvalidAddress,
+    networks_for_asset,
+    normalize,
+    normalize_listed,
+)
+from aml_screener.screening.watchlist import Listing
+
+
+class Expected(StrEnum):
+    CLEAR = "CLEAR"
+    FLAGGED = "FLAGGED"
+    UNSCREENABLE = "UNSCREENABLE"
+    DEAD_LETTER = "DEAD_LETTER"
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedEvent:
+    event_id: str
+    key: bytes
+    value: bytes
+    expected: Expected
+    network: str
+    asset: str
+    address: str
+    address_key: str | None  # normalized key when the address is valid
+    dead_letter_reason: str | None = None
+
+
+# (network, assets sent on it) for clean traffic; weights roughly follow exchange withdrawal mixes
+# (USDT on TRON dominates in East Asia, then Ethereum tokens and Bitcoin).
+_CLEAN_TRAFFIC: tuple[tuple[str, tuple[str, ...], int], ...] = (
+    ("tron", ("USDT", "TRX"), 35),
+    ("ethereum", ("ETH", "USDT", "USDC"), 25),
+    ("bitcoin", ("BTC",), 15),
+    ("bsc", ("BNB", "USDT"), 10),
+    ("polygon", ("POL", "USDT"), 5),
+    ("arbitrum", ("ETH", "USDC"), 4),
+    ("litecoin", ("LTC",), 4),
+    ("dogecoin", ("DOGE",), 2),
+)
+_EVM_NETWORKS = ("ethereum", "bsc", "polygon", "arbitrum", "optimism", "base")
+_ASSET_FOR_NETWORK = {network: assets for network, assets, _ in _CLEAN_TRAFFIC}
+_EXCHANGES = ("bithumb-kr", "upbit-kr", "coinone-kr", "korbit-kr")
+_MALFORMED_KINDS = ("truncated", "bad_magic", "unknown_schema_id", "garbage")
+
+
+@dataclass(frozen=True, slots=True)
+class ListedTarget:
+    network: str
+    address: str
+    key: str
+    family: ChainFamily
+
+
+def listed_targets(listings: Sequence[tuple[str, Listing]]) -> list[ListedTarget]:
+    """Where each listed address can be sent: its network (every EVM network for EVM keys)."""
+    targets = []
+    for key, listing in listings:
+        normalized = normalize_listed(listing.listed_asset or "", listing.listed_address)
+        networks: tuple[str, ...] = _EVM_NETWORKS if normalized.family is ChainFamily.EVM else ()
+        if not networks:
+            networks = tuple(
+                network for network, *_ in _CLEAN_TRAFFIC if _valid_on(network, listing.listed_address, key)
+            ) or (_first_valid_network(listing),)
+        for network in networks:
+            targets.append(ListedTarget(network, listing.listed_address, key, normalized.family))
+    return targets
+
+
+def _valid_on(network: str, address: str, key: str) -> bool:
+    try:
+        return normalize(network, address).key == key
+    except (InvalidAddress, ValueError):
+        return False
+
+
+def _first_valid_network(listing: Listing) -> str:
+    for network in networks_for_asset(listing.listed_asset or ""):
+        try:
+            normalize(network, listing.listed_address)
+        except (InvalidAddress, ValueError):
+            continue
+        return network
+    raise ValueError(f"listed address {listing.listed_address!r} is valid on no network")
+
+
+class WithdrawalGenerator:
+    def __init__(
+        self,
+        listings: Sequence[tuple[str, Listing]],
+        encoder: WithdrawalEncoder,
+        *,
+        seed: int = 7,
+        hit_share: float = 0.02,
+        invalid_share: float = 0.005,
+        malformed_share: float = 0.002,
+        clean_pool: int = 100_000,
+    ) -> None:
+        if not 0 <= hit_share + invalid_share + malformed_share <= 1:
+            raise ValueError("shares must add up to at most 1")
+        self.rng = random.Random(seed)
+        self.encoder = encoder
+        self.targets = listed_targets(listings)
+        if hit_share and not self.targets:
+            raise ValueError("hit_share > 0 needs at least one listed address")
+        self.hit_share = hit_share
+        self.invalid_share = invalid_share
+        self.malformed_share = malformed_share
+        self._listed_keys = {target.key for target in self.targets}
+        networks = [network for network, _, _ in _CLEAN_TRAFFIC]
+        weights = [weight for _, _, weight in _CLEAN_TRAFFIC]
+        self._pool: list[tuple[str, str, str]] = []
+        while len(self._pool) < clean_pool:
+            network = self.rng.choices(networks, weights)[0]
+            address = random_address(network, self.rng)
+            key = normalize(network, address).key
+            if key not in self._listed_keys:
+                self._pool.append((network, address, key))
+
+    def _event_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _record(self, event_id: str, network: str, asset: str, address: str, requested_at_ms: int) -> dict[str, Any]:
+        rng = self.rng
+        amount = Decimal(rng.randrange(1, 10_000_000)) / Decimal(10_000)
+        return {
+            "event_id": event_id,
+            "exchange_id": rng.choice(_EXCHANGES),
+            "account_id": f"acct-{rng.randrange(10**8):08d}",
+            "asset": asset,
+            "network": network,
+            "destination_address": address,
+            "destination_tag": None,
+            "amount": amount,
+            "usd_value": (amount * Decimal(rng.choice((1, 1, 1, 60_000, 3_000)))).quantize(Decimal("0.01")),
+            "requested_at": requested_at_ms,
+            "metadata": {"channel": rng.choice(("app", "web", "api"))},
+        }
+
+    def event(self, now_ms: int | None = None) -> GeneratedEvent:
+        rng = self.rng
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        event_id = self._event_id()
+        roll = rng.random()
+        if roll < self.malformed_share:
+            return self._malformed(event_id, now_ms)
+        roll -= self.malformed_share
+        if roll < self.invalid_share:
+            return self._unscreenable(event_id, now_ms)
+        roll -= self.invalid_share
+        if roll < self.hit_share:
+            target = rng.choice(self.targets)
+            spelling = rng.choice(case_variants(target.network, target.address))
+            asset = rng.choice(_ASSET_FOR_NETWORK.get(target.network, ("USDT",)))
+            value = self.encoder.encode(self._record(event_id, target.network, asset, spelling, now_ms))
+            return GeneratedEvent(
+                event_id,
+                event_id.encode(),
+                value,
+                Expected.FLAGGED,
+                target.network,
+                asset,
+                spelling,
+                target.key,
+            )
+        network, address, key = rng.choice(self._pool)
+        asset = rng.choice(_ASSET_FOR_NETWORK[network])
+        value = self.encoder.encode(self._record(event_id, network, asset, address, now_ms))
+        return GeneratedEvent(event_id, event_id.encode(), value, Expected.CLEAR, network, asset, address, key)
+
+    def _unscreenable(self, event_id: str, now_ms: int) -> GeneratedEvent:
+        rng = self.rng
+        network, address, _ = rng.choice(self._pool)
+        if rng.random() < 0.3:
+            network = rng.choice(("dogechain-x", "solana-test", "unknownnet"))
+        else:
+            address = corrupt(address, rng)
+        asset = "USDT"
+        value = self.encoder.encode(self._record(event_id, network, asset, address, now_ms))
+        return GeneratedEvent(event_id, event_id.encode(), value, Expected.UNSCREENABLE, network, asset, address, None)
+
+    def _malformed(self, event_id: str, now_ms: int) -> GeneratedEvent:
+        rng = self.rng
+        network, address, _ = rng.choice(self._pool)
+        good = self.encoder.encode(self._record(event_id, network, "USDT", address, now_ms))
+        kind = rng.choice(_MALFORMED_KINDS)
+        if kind == "truncated":
+            value = good[: rng.randrange(HEADER.size + 1, len(good) - 1)]
+        elif kind == "bad_magic":
+            value = b"\x01" + good[1:]
+        elif kind == "unknown_schema_id":
+            value = HEADER.pack(0, 999_999) + good[HEADER.size :]
+        else:
+            value = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
+        return GeneratedEvent(
+            event_id, event_id.encode(), value, Expected.DEAD_LETTER, network, "USDT", address, None, kind
+        )
+
+    def stream(self, count: int) -> Iterator[GeneratedEvent]:
+        for _ in range(count):
+            yield self.event()

@@ -1,0 +1,144 @@
+"""Wiring: builds the screener's parts from Settings and runs it with signal handling and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import redis
+from kafka import KafkaConsumer
+
+from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
+from aml_screener.screener.emitter import Emitter
+from aml_screener.screener.health import HealthServer, ServiceState
+from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
+from aml_screener.screener.lookup import WatchlistLookup
+from aml_screener.screener.metrics import Metrics
+from aml_screener.screener.pipeline import BatchScreener, Topics
+from aml_screener.screener.schemas import (
+    SCREENING_DECISION,
+    WITHDRAWAL_FLAGGED,
+    HttpSchemaRegistry,
+    LocalSchemaRepository,
+    SchemaCatalog,
+    SchemaRepository,
+)
+from aml_screener.screener.service import Screener
+from aml_screener.screener.settings import Settings
+from aml_screener.watchlist.keys import WatchlistKeys
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """Redis client from settings; TLS via rediss:// (+ CA/cert/key), credentials from their own variables."""
+    kwargs: dict[str, object] = {
+        "decode_responses": True,
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+        "health_check_interval": 30,
+    }
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password:
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_url.startswith("rediss://"):
+        if settings.redis_ssl_ca_certs:
+            kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
+        if settings.redis_ssl_certfile:
+            kwargs["ssl_certfile"] = settings.redis_ssl_certfile
+        if settings.redis_ssl_keyfile:
+            kwargs["ssl_keyfile"] = settings.redis_ssl_keyfile
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def schema_repository(settings: Settings, catalog: SchemaCatalog) -> SchemaRepository:
+    if settings.schema_registry_url:
+        auth = settings.schema_registry_basic_auth
+        return HttpSchemaRegistry(settings.schema_registry_url, auth.get_secret_value() if auth else None)
+    return LocalSchemaRepository(catalog)
+
+
+@dataclass
+class Components:
+    screener: Screener
+    metrics: Metrics
+    state: ServiceState
+    redis: redis.Redis
+
+
+def build(settings: Settings, metrics: Metrics | None = None, state: ServiceState | None = None) -> Components:
+    metrics = metrics or Metrics()
+    state = state or ServiceState(stall_seconds=max(60.0, settings.kafka_max_poll_interval_ms / 1000))
+    catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
+    repository = schema_repository(settings, catalog)
+    decision_schema = catalog.current(SCREENING_DECISION).schema
+    flagged_schema = catalog.current(WITHDRAWAL_FLAGGED).schema
+    decision_encoder = RecordEncoder(
+        decision_schema,
+        repository.output_schema_id(f"{settings.kafka_decisions_topic}-value", decision_schema),
+    )
+    flagged_encoder = RecordEncoder(
+        flagged_schema, repository.output_schema_id(f"{settings.kafka_flagged_topic}-value", flagged_schema)
+    )
+    client = redis_client(settings)
+    lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
+    batch = BatchScreener(
+        decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
+        decision_encoder=decision_encoder,
+        flagged_encoder=flagged_encoder,
+        topics=Topics(settings.kafka_decisions_topic, settings.kafka_flagged_topic, settings.kafka_dead_letter_topic),
+        instance_id=settings.instance_id,
+        lookup=lookup.lookup,
+    )
+    consumer_conf = consumer_config(settings)
+    producer_conf = producer_config(settings)
+    log.info(
+        "starting screener",
+        extra={
+            "settings": settings.redacted(),
+            "consumer": redacted(consumer_conf),
+            "producer": redacted(producer_conf),
+        },
+    )
+    consumer = KafkaConsumer(**consumer_conf)
+    emitter = Emitter(producer_conf)
+    screener = Screener(
+        settings=settings,
+        consumer=consumer,
+        emitter=emitter,
+        batch_screener=batch,
+        lookup=lookup,
+        metrics=metrics,
+        state=state,
+    )
+    return Components(screener, metrics, state, client)
+
+
+def run(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    metrics = Metrics()
+    state = ServiceState()
+    health = (
+        HealthServer(settings.http_host, settings.http_port, state, metrics).start() if settings.http_port else None
+    )
+    try:
+        components = build(settings, metrics, state)
+        screener = components.screener
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            del frame
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            screener.request_stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        return screener.run()
+    finally:
+        if health is not None:
+            health.close()

@@ -1,0 +1,222 @@
+"""Avro in the Confluent wire format: decode WithdrawalRequested inputs, encode decision/flagged outputs.
+
+Wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body. Input records may be written with
+any writer schema the repository knows (older or newer versions); they are resolved into the current reader
+schema. Anything that cannot be decoded raises DecodeError with a stable reason, checked *before* any Avro work
+where possible (size, magic byte, header length), so hostile input costs little.
+
+The hot path uses schemas without logical types (see `strip_logical_types`): decimals stay bytes and
+timestamps stay integers, which is also exactly what the outputs need to carry them along unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, cast
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro._read_common import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
+
+from aml_screener.screener.errors import DeadLetterReason, DecodeError
+from aml_screener.screener.schemas import (
+    WITHDRAWAL_REQUESTED,
+    Schema,
+    SchemaCatalog,
+    SchemaRepository,
+    UnknownSchemaId,
+    strip_logical_types,
+)
+
+MAGIC_BYTE = 0
+HEADER = struct.Struct(">bI")
+HEADER_SIZE = HEADER.size
+
+# Precision 38 needs at most 16 bytes of two's complement; more is not a value the schema allows.
+_MAX_DECIMAL_BYTES = 16
+_AMOUNT_SCALE = 18
+_USD_SCALE = 2
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    return HEADER.pack(MAGIC_BYTE, schema_id) + body
+
+
+def decimal_from_bytes(raw: bytes, scale: int) -> Decimal:
+    """Avro decimal (big-endian two's complement unscaled integer) to Decimal."""
+    return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale)
+
+
+def decimal_to_bytes(value: Decimal, scale: int) -> bytes:
+    unscaled = int(value.scaleb(scale).to_integral_value())
+    length = max(1, (unscaled.bit_length() + 8) // 8)
+    return unscaled.to_bytes(length, "big", signed=True)
+
+
+def amount_of(event: dict[str, Any]) -> Decimal:
+    return decimal_from_bytes(event["amount"], _AMOUNT_SCALE)
+
+
+def usd_value_of(event: dict[str, Any]) -> Decimal | None:
+    raw = event.get("usd_value")
+    return None if raw is None else decimal_from_bytes(raw, _USD_SCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    writer: Any  # fastavro parsed schema
+    reader: Any | None  # None when writer == reader (no resolution needed: the fast path)
+    error: DecodeError | None = None  # the writer schema cannot be read as the reader schema
+
+
+def _logical_signature(schema: Any) -> frozenset[tuple[str, Any]]:
+    """The logical types appearing in a field type (through unions), with the decimal scale."""
+    if isinstance(schema, list):
+        return frozenset().union(*(_logical_signature(member) for member in schema))
+    if isinstance(schema, dict) and "logicalType" in schema:
+        return frozenset({(schema["logicalType"], schema.get("scale"))})
+    return frozenset()
+
+
+def _logical_mismatch(writer: Schema, reader: Schema) -> str | None:
+    """Schema resolution ignores logical types (string is even promotable to bytes), so a writer sending
+    `amount` as a string would be read as garbage decimal bytes. Require equal logical types per field."""
+    writer_fields = {field["name"]: field["type"] for field in writer.get("fields", [])}
+    for field in reader.get("fields", []):
+        if field["name"] in writer_fields:
+            expected = _logical_signature(field["type"])
+            found = _logical_signature(writer_fields[field["name"]])
+            if expected != found:
+                return f"field {field['name']}: writer logical types {sorted(found)} != reader {sorted(expected)}"
+    return None
+
+
+_REQUIRED_NON_EMPTY = ("event_id",)
+
+
+class WithdrawalDecoder:
+    """Turns input record values into raw WithdrawalRequested dicts, or raises DecodeError."""
+
+    def __init__(self, repository: SchemaRepository, catalog: SchemaCatalog, max_message_bytes: int) -> None:
+        self._repository = repository
+        self._reader_full = catalog.current(WITHDRAWAL_REQUESTED).schema
+        self._reader = parse_schema(strip_logical_types(self._reader_full), {})
+        self._reader_canonical = to_parsing_canonical_form(self._reader)
+        self._plans: dict[int, _ReadPlan] = {}
+        self.max_message_bytes = max_message_bytes
+
+    def _plan(self, schema_id: int) -> _ReadPlan:
+        plan = self._plans.get(schema_id)
+        if plan is not None:
+            return plan
+        try:
+            writer_json = self._repository.writer_schema(schema_id)
+        except UnknownSchemaId:
+            raise DecodeError(DeadLetterReason.UNKNOWN_SCHEMA_ID, f"no schema with id {schema_id}") from None
+        try:
+            writer = parse_schema(strip_logical_types(writer_json), {})
+        except Exception as exc:  # noqa: BLE001 - any unparsable registry schema makes the record undecodable
+            raise DecodeError(DeadLetterReason.UNKNOWN_SCHEMA_ID, f"schema {schema_id} unusable: {exc}") from None
+        same = to_parsing_canonical_form(writer) == self._reader_canonical
+        error = None
+        mismatch = _logical_mismatch(writer_json, self._reader_full)  # canonical forms omit logical types
+        if mismatch:
+            detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {mismatch}"
+            error = DecodeError(DeadLetterReason.WRONG_TYPE, detail)
+        plan = _ReadPlan(writer=writer, reader=None if same else self._reader, error=error)
+        self._plans[schema_id] = plan
+        return plan
+
+    def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
+        """Return (writer schema id, record). Raises DecodeError; SchemaSourceUnavailable propagates."""
+        if value is None:
+            raise DecodeError(DeadLetterReason.NULL_VALUE, "record has no value (tombstone)")
+        size = len(value)
+        if size > self.max_message_bytes:
+            raise DecodeError(DeadLetterReason.OVERSIZE, f"{size} bytes exceeds the limit of {self.max_message_bytes}")
+        if size == 0 or value[0] != MAGIC_BYTE:
+            first = "empty value" if size == 0 else f"first byte is {value[0]:#04x}"
+            raise DecodeError(DeadLetterReason.BAD_MAGIC, f"not Confluent wire format ({first}, expected 0x00)")
+        if size < HEADER_SIZE:
+            raise DecodeError(DeadLetterReason.TRUNCATED, f"{size} bytes is shorter than the 5-byte header")
+        schema_id = int.from_bytes(value[1:5], "big")
+        plan = self._plans.get(schema_id) or self._plan(schema_id)
+        if plan.error is not None:
+            raise plan.error
+        stream = io.BytesIO(value)
+        stream.seek(HEADER_SIZE)
+        try:
+            record = cast("dict[str, Any]", schemaless_reader(stream, plan.writer, plan.reader))
+        except EOFError:
+            raise DecodeError(DeadLetterReason.TRUNCATED, "Avro body ends before the record does") from None
+        except SchemaResolutionError as exc:
+            message = str(exc)
+            reason = (
+                DeadLetterReason.MISSING_REQUIRED_FIELD
+                if message.startswith("No default value")
+                else DeadLetterReason.WRONG_TYPE
+            )
+            detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {message}"
+            raise DecodeError(reason, detail) from None
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage; all mean "malformed"
+            raise DecodeError(DeadLetterReason.MALFORMED_AVRO, f"{type(exc).__name__}: {exc}") from None
+        if stream.tell() != size:
+            raise DecodeError(DeadLetterReason.TRAILING_BYTES, f"{size - stream.tell()} bytes left after the record")
+        for field in _REQUIRED_NON_EMPTY:
+            if not record[field]:
+                raise DecodeError(DeadLetterReason.INVALID_FIELD, f"{field} is empty")
+        if len(record["amount"]) > _MAX_DECIMAL_BYTES:
+            raise DecodeError(DeadLetterReason.INVALID_FIELD, "amount exceeds decimal(38, 18)")
+        return schema_id, record
+
+
+class RecordEncoder:
+    """Encodes records of one output schema, framed with its schema id."""
+
+    def __init__(self, schema: Schema, schema_id: int) -> None:
+        self.schema_id = schema_id
+        self._parsed = parse_schema(strip_logical_types(schema), {})
+        self._header = HEADER.pack(MAGIC_BYTE, schema_id)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        stream = io.BytesIO()
+        stream.write(self._header)
+        schemaless_writer(stream, self._parsed, record)
+        return stream.getvalue()
+
+
+class WithdrawalEncoder(RecordEncoder):
+    """Encodes WithdrawalRequested events (for producers: the demo generator, tests, benchmarks).
+
+    Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw form.
+    """
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        raw = dict(record)
+        if isinstance(raw.get("amount"), Decimal):
+            raw["amount"] = decimal_to_bytes(raw["amount"], _AMOUNT_SCALE)
+        if isinstance(raw.get("usd_value"), Decimal):
+            raw["usd_value"] = decimal_to_bytes(raw["usd_value"], _USD_SCALE)
+        requested_at = raw.get("requested_at")
+        if requested_at is not None and not isinstance(requested_at, int):
+            raw["requested_at"] = int(requested_at.timestamp() * 1000)
+        return super().encode(raw)
+
+
+_PARSED_BY_REPOSITORY: dict[tuple[int, int], Any] = {}
+
+
+def decode_framed(value: bytes, repository: SchemaRepository) -> tuple[int, dict[str, Any]]:
+    """Decode any framed record with full logical types (for tests, the demo and tools; not the hot path)."""
+    magic, schema_id = HEADER.unpack_from(value)
+    if magic != MAGIC_BYTE:
+        raise ValueError("not Confluent wire format")
+    cache_key = (id(repository), schema_id)
+    schema = _PARSED_BY_REPOSITORY.get(cache_key)
+    if schema is None:
+        schema = _PARSED_BY_REPOSITORY[cache_key] = parse_schema(repository.writer_schema(schema_id), {})
+    record = schemaless_reader(io.BytesIO(value[HEADER_SIZE:]), schema, None)
+    return schema_id, cast("dict[str, Any]", record)

@@ -1,0 +1,103 @@
+"""HTTP endpoints for the platform: /metrics (Prometheus), /healthz (liveness), /readyz (readiness).
+
+Served by the standard library's WSGI server in a daemon thread, with prometheus_client's WSGI app for /metrics
+(the same combination prometheus_client's own start_http_server uses).
+
+- /healthz is 200 while the consumer loop keeps turning (it is stuck if it has not come round for
+  `stall_seconds`); a fail-closed pause is *healthy* (the loop turns, waiting), so Kubernetes does not restart it.
+- /readyz is 200 only when the screener can decide: watchlist present, Redis reachable, not fail-closed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from aml_screener.screener.metrics import Metrics
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass
+class ServiceState:
+    """What the loop tells the probes. Written by the loop thread, read by HTTP threads (plain attributes)."""
+
+    ready: bool = False
+    not_ready_reason: str = "starting"
+    fail_closed: bool = False
+    watchlist_version: str | None = None
+    assigned_partitions: list[str] = field(default_factory=list)
+    last_loop: float = field(default_factory=time.monotonic)
+    stall_seconds: float = 60.0
+
+    def heartbeat(self) -> None:
+        self.last_loop = time.monotonic()
+
+    def set_ready(self, version: str | None) -> None:
+        self.ready, self.not_ready_reason, self.fail_closed, self.watchlist_version = True, "", False, version
+
+    def set_not_ready(self, reason: str, fail_closed: bool) -> None:
+        self.ready, self.not_ready_reason, self.fail_closed = False, reason, fail_closed
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "reason": self.not_ready_reason or None,
+            "fail_closed": self.fail_closed,
+            "watchlist_version": self.watchlist_version,
+            "assigned_partitions": self.assigned_partitions,
+            "seconds_since_loop": round(time.monotonic() - self.last_loop, 3),
+        }
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probe and scrape requests are not worth a log line each."""
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, state: ServiceState, metrics: Metrics) -> None:
+        self.state = state
+        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._server = make_server(
+            host, port, self._app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            stalled = time.monotonic() - self.state.last_loop > self.state.stall_seconds
+            return self._json(start_response, not stalled, {"alive": not stalled, **self.state.snapshot()})
+        if path == "/readyz":
+            return self._json(start_response, self.state.ready, self.state.snapshot())
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+    @staticmethod
+    def _json(start_response: StartResponse, ok: bool, body: dict[str, Any]) -> list[bytes]:
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode() + b"\n"]

@@ -1,0 +1,310 @@
+"""Screening of one batch: decode -> normalize -> look up (one round trip) -> decide -> encode outputs.
+
+No Kafka here: the consumer loop hands in the polled records and sends the returned outputs. The batch is split
+in two steps so that a watchlist outage can be waited out without redoing work and without deciding anything:
+`prepare` (decode + normalize: needs no watchlist) and `complete` (lookup + decide + encode). `complete` raises
+LookupUnavailable and then has produced nothing; the caller retries it later with the same PreparedBatch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, usd_value_of
+from aml_screener.screener.errors import DeadLetterReason, DecodeError
+from aml_screener.screener.lookup import LookupResult
+from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_key
+from aml_screener.screening.decision import Outcome, Verdict, decide, decision_id, summarize, unscreenable
+
+# Normalization results are cached per (network, address): real withdrawal traffic repeats destinations
+# (exchange deposit addresses, payment processors). Bounded: the cache is dropped when it reaches this size.
+_NORMALIZE_CACHE_MAX = 200_000
+
+DLQ_HEADER_REASON = "aml.dlq.reason"
+DLQ_HEADER_DETAIL = "aml.dlq.detail"
+DLQ_HEADER_TOPIC = "aml.source.topic"
+DLQ_HEADER_PARTITION = "aml.source.partition"
+DLQ_HEADER_OFFSET = "aml.source.offset"
+DLQ_HEADER_TIMESTAMP = "aml.source.timestamp"
+DLQ_HEADER_SCREENER = "aml.screener"
+# A DLQ detail is for humans; bound it so a hostile record cannot make the DLQ record large.
+_DLQ_DETAIL_MAX = 512
+
+
+class InputRecord(Protocol):
+    """What the pipeline needs of a consumed record (kafka-python's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class _Screenable:
+    record: InputRecord
+    schema_id: int
+    event: dict[str, Any]
+    address_key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
+    failure: str | None  # reason when the address could not be normalized
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    records: Sequence[InputRecord]
+    screenable: list[_Screenable]
+    dead_letters: list[tuple[InputRecord, DecodeError]]
+    decode_seconds: float
+    normalize_seconds: float
+
+
+@dataclass(slots=True)
+class DecidedEvent:
+    """Per-event result, for metrics and the caller's bookkeeping."""
+
+    event_timestamp_ms: int
+    outcome: Outcome
+    reason: str | None
+    asset: str
+    chain: str | None
+    matches: Sequence[Mapping[str, Any]]
+    usd_value: float | None
+
+
+@dataclass(slots=True)
+class CompletedBatch:
+    outputs: list[OutputRecord]
+    decided: list[DecidedEvent]
+    dead_letters: list[tuple[InputRecord, DecodeError]]
+    watchlist_version: str | None
+    lookup: LookupResult | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    decisions: str
+    flagged: str
+    dead_letter: str
+
+
+class Normalizer:
+    """`normalize_key` (the lookup key only: no EIP-55 display form to compute) with a bounded cache.
+
+    Returns (key, None) or (None, reason)."""
+
+    def __init__(self, max_entries: int = _NORMALIZE_CACHE_MAX) -> None:
+        self._cache: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        self._max = max_entries
+
+    def __call__(self, network: str, address: str) -> tuple[str | None, str | None]:
+        key = (network, address)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result: tuple[str | None, str | None]
+        try:
+            result = (normalize_key(network, address), None)
+        except UnsupportedNetwork:
+            result = (None, "unsupported_network")
+        except InvalidAddress as exc:
+            result = (None, f"invalid_address:{exc.reason}")
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+
+class BatchScreener:
+    """Turns polled records into encoded outputs. Holds no Kafka or Redis handles: `lookup` is injected."""
+
+    def __init__(
+        self,
+        *,
+        decoder: WithdrawalDecoder,
+        decision_encoder: RecordEncoder,
+        flagged_encoder: RecordEncoder,
+        topics: Topics,
+        instance_id: str,
+        lookup: Callable[[Sequence[str]], LookupResult],
+        normalizer: Normalizer | None = None,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.decoder = decoder
+        self.decision_encoder = decision_encoder
+        self.flagged_encoder = flagged_encoder
+        self.topics = topics
+        self.instance_id = instance_id
+        self.lookup = lookup
+        self.normalize = normalizer or Normalizer()
+        self.clock_us = clock_us
+
+    def prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
+        started = time.perf_counter()
+        decoded: list[tuple[InputRecord, int, dict[str, Any]]] = []
+        dead: list[tuple[InputRecord, DecodeError]] = []
+        decode = self.decoder.decode
+        for record in records:
+            try:
+                schema_id, event = decode(record.value)
+            except DecodeError as exc:
+                dead.append((record, exc))
+                continue
+            decoded.append((record, schema_id, event))
+        normalized_at = time.perf_counter()
+        normalize = self.normalize
+        screenable = []
+        for record, schema_id, event in decoded:
+            address, failure = normalize(event["network"], event["destination_address"])
+            screenable.append(_Screenable(record, schema_id, event, address, failure))
+        done = time.perf_counter()
+        return PreparedBatch(records, screenable, dead, normalized_at - started, done - normalized_at)
+
+    def complete(self, batch: PreparedBatch) -> CompletedBatch:
+        """Look up, decide and encode. Raises LookupUnavailable (then nothing was decided)."""
+        keys = list({item.address_key for item in batch.screenable if item.address_key is not None})
+        result: LookupResult | None = None
+        if batch.screenable:
+            # Even a batch of only unscreenable events checks the watchlist: every decision records the version.
+            result = self.lookup(keys)
+        started = time.perf_counter()
+        version = result.version if result else None
+        matches_by_key = result.matches if result else {}
+        decided_at = self.clock_us()
+        size = len(batch.records)
+        timings_common = {
+            "decided_at": decided_at,
+            "batch_size": size,
+            "decode_us": int(batch.decode_seconds * 1e6),
+            "normalize_us": int(batch.normalize_seconds * 1e6),
+            "lookup_us": int(result.seconds * 1e6) if result else 0,
+        }
+        outputs: list[OutputRecord] = []
+        decided: list[DecidedEvent] = []
+        encode_decision = self.decision_encoder.encode
+        for item in batch.screenable:
+            event = item.event
+            record = item.record
+            address_key = item.address_key
+            family = address_key.partition(":")[0] if address_key else None
+            verdict: Verdict
+            if address_key is None:
+                verdict = unscreenable(item.failure or "invalid_address")
+            else:
+                verdict = decide(matches_by_key.get(address_key))
+            event_id = event["event_id"]
+            did = decision_id(event_id, version)
+            source = {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "schema_id": item.schema_id,
+            }
+            matches = list(verdict.matches)
+            decision = {
+                "decision_id": did,
+                "event_id": event_id,
+                "exchange_id": event["exchange_id"],
+                "asset": event["asset"],
+                "network": event["network"],
+                "decision": verdict.outcome,  # a StrEnum: its value is the Avro symbol
+                "reason": verdict.reason,
+                "chain_family": family,
+                "address_key": address_key,
+                "severity": verdict.severity,
+                "matches": matches,
+                "watchlist_version": version,
+                "source": source,
+                "timings": {
+                    "requested_at": event["requested_at"],
+                    "event_timestamp": record.timestamp,
+                    **timings_common,
+                },
+                "screener": self.instance_id,
+            }
+            key = event_id.encode()
+            outputs.append(OutputRecord(self.topics.decisions, key, encode_decision(decision)))
+            usd: float | None = None
+            if verdict.outcome is Outcome.FLAGGED and address_key and family and version is not None:
+                usd_decimal = usd_value_of(event)
+                usd = float(usd_decimal) if usd_decimal is not None else None
+                flagged = {
+                    "decision_id": did,
+                    "event_id": event_id,
+                    "severity": verdict.severity or "low",
+                    "summary": summarize(event["asset"], event["network"], matches),
+                    "address_key": address_key,
+                    "chain_family": family,
+                    "matches": matches,
+                    "watchlist_version": version,
+                    "withdrawal": event,
+                    "source": source,
+                    "flagged_at": decided_at,
+                    "screener": self.instance_id,
+                }
+                outputs.append(OutputRecord(self.topics.flagged, key, self.flagged_encoder.encode(flagged)))
+            decided.append(
+                DecidedEvent(
+                    event_timestamp_ms=record.timestamp,
+                    outcome=verdict.outcome,
+                    reason=verdict.reason,
+                    asset=event["asset"],
+                    chain=family,
+                    matches=matches,
+                    usd_value=usd,
+                )
+            )
+        for record, error in batch.dead_letters:
+            outputs.append(self.dead_letter(record, error))
+        stage = {
+            "decode": batch.decode_seconds,
+            "normalize": batch.normalize_seconds,
+            "lookup": result.seconds if result else 0.0,
+            "decide": time.perf_counter() - started,
+        }
+        return CompletedBatch(outputs, decided, batch.dead_letters, version, result, stage)
+
+    def dead_letter(self, record: InputRecord, error: DecodeError) -> OutputRecord:
+        """The original bytes, untouched, with the reason and the source position in headers."""
+        headers = [
+            (DLQ_HEADER_REASON, error.reason.value.encode()),
+            (DLQ_HEADER_DETAIL, error.detail[:_DLQ_DETAIL_MAX].encode("utf-8", "replace")),
+            (DLQ_HEADER_TOPIC, record.topic.encode()),
+            (DLQ_HEADER_PARTITION, str(record.partition).encode()),
+            (DLQ_HEADER_OFFSET, str(record.offset).encode()),
+            (DLQ_HEADER_TIMESTAMP, str(record.timestamp).encode()),
+            (DLQ_HEADER_SCREENER, self.instance_id.encode()),
+        ]
+        return OutputRecord(self.topics.dead_letter, record.key, record.value or b"", headers)
+
+
+__all__ = [
+    "BatchScreener",
+    "CompletedBatch",
+    "DeadLetterReason",
+    "DecidedEvent",
+    "InputRecord",
+    "Normalizer",
+    "OutputRecord",
+    "PreparedBatch",
+    "Topics",
+]

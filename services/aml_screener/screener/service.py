@@ -1,0 +1,457 @@
+"""The consumer loop: the only module that polls, commits, pauses and handles rebalances.
+
+Per poll batch: prepare (decode + normalize) -> complete (one watchlist round trip, decide, encode) -> send all
+outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets. Guarantees:
+
+- At-least-once: offsets never move past an input whose outputs are not acknowledged. A batch that cannot be
+  finished (watchlist outage plus shutdown, partitions revoked while holding it) is *abandoned*: nothing is
+  committed and, for partitions still owned, the consumer seeks back so the records are read again.
+- Fail closed: while the watchlist cannot be consulted, the held batch is not decided; all partitions are paused
+  (the group membership is kept alive by polling), readiness is off, and the lookup is retried with back-off.
+- Rebalance-safe: on revoke, finished work is committed synchronously; on loss, nothing is committed (the new
+  owner re-reads from the last commit: duplicates with equal decision ids, no loss).
+- SIGTERM (`request_stop`): the current batch is finished (bounded by the shutdown timeout), committed, the group
+  is left cleanly so partitions move at once, and `run` returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from aml_screener.screener.emitter import Emitter
+from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.health import ServiceState
+from aml_screener.screener.lookup import WatchlistLookup
+from aml_screener.screener.metrics import Metrics
+from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, PreparedBatch
+from aml_screener.screener.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# While holding a batch (fail-closed or waiting for acknowledgements) the loop polls the paused consumer this
+# often: frequent enough to keep the group membership and react to rebalances and SIGTERM within ~0.2 s.
+_HOLD_POLL_MS = 200
+# First retry of a failed lookup after 0.1 s, doubling up to settings.lookup_retry_max_seconds: Redis failovers
+# take seconds, and a tight loop would only add load to a recovering server.
+_FIRST_BACKOFF_SECONDS = 0.1
+# Consumer lag gauges are refreshed at most this often (they are read from fetch metadata, but cost a loop).
+_LAG_REFRESH_SECONDS = 1.0
+# Flush slice while waiting for acknowledgements before the consumer is polled again.
+_ACK_WAIT_SECONDS = 0.2
+
+
+class _Abandon(Exception):
+    """The held batch must be given up (stop requested while failing closed, or its partitions revoked)."""
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
+    """kafka-python 3 runs rebalance callbacks on its IO thread while the loop thread waits inside poll();
+    blocking consumer calls are not allowed there, so the revoke commit is awaited instead."""
+
+    def __init__(self, screener: Screener) -> None:
+        self.screener = screener
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        finished = self.screener._on_revoked(list(revoked), lost=False)
+        if finished:
+            try:
+                await self.screener.consumer.commit_async(finished)
+                self.screener.metrics.commits.labels("ok").inc()
+            except Exception as exc:  # noqa: BLE001 - a failed commit here only means duplicates later
+                self.screener.metrics.commits.labels("failed").inc()
+                log.warning("commit on revoke failed", extra={"error": str(exc)})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.screener._on_assigned(list(assigned))
+
+    async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self.screener._on_revoked(list(lost), lost=True)
+
+
+class Screener:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: KafkaConsumer,
+        emitter: Emitter,
+        batch_screener: BatchScreener,
+        lookup: WatchlistLookup,
+        metrics: Metrics,
+        state: ServiceState,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.emitter = emitter
+        self.batch = batch_screener
+        self.lookup = lookup
+        self.metrics = metrics
+        self.state = state
+        self.clock = clock
+        self._stop = threading.Event()
+        self._stop_deadline = float("inf")
+        self._finished: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._held: dict[TopicPartition, int] = {}  # first offset per partition of the batch being worked on
+        self._held_revoked = False
+        self._holding = False
+        self._paused: set[TopicPartition] = set()
+        self._next_lag_refresh = 0.0
+        self._fail_closed_since: float | None = None
+        self._lag_labels: set[tuple[str, str]] = set()
+        self.batches = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Signal-safe: only sets a flag. The loop finishes the current batch within the shutdown timeout."""
+        if not self._stop.is_set():
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        self.metrics.up.set(1)
+        try:
+            if not self._wait_for_watchlist():
+                return 0
+            self._await_topic_metadata()
+            self.consumer.subscribe([self.settings.kafka_input_topic], listener=_Listener(self))
+            # kafka-python 3.0 computes the group leader's metadata snapshot on metadata updates that arrive
+            # *after* subscribe(); without one before the first join, the leader assigns from an empty snapshot,
+            # and the next periodic metadata refresh forces a second rebalance right after start.
+            self.consumer.topics()
+            log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
+            while not self._stop.is_set():
+                self.state.heartbeat()
+                polled = self.consumer.poll(
+                    timeout_ms=self.settings.kafka_poll_timeout_ms,
+                    max_records=self.settings.kafka_max_poll_records,
+                )
+                records = [record for records in polled.values() for record in records]
+                if records:
+                    self._process(records)
+                self._refresh_lag()
+            return 0
+        finally:
+            self._shutdown()
+
+    def _await_topic_metadata(self) -> None:
+        """Join the group only once the input topic exists: a member that joins before gets an empty assignment
+        and has to rebalance again as soon as the topic appears."""
+        topic = self.settings.kafka_input_topic
+        while not self._stop.is_set():
+            self.state.heartbeat()
+            try:
+                if self.consumer.partitions_for_topic(topic):
+                    return
+            except KafkaError as exc:
+                log.warning("waiting for input topic metadata", extra={"topic": topic, "error": str(exc)})
+            self._stop.wait(_FIRST_BACKOFF_SECONDS)
+
+    def _wait_for_watchlist(self) -> bool:
+        """Before joining the group: not ready, and no partitions taken, until the watchlist answers."""
+        backoff = _FIRST_BACKOFF_SECONDS
+        while not self._stop.is_set():
+            self.state.heartbeat()
+            try:
+                result = self.lookup.check()
+            except LookupUnavailable as exc:
+                self._enter_fail_closed(exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                continue
+            self._leave_fail_closed(result.version, result.size)
+            return True
+        return False
+
+    def _shutdown(self) -> None:
+        try:
+            if self._finished:
+                self._commit_sync(self._finished)
+        finally:
+            try:
+                # autocommit=False: positions may be past abandoned records; only _finished offsets are safe.
+                self.consumer.close(autocommit=False)
+            except KafkaError as exc:
+                log.warning("consumer close failed", extra={"error": str(exc)})
+            undelivered = self.emitter.close(self.settings.shutdown_timeout_seconds)
+            if undelivered:
+                log.warning("outputs undelivered at shutdown (not committed)", extra={"count": undelivered})
+            self.metrics.up.set(0)
+            self.metrics.ready.set(0)
+            log.info("screener stopped", extra={"batches": self.batches})
+
+    # --- one batch -------------------------------------------------------------------------------------
+    def _process(self, records: Sequence[InputRecord]) -> None:
+        started = time.perf_counter()
+        self._held = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp not in self._held or record.offset < self._held[tp]:
+                self._held[tp] = record.offset
+        self._held_revoked = False
+        self.metrics.events_consumed.labels(self.settings.kafka_input_topic).inc(len(records))
+        try:
+            prepared = self._prepare(records)
+            completed = self._complete(prepared)
+            produce_started = time.perf_counter()
+            self._emit(completed)
+            acked_at = self.clock()
+            commit_started = time.perf_counter()
+            self._commit(records)
+        except _Abandon as reason:
+            self._abandon(str(reason))
+            return
+        finally:
+            self._release_hold()
+        done = time.perf_counter()
+        self.batches += 1
+        self._observe(completed, acked_at, len(records))
+        stages = self.metrics.stage_duration
+        for stage, seconds in completed.stage_seconds.items():
+            stages.labels(stage).observe(seconds)
+        stages.labels("produce").observe(commit_started - produce_started)
+        stages.labels("commit").observe(done - commit_started)
+        self.metrics.last_batch_timestamp.set(acked_at)
+        log.debug("batch done", extra={"records": len(records), "seconds": round(done - started, 6)})
+
+    def _prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
+        backoff = _FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                return self.batch.prepare(records)
+            except SchemaSourceUnavailable as exc:
+                self._enter_fail_closed(LookupUnavailable("schema_registry_unavailable", str(exc)))
+                self._hold_for(backoff, abandon_on_stop=True)
+                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+
+    def _complete(self, prepared: PreparedBatch) -> CompletedBatch:
+        backoff = _FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                completed = self.batch.complete(prepared)
+            except LookupUnavailable as exc:
+                self._enter_fail_closed(exc)
+                self._hold_for(backoff, abandon_on_stop=True)
+                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                continue
+            if completed.lookup is not None:
+                self._leave_fail_closed(completed.lookup.version, completed.lookup.size)
+                self.metrics.redis_lookup_duration.observe(completed.lookup.seconds)
+            return completed
+
+    def _emit(self, completed: CompletedBatch) -> None:
+        self.emitter.send(completed.outputs)
+        backoff = _FIRST_BACKOFF_SECONDS
+        while True:
+            if not self.emitter.flush(_ACK_WAIT_SECONDS):
+                # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive.
+                self._hold_for(0, abandon_on_stop=False)
+                continue
+            failed = self.emitter.take_failed()
+            if not failed:
+                return
+            for output, _error in failed:
+                self.metrics.produce_errors.labels(output.topic).inc()
+            log.warning(
+                "outputs not acknowledged; re-sending before any commit",
+                extra={"count": len(failed), "error": failed[0][1]},
+            )
+            self._hold_for(backoff, abandon_on_stop=False)
+            backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+            self.emitter.send(output for output, _ in failed)
+
+    def _commit(self, records: Sequence[InputRecord]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            current = offsets.get(tp)
+            if current is None or record.offset + 1 > current.offset:
+                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+        self._finished.update(offsets)
+        self.consumer.commit_async(offsets, callback=self._on_commit)
+
+    def _on_commit(self, offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            # A failed async commit only risks duplicates; the next commit (or the one on revoke) covers it.
+            self.metrics.commits.labels("failed").inc()
+            log.warning("offset commit failed", extra={"error": str(response)})
+        else:
+            self.metrics.commits.labels("ok").inc()
+
+    def _commit_sync(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        try:
+            self.consumer.commit(dict(offsets))
+            self.metrics.commits.labels("ok").inc()
+        except KafkaError as exc:
+            self.metrics.commits.labels("failed").inc()
+            log.warning("synchronous offset commit failed", extra={"error": str(exc)})
+
+    # --- holding a batch -------------------------------------------------------------------------------
+    def _hold_for(self, seconds: float, *, abandon_on_stop: bool) -> None:
+        """Wait `seconds` with all partitions paused, polling to keep the group membership.
+
+        Raises _Abandon when the batch must be given up: its partitions were revoked, or a stop was requested
+        (immediately when `abandon_on_stop`, i.e. nothing was decided yet; otherwise at the shutdown deadline).
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._held_revoked:
+                raise _Abandon("partitions of the held batch were revoked")
+            if self._stop.is_set() and (abandon_on_stop or time.monotonic() > self._stop_deadline):
+                raise _Abandon("stop requested")
+            self._holding = True
+            self._pause_all()
+            polled = self.consumer.poll(timeout_ms=_HOLD_POLL_MS if seconds else 0)
+            for tp, records in polled.items():
+                # Only partitions assigned during the hold can deliver; rewind so nothing is skipped.
+                self.consumer.seek(tp, min(record.offset for record in records))
+            self.state.heartbeat()
+            if time.monotonic() >= deadline:
+                return
+
+    def _pause_all(self) -> None:
+        assignment = set(self.consumer.assignment())
+        to_pause = assignment - self._paused
+        if to_pause:
+            self.consumer.pause(*to_pause)
+            self._paused |= to_pause
+
+    def _release_hold(self) -> None:
+        self._holding = False
+        if self._paused:
+            owned = self._paused & set(self.consumer.assignment())
+            if owned:
+                self.consumer.resume(*owned)
+            self._paused.clear()
+
+    def _abandon(self, reason: str) -> None:
+        """Give up the held batch without committing; re-read it where we still own the partition."""
+        owned = set(self.consumer.assignment())
+        for tp, first_offset in self._held.items():
+            if tp in owned:
+                self.consumer.seek(tp, first_offset)
+        log.warning("batch abandoned, will be re-read", extra={"reason": reason, "partitions": len(self._held)})
+        self._held = {}
+
+    # --- fail-closed state -----------------------------------------------------------------------------
+    def _enter_fail_closed(self, exc: LookupUnavailable) -> None:
+        self.metrics.lookup_errors.labels(exc.reason).inc()
+        if self._fail_closed_since is None:
+            self._fail_closed_since = time.monotonic()
+            self.metrics.fail_closed.set(1)
+            self.metrics.ready.set(0)
+            self.metrics.fail_closed_pauses.labels(exc.reason).inc()
+            self.state.set_not_ready(exc.reason, fail_closed=True)
+            log.error(
+                "watchlist unavailable: failing closed (consumption paused, no decisions)",
+                extra={"reason": exc.reason, "detail": exc.detail},
+            )
+
+    def _leave_fail_closed(self, version: str, size: int) -> None:
+        if self._fail_closed_since is not None:
+            paused_for = time.monotonic() - self._fail_closed_since
+            self.metrics.fail_closed_seconds.inc(paused_for)
+            log.info("watchlist available again: resuming", extra={"paused_seconds": round(paused_for, 3)})
+            self._fail_closed_since = None
+            self.metrics.fail_closed.set(0)
+        if version != self.state.watchlist_version:
+            if self.state.watchlist_version is not None:
+                self.metrics.watchlist_switches.inc()
+            log.info("watchlist version in use", extra={"version": version, "addresses": size})
+            self.metrics.watchlist_info.info({"version": version})
+        if not self.state.ready or version != self.state.watchlist_version:
+            self.state.set_ready(version)
+            self.metrics.ready.set(1)
+        self.metrics.watchlist_keys.set(size)
+
+    # --- rebalance callbacks (called from inside consumer.poll) ----------------------------------------
+    def _on_revoked(self, partitions: list[TopicPartition], *, lost: bool) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Drop state of partitions we no longer own; return the finished offsets to commit (none if lost)."""
+        self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
+        gone = set(partitions)
+        finished = {} if lost else {tp: meta for tp, meta in self._finished.items() if tp in gone}
+        for tp in gone:
+            self._finished.pop(tp, None)
+            self._paused.discard(tp)
+            label = (tp.topic, str(tp.partition))
+            if label in self._lag_labels:
+                self.metrics.consumer_lag.remove(*label)
+                self._lag_labels.discard(label)
+        if gone & set(self._held):
+            self._held_revoked = True
+        log.info(
+            "partitions lost" if lost else "partitions revoked",
+            extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in gone)},
+        )
+        return finished
+
+    def _on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        assignment = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        self.metrics.assigned_partitions.set(len(assignment))
+        self.state.assigned_partitions = [f"{tp.topic}-{tp.partition}" for tp in assignment]
+        if self._holding and partitions:
+            self.consumer.pause(*partitions)
+            self._paused |= set(partitions)
+        log.info("partitions assigned", extra={"partitions": self.state.assigned_partitions})
+
+    # --- metrics ---------------------------------------------------------------------------------------
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag_refresh:
+            return
+        self._next_lag_refresh = now + _LAG_REFRESH_SECONDS
+        labels: set[tuple[str, str]] = set()
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=0)
+            except KafkaError:
+                continue
+            if position is None:
+                continue
+            key = (tp.topic, str(tp.partition))
+            labels.add(key)
+            self.metrics.consumer_lag.labels(*key).set(max(0, highwater - position))
+        for stale in self._lag_labels - labels:
+            self.metrics.consumer_lag.remove(*stale)
+        self._lag_labels = labels
+
+    def _observe(self, completed: CompletedBatch, acked_at: float, size: int) -> None:
+        metrics = self.metrics
+        metrics.batch_size.observe(size)
+        counts: dict[str, int] = {}
+        latency = metrics.end_to_end_latency
+        known_assets = self.settings.metric_assets
+        acked_ms = acked_at * 1000.0
+        for event in completed.decided:
+            counts[event.outcome.value] = counts.get(event.outcome.value, 0) + 1
+            latency.observe(max(0.0, (acked_ms - event.event_timestamp_ms) / 1000.0))
+            if event.reason is not None:
+                metrics.unscreenable.labels(event.reason).inc()
+            if event.matches:
+                asset = event.asset.upper()
+                asset = asset if asset in known_assets else "other"
+                for match in event.matches:
+                    metrics.flags.labels(match["list"], match["category"], asset, event.chain or "unknown").inc()
+                if event.usd_value is not None:
+                    category = event.matches[0]["category"]
+                    metrics.flagged_usd.labels(category, asset).inc(max(0.0, event.usd_value))
+        for outcome, count in counts.items():
+            metrics.decisions.labels(outcome.lower()).inc(count)
+        for _record, error in completed.dead_letters:
+            metrics.dead_lettered.labels(error.reason.value).inc()

@@ -1,0 +1,286 @@
+"""Screener configuration: one frozen, validated settings object read from AML_* environment variables.
+
+Every setting is documented in the README table (generated from this class by `aml-screener config --markdown`).
+A bad value stops start-up with a message that names the variable and the expected form; secrets are
+`SecretStr` so they never appear in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "AML_"
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid. The message names each bad variable and the expected form."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+def _default_instance_id() -> str:
+    return socket.gethostname()
+
+
+class Settings(BaseSettings):
+    """All screener settings. Field descriptions are the documentation shown in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_api_version: str | None = Field(
+        None,
+        description=(
+            "Pin the Kafka API version kafka-python uses, as 'MAJOR.MINOR[.PATCH]' (e.g. '2.3'). Leave unset "
+            "for real Kafka (negotiated). Needed for the embedded librdkafka mock broker."
+        ),
+        pattern=r"^\d+\.\d+(\.\d+)?$",
+    )
+    kafka_input_topic: str = Field("withdrawals.requested", description="Topic of WithdrawalRequested events.")
+    kafka_decisions_topic: str = Field("screening.decisions", description="Topic for ScreeningDecision records.")
+    kafka_flagged_topic: str = Field("withdrawals.flagged", description="Topic for WithdrawalFlagged records.")
+    kafka_dead_letter_topic: str = Field(
+        "withdrawals.requested.dlq", description="Topic for input records that cannot be decoded."
+    )
+    kafka_group_id: str = Field("aml-screener", description="Consumer group id; scale out by adding members.")
+    kafka_client_id: str = Field("aml-screener", description="Client id sent to the brokers.")
+    kafka_max_poll_records: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="Upper bound on records screened per batch (one Redis round trip).",
+    )
+    kafka_poll_timeout_ms: int = Field(
+        100, ge=1, le=60_000, description="How long one poll waits for records when the topic is idle."
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1_000,
+        description="Max time between polls before the group evicts this member (also bounds a fail-closed wait).",
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Group session timeout; a crashed member's partitions move after it."
+    )
+    kafka_auto_offset_reset: str = Field(
+        "earliest",
+        pattern=r"^(earliest|latest)$",
+        description=("Where a new group starts: 'earliest' (screen the backlog; the safe default) or 'latest'."),
+    )
+    kafka_max_message_bytes: int = Field(
+        65_536,
+        ge=64,
+        le=10_485_760,
+        description="Input records larger than this are dead-lettered as 'oversize' before decoding.",
+    )
+    kafka_producer_linger_ms: int = Field(
+        2, ge=0, le=1_000, description="Producer batching delay for outputs (latency vs throughput)."
+    )
+    kafka_compression: str = Field(
+        "none",
+        pattern=r"^(none|gzip|snappy|lz4|zstd)$",
+        description="Compression of output records: none, gzip, snappy, lz4 or zstd.",
+    )
+    kafka_delivery_timeout_ms: int = Field(
+        30_000,
+        ge=1_000,
+        description="How long the producer retries an output before reporting failure; the batch is then re-sent.",
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* security protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    kafka_ssl_cafile: str | None = Field(None, description="PEM file of CA certificates to verify brokers.")
+    kafka_ssl_certfile: str | None = Field(None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_keyfile: str | None = Field(None, description="PEM client private key (mutual TLS).")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (secret).")
+
+    # --- Schemas -----------------------------------------------------------------------------------------
+    schema_registry_url: str | None = Field(
+        None,
+        description=(
+            "Confluent-compatible Schema Registry base URL. Unset: writer schemas come from the local "
+            "id-to-file mapping in schemas/registry.json."
+        ),
+        pattern=r"^https?://",
+    )
+    schema_registry_basic_auth: SecretStr | None = Field(
+        None, description="'user:password' for the Schema Registry (secret)."
+    )
+    schema_dir: str | None = Field(None, description="Directory with registry.json and .avsc files (default: bundled).")
+
+    # --- Redis / watchlist -------------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        pattern=r"^(redis|rediss|unix)://",
+        description="Redis URL (rediss:// for TLS). Put credentials in the variables below, not in the URL.",
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user.")
+    redis_password: SecretStr | None = Field(None, description="Redis password (secret).")
+    redis_ssl_ca_certs: str | None = Field(None, description="CA bundle to verify a rediss:// server.")
+    redis_ssl_certfile: str | None = Field(None, description="Client certificate for Redis mutual TLS.")
+    redis_ssl_keyfile: str | None = Field(None, description="Client key for Redis mutual TLS.")
+    redis_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Socket timeout of one Redis round trip; beyond it the lookup fails closed.",
+    )
+    watchlist_key_prefix: str = Field(
+        "aml:{wl}",
+        description="Prefix of every watchlist key in Redis (the {hash tag} keeps keys in one Redis Cluster slot).",
+    )
+    lookup_retry_max_seconds: float = Field(
+        5.0, gt=0, le=300, description="Longest back-off between lookup retries while failing closed."
+    )
+
+    # --- Service -----------------------------------------------------------------------------------------
+    http_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz and /readyz.")  # noqa: S104
+    http_port: int = Field(9400, ge=0, le=65_535, description="Port of /metrics, /healthz, /readyz (0 = off).")
+    instance_id: str = Field(
+        default_factory=_default_instance_id, description="Recorded in every decision (default: host name)."
+    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING, ERROR.")
+    log_format: LogFormat = Field(LogFormat.JSON, description="'json' (one object per line) or 'text'.")
+    shutdown_timeout_seconds: float = Field(
+        20.0, gt=0, le=3_600, description="Bound on draining the current batch after SIGTERM."
+    )
+    metric_assets: Annotated[tuple[str, ...], NoDecode] = Field(
+        (
+            "BTC",
+            "ETH",
+            "USDT",
+            "USDC",
+            "TRX",
+            "BNB",
+            "LTC",
+            "BCH",
+            "DOGE",
+            "XRP",
+            "SOL",
+            "DAI",
+            "MATIC",
+            "POL",
+            "ARB",
+            "OP",
+            "AVAX",
+            "DASH",
+            "ZEC",
+            "XMR",
+            "ETC",
+            "BSV",
+            "BTG",
+        ),
+        description=(
+            "Asset tickers used as metric label values (comma-separated); any other asset is reported as "
+            "'other' so a hostile producer cannot explode label cardinality."
+        ),
+    )
+
+    @field_validator("metric_assets", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError("expected comma-separated host:port pairs, e.g. 'kafka-1:9092,kafka-2:9092'")
+        return value
+
+    @property
+    def api_version_tuple(self) -> tuple[int, ...] | None:
+        if self.kafka_api_version is None:
+            return None
+        return tuple(int(part) for part in self.kafka_api_version.split("."))
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict safe to log: secrets masked, credentials in URLs removed."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            elif name in {"redis_url", "schema_registry_url"} and isinstance(value, str):
+                out[name] = _strip_url_credentials(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _strip_url_credentials(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+_EXPECTED_BY_TYPE = {
+    "int_parsing": "an integer",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+    "enum": "one of the listed values",
+    "string_pattern_mismatch": "a value matching the documented form",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (plus explicit overrides); raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        info = Settings.model_fields.get(field)
+        description = info.description if info is not None else ""
+        message = str(error["msg"])
+        expected = _EXPECTED_BY_TYPE.get(str(error["type"]))
+        ctx = error.get("ctx") or {}
+        if "pattern" in ctx:
+            message, expected = f"expected a value of the form /{ctx['pattern']}/", None
+        hint = f" (expected {expected})" if expected and expected not in message else ""
+        lines.append(f"  {variable}: {message}{hint}. {description}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Decision logic: pure functions from (normalized address, watchlist matches) to an outcome.
+
+No I/O here: the caller does the lookup and passes the matches in, so every rule is unit-testable.
+Fail-closed is structural: `clear` can only come out of `decide` with a watchlist version in hand; an address
+that could not be normalized is `unscreenable`, never `clear`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aml_screener.screening.watchlist import Severity, highest_severity
+
+# Fixed namespace for decision ids (UUIDv5). Changing it would make re-screened events look new: never change.
+DECISION_NAMESPACE = uuid.UUID("6b0f3c8e-0d4c-5a59-9b6e-2f1c7a8d4e10")
+
+
+class Outcome(StrEnum):
+    """Values are the Avro enum symbols of ScreeningDecision.decision."""
+
+    CLEAR = "CLEAR"
+    FLAGGED = "FLAGGED"
+    UNSCREENABLE = "UNSCREENABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    severity: Severity | None
+    matches: Sequence[Mapping[str, Any]]
+    reason: str | None = None
+
+
+_NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
+
+
+def decision_id(event_id: str, watchlist_version: str | None) -> str:
+    """Deterministic: the same event screened against the same list version always gets the same id,
+    so a duplicate produced after a crash or rebalance is recognisable as such.
+
+    Exactly `str(uuid.uuid5(DECISION_NAMESPACE, f"{event_id}\\x1f{version}"))` (RFC 4122 name-based, SHA-1),
+    computed without the uuid module's object overhead (it ran once per decision: 5 us of 7).
+    """
+    digest = bytearray(
+        hashlib.sha1(  # RFC 4122 v5 is SHA-1 by definition; not a security use
+            _NAMESPACE_BYTES + f"{event_id}\x1f{watchlist_version or ''}".encode(), usedforsecurity=False
+        ).digest()
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_CLEAR = Verdict(Outcome.CLEAR, None, ())
+
+
+def decide(matches: Sequence[Mapping[str, Any]] | None) -> Verdict:
+    """Outcome for a normalized address that was looked up in a watchlist version (None = not listed)."""
+    if not matches:
+        return _CLEAR
+    return Verdict(Outcome.FLAGGED, highest_severity(matches), matches)
+
+
+def unscreenable(reason: str) -> Verdict:
+    """Outcome for an address that could not be checked (invalid for its network, unknown network)."""
+    return Verdict(Outcome.UNSCREENABLE, None, (), reason)
+
+
+def summarize(asset: str, network: str, matches: Sequence[Mapping[str, Any]]) -> str:
+    """One line for analysts: what was sent where, and who listed the destination."""
+    parts = []
+    for match in matches:
+        who = match.get("entry_name") or match["entry_id"]
+        programs = ", ".join(match.get("programs") or ())
+        parts.append(f"{match['list']} ({who}{', ' + programs if programs else ''}; {match['category']})")
+    return f"{asset} on {network} to an address listed by " + "; ".join(parts)

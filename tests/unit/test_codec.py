@@ -1,0 +1,252 @@
+"""Avro codec: Confluent framing, schema evolution in both directions, and every kind of undecodable input."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fastavro import parse_schema, schemaless_writer
+
+from aml_screener.screener.codec import (
+    HEADER,
+    RecordEncoder,
+    WithdrawalDecoder,
+    WithdrawalEncoder,
+    amount_of,
+    decode_framed,
+    usd_value_of,
+)
+from aml_screener.screener.errors import DeadLetterReason, DecodeError
+from aml_screener.screener.schemas import (
+    SCREENING_DECISION,
+    WITHDRAWAL_FLAGGED,
+    WITHDRAWAL_REQUESTED,
+    LocalSchemaRepository,
+    SchemaCatalog,
+    default_schema_dir,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "schemas"
+OLDER, NEWER, NO_EVENT_ID, AMOUNT_STRING = 101, 102, 103, 104
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> SchemaCatalog:
+    """The bundled schemas plus test writer schemas under extra ids (a local id-to-file mapping)."""
+    directory = tmp_path_factory.mktemp("schemas")
+    for file in default_schema_dir().iterdir():
+        shutil.copy(file, directory / file.name)
+    registry = json.loads((directory / "registry.json").read_text())
+    for schema_id, name in [
+        (OLDER, "withdrawal_requested.older.avsc"),
+        (NEWER, "withdrawal_requested.newer.avsc"),
+        (NO_EVENT_ID, "withdrawal_requested.no_event_id.avsc"),
+        (AMOUNT_STRING, "withdrawal_requested.amount_string.avsc"),
+    ]:
+        shutil.copy(FIXTURES / name, directory / name)
+        registry["schemas"][str(schema_id)] = name
+    (directory / "registry.json").write_text(json.dumps(registry))
+    return SchemaCatalog(directory)
+
+
+@pytest.fixture(scope="module")
+def decoder(catalog: SchemaCatalog) -> WithdrawalDecoder:
+    return WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=4096)
+
+
+def event(**overrides: object) -> dict:
+    base: dict[str, object] = {
+        "event_id": "e-1",
+        "exchange_id": "bithumb-kr",
+        "account_id": "acct-1",
+        "asset": "USDT",
+        "network": "tron",
+        "destination_address": "TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq",
+        "destination_tag": None,
+        "amount": Decimal("1234.5"),
+        "usd_value": Decimal("1234.50"),
+        "requested_at": 1_727_000_000_123,
+        "metadata": {"channel": "app"},
+    }
+    base.update(overrides)
+    return base
+
+
+def encode_with(catalog: SchemaCatalog, schema_id: int, record: dict) -> bytes:
+    """Encode as a producer using writer schema `schema_id` would (full logical types)."""
+    schema = parse_schema(catalog.by_id(schema_id).schema, {})
+    stream = io.BytesIO()
+    stream.write(HEADER.pack(0, schema_id))
+    schemaless_writer(stream, schema, record)
+    return stream.getvalue()
+
+
+def current_encoder(catalog: SchemaCatalog) -> WithdrawalEncoder:
+    entry = catalog.current(WITHDRAWAL_REQUESTED)
+    return WithdrawalEncoder(entry.schema, entry.schema_id)
+
+
+def test_round_trip_current_schema_keeps_every_field(catalog, decoder):
+    value = current_encoder(catalog).encode(event())
+    assert value[:5] == HEADER.pack(0, 1), "Confluent framing: magic 0 + 4-byte big-endian schema id"
+    schema_id, decoded = decoder.decode(value)
+    assert schema_id == 1
+    assert decoded["event_id"] == "e-1"
+    assert decoded["destination_address"] == "TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"
+    assert amount_of(decoded) == Decimal("1234.5")
+    assert usd_value_of(decoded) == Decimal("1234.50")
+    assert decoded["requested_at"] == 1_727_000_000_123
+    assert decoded["metadata"] == {"channel": "app"}
+
+
+def test_older_writer_decodes_into_current_reader_with_defaults(catalog, decoder):
+    older = {k: v for k, v in event().items() if k not in ("destination_tag", "usd_value", "metadata")}
+    schema_id, decoded = decoder.decode(encode_with(catalog, OLDER, older))
+    assert schema_id == OLDER
+    assert decoded["event_id"] == "e-1"
+    assert decoded["destination_tag"] is None
+    assert decoded["usd_value"] is None
+    assert decoded["metadata"] is None
+    assert amount_of(decoded) == Decimal("1234.5")
+
+
+def test_newer_writer_decodes_into_current_reader_ignoring_unknown_fields(catalog, decoder):
+    newer = event(travel_rule_id="tr-9", risk_hints=["vip"], destination_tag="memo-1")
+    _, decoded = decoder.decode(encode_with(catalog, NEWER, newer))
+    assert "travel_rule_id" not in decoded
+    assert "risk_hints" not in decoded
+    assert decoded["destination_tag"] == "memo-1"
+    assert decoded["network"] == "tron"
+    assert decoded["asset"] == "USDT"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda v: v[:-3], DeadLetterReason.TRUNCATED),
+        (lambda v: v[:3], DeadLetterReason.TRUNCATED),
+        (lambda v: b"\x01" + v[1:], DeadLetterReason.BAD_MAGIC),
+        (lambda v: b"", DeadLetterReason.BAD_MAGIC),
+        (lambda v: b'{"event_id": "json?"}', DeadLetterReason.BAD_MAGIC),
+        (lambda v: HEADER.pack(0, 4242) + v[5:], DeadLetterReason.UNKNOWN_SCHEMA_ID),
+        (lambda v: v + b"\x00\x00", DeadLetterReason.TRAILING_BYTES),
+        (lambda v: v + b"x" * 5000, DeadLetterReason.OVERSIZE),
+    ],
+    ids=[
+        "truncated-body",
+        "truncated-header",
+        "bad-magic",
+        "empty",
+        "json",
+        "unknown-id",
+        "trailing",
+        "oversize",
+    ],
+)
+def test_undecodable_payloads_raise_decode_error_with_reason(catalog, decoder, mutate, reason):
+    good = current_encoder(catalog).encode(event())
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(mutate(good))
+    assert caught.value.reason is reason
+    assert caught.value.detail
+
+
+def test_missing_required_field_is_named(catalog, decoder):
+    record = {k: v for k, v in event().items() if k != "event_id"}
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(encode_with(catalog, NO_EVENT_ID, record))
+    assert caught.value.reason is DeadLetterReason.MISSING_REQUIRED_FIELD
+    assert "event_id" in caught.value.detail
+
+
+def test_wrong_type_is_reported(catalog, decoder):
+    record = {
+        k: v for k, v in event(amount="12.5").items() if k in {f["name"] for f in catalog.by_id(104).schema["fields"]}
+    }
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(encode_with(catalog, AMOUNT_STRING, record))
+    assert caught.value.reason is DeadLetterReason.WRONG_TYPE
+
+
+def test_garbage_body_is_malformed_not_a_crash(catalog, decoder):
+    value = HEADER.pack(0, 1) + b"\x02\xff\xfe" + b"\x00" * 10
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(value)
+    assert caught.value.reason in (DeadLetterReason.MALFORMED_AVRO, DeadLetterReason.TRUNCATED)
+
+
+def test_empty_event_id_is_invalid(catalog, decoder):
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(current_encoder(catalog).encode(event(event_id="")))
+    assert caught.value.reason is DeadLetterReason.INVALID_FIELD
+
+
+def test_tombstone_is_dead_lettered(decoder):
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(None)
+    assert caught.value.reason is DeadLetterReason.NULL_VALUE
+
+
+def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
+    repository = LocalSchemaRepository(catalog)
+    decision_entry = catalog.current(SCREENING_DECISION)
+    encoder = RecordEncoder(decision_entry.schema, repository.output_schema_id("x-value", decision_entry.schema))
+    decision = {
+        "decision_id": "d",
+        "event_id": "e-1",
+        "exchange_id": "x",
+        "asset": "ETH",
+        "network": "ethereum",
+        "decision": "FLAGGED",
+        "reason": None,
+        "chain_family": "evm",
+        "address_key": "evm:0x098b716b8aaf21512996dc57eb0615e2383e2f96",
+        "severity": "critical",
+        "matches": [
+            {
+                "list": "ofac-sdn",
+                "category": "sanctions",
+                "source": "sdn",
+                "entry_id": "27307",
+                "entry_name": "Lazarus Group",
+                "programs": ["DPRK3"],
+                "listed_asset": "ETH",
+                "listed_address": "0x098B716B8Aaf21512996dC57EB0615e2383E2f96",
+                "published_at": None,
+            }
+        ],
+        "watchlist_version": "v1",
+        "source": {"topic": "t", "partition": 1, "offset": 7, "schema_id": 1},
+        "timings": {
+            "requested_at": 1,
+            "event_timestamp": 2,
+            "decided_at": 3,
+            "batch_size": 1,
+            "decode_us": 1,
+            "normalize_us": 1,
+            "lookup_us": 1,
+        },
+        "screener": "test",
+    }
+    value = encoder.encode(decision)
+    schema_id, decoded = decode_framed(value, repository)
+    assert schema_id == decision_entry.schema_id == 2
+    assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
+    assert decoded["decision"] == "FLAGGED"
+
+
+def test_catalog_schemas_are_self_contained_and_documented():
+    catalog = SchemaCatalog()
+    for entry in catalog.entries():
+        parse_schema(entry.schema, {})  # no outside named types needed
+        assert entry.schema.get("doc")
+        assert entry.file.startswith(entry.fullname) and ".v" in entry.file
+        for field in entry.schema["fields"]:
+            assert field.get("doc"), f"{entry.fullname}.{field['name']} lacks a doc"
+    flagged = catalog.current(WITHDRAWAL_FLAGGED).schema
+    withdrawal = next(f for f in flagged["fields"] if f["name"] == "withdrawal")["type"]
+    assert withdrawal["name"] == WITHDRAWAL_REQUESTED, "flagged events embed the full withdrawal"
