@@ -73,6 +73,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, NamedTuple, Protocol, Self
 
+from aml_screener.devstack.process import set_parent_death_signal
+
 __all__ = [
     "ApiKey",
     "KafkaClusterControl",
@@ -735,18 +737,6 @@ def _parse_topic(spec: str) -> tuple[str, int, int | None]:
     return parts[0], numbers[0], numbers[1] if len(numbers) > 1 else None
 
 
-def _set_parent_death_signal(sig: int) -> None:
-    """Linux: deliver ``sig`` to this process when the thread that forked it exits (PR_SET_PDEATHSIG)."""
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    libc.prctl.restype = ctypes.c_int
-    if libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-
-
 def _dispatch(cluster: MockKafkaCluster, request: dict[str, Any]) -> dict[str, Any]:
     op = request.pop("op", None)
     if op == "ping":
@@ -801,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.parent_pid is not None:
-        _set_parent_death_signal(signal.SIGTERM)
+        set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != args.parent_pid:  # the parent died before prctl took effect
             return 1
 

@@ -13,18 +13,16 @@ server exits, so start servers from a thread that lives as long as they should (
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -33,6 +31,7 @@ from urllib.parse import quote
 import redis
 
 from aml_screener.devstack.ports import LOOPBACK, free_port
+from aml_screener.devstack.process import parent_death_preexec
 
 __all__ = ["RedisServer", "RedisServerError", "RedisServerNotInstalledError", "find_redis_server"]
 
@@ -62,29 +61,6 @@ def find_redis_server() -> str:
         f"redis-server binary not found on PATH or in {', '.join(_FALLBACK_DIRS)}; install it with: "
         f"{_INSTALL_HINT} (Debian/Ubuntu; needs root or sudo)"
     )
-
-
-def _parent_death_preexec(sig: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent exits (Linux only).
-
-    prctl is looked up here, in the parent: the function runs in the forked child before exec, where loading
-    a library could deadlock on a lock another parent thread held at fork time.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sig, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody would ever signal us
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 def _cleanup(live: list[subprocess.Popen[bytes]], directory: Path) -> None:
@@ -243,7 +219,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_parent_death_preexec(signal.SIGKILL),  # noqa: PLW1509  (see _parent_death_preexec)
+                preexec_fn=parent_death_preexec(signal.SIGKILL),  # noqa: PLW1509  (see process.parent_death_preexec)
                 close_fds=True,
                 # Own session: a terminal Ctrl-C must not stop Redis before the parent's graceful shutdown.
                 start_new_session=True,

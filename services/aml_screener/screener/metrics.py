@@ -112,6 +112,12 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.loop_errors = Counter(
+            "aml_screener_loop_errors_total",
+            "Errors the consumer loop recovered from (the batch is re-read), by where they happened.",
+            ["where"],
+            registry=r,
+        )
         self.commits = Counter("aml_screener_offset_commits_total", "Offset commits.", ["result"], registry=r)
         self.rebalances = Counter(
             "aml_screener_rebalances_total", "Partition assignment changes.", ["kind"], registry=r

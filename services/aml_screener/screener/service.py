@@ -44,6 +44,9 @@ _HOLD_POLL_MS = 200
 _FIRST_BACKOFF_SECONDS = 0.1
 # Consumer lag gauges are refreshed at most this often (they are read from fetch metadata, but cost a loop).
 _LAG_REFRESH_SECONDS = 1.0
+# After this many consecutive loop errors (a poison batch, a broken client) readiness turns off so the
+# platform notices; the loop keeps retrying with back-off.
+_ERRORS_BEFORE_NOT_READY = 5
 # Flush slice while waiting for acknowledgements before the consumer is polled again.
 _ACK_WAIT_SECONDS = 0.2
 
@@ -107,6 +110,7 @@ class Screener:
         self._next_lag_refresh = 0.0
         self._fail_closed_since: float | None = None
         self._lag_labels: set[tuple[str, str]] = set()
+        self._consecutive_errors = 0
         self.batches = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -134,13 +138,19 @@ class Screener:
             log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
             while not self._stop.is_set():
                 self.state.heartbeat()
-                polled = self.consumer.poll(
-                    timeout_ms=self.settings.kafka_poll_timeout_ms,
-                    max_records=self.settings.kafka_max_poll_records,
-                )
+                try:
+                    polled = self.consumer.poll(
+                        timeout_ms=self.settings.kafka_poll_timeout_ms,
+                        max_records=self.settings.kafka_max_poll_records,
+                    )
+                except KafkaError as exc:
+                    # Group and fetch errors surface here (e.g. a SyncGroup refused mid-rebalance); the client
+                    # rejoins and refetches by itself on the next poll, so wait a little and go on.
+                    self._loop_error("poll", exc)
+                    continue
                 records = [record for records in polled.values() for record in records]
                 if records:
-                    self._process(records)
+                    self._process_safely(records)
                 self._refresh_lag()
             return 0
         finally:
@@ -193,6 +203,33 @@ class Screener:
             log.info("screener stopped", extra={"batches": self.batches})
 
     # --- one batch -------------------------------------------------------------------------------------
+    def _process_safely(self, records: Sequence[InputRecord]) -> None:
+        """A bug or an unforeseen client error must not end the loop, and must not lose the batch either."""
+        try:
+            self._process(records)
+        except Exception as exc:  # noqa: BLE001 - the loop's last line of defence, logged with traceback
+            self._release_hold()
+            self._abandon(f"unexpected {type(exc).__name__}")
+            self._loop_error("batch", exc, with_traceback=True)
+        else:
+            self._consecutive_errors = 0
+
+    def _loop_error(self, where: str, exc: BaseException, *, with_traceback: bool = False) -> None:
+        self._consecutive_errors += 1
+        self.metrics.loop_errors.labels(where).inc()
+        log.warning(
+            "consumer loop error; retrying",
+            extra={"where": where, "error": f"{type(exc).__name__}: {exc}", "consecutive": self._consecutive_errors},
+            exc_info=exc if with_traceback else None,
+        )
+        if self._consecutive_errors >= _ERRORS_BEFORE_NOT_READY:
+            self.state.set_not_ready(f"{where}_failing", fail_closed=False)
+            self.metrics.ready.set(0)
+        delay = min(
+            _FIRST_BACKOFF_SECONDS * 2 ** (self._consecutive_errors - 1), self.settings.lookup_retry_max_seconds
+        )
+        self._stop.wait(delay)
+
     def _process(self, records: Sequence[InputRecord]) -> None:
         started = time.perf_counter()
         self._held = {}
@@ -313,7 +350,11 @@ class Screener:
                 raise _Abandon("stop requested")
             self._holding = True
             self._pause_all()
-            polled = self.consumer.poll(timeout_ms=_HOLD_POLL_MS if seconds else 0)
+            try:
+                polled = self.consumer.poll(timeout_ms=_HOLD_POLL_MS if seconds else 0)
+            except KafkaError as exc:
+                log.warning("poll failed while holding a batch", extra={"error": str(exc)})
+                polled = {}
             for tp, records in polled.items():
                 # Only partitions assigned during the hold can deliver; rewind so nothing is skipped.
                 self.consumer.seek(tp, min(record.offset for record in records))
