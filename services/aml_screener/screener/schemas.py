@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from aml_screener.screener.errors import SchemaSourceUnavailable
 WITHDRAWAL_REQUESTED = "aml_screener.events.WithdrawalRequested"
 SCREENING_DECISION = "aml_screener.screening.ScreeningDecision"
 WITHDRAWAL_FLAGGED = "aml_screener.screening.WithdrawalFlagged"
+
+# How long a schema id the registry does not know is answered "unknown" without asking again.
+_UNKNOWN_ID_TTL_SECONDS = 60.0
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
@@ -191,6 +195,7 @@ class HttpSchemaRegistry:
             token = base64.b64encode(basic_auth.encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
         self._cache: dict[int, Schema] = {}
+        self._unknown: dict[int, float] = {}  # id -> monotonic time until which "unknown" is remembered
         self._lock = threading.Lock()
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
@@ -212,9 +217,14 @@ class HttpSchemaRegistry:
         cached = self._cache.get(schema_id)
         if cached is not None:
             return cached
+        if self._unknown.get(schema_id, 0.0) > time.monotonic():
+            raise UnknownSchemaId(schema_id)
         try:
             answer = self._request("GET", f"/schemas/ids/{schema_id}")
         except urllib.error.HTTPError:
+            # Remember misses for a while: records with made-up ids must not become one registry call each.
+            with self._lock:
+                self._unknown[schema_id] = time.monotonic() + _UNKNOWN_ID_TTL_SECONDS
             raise UnknownSchemaId(schema_id) from None
         if answer.get("schemaType", "AVRO") != "AVRO":
             raise UnknownSchemaId(schema_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_listed
 from aml_screener.screening.watchlist import Listing
 
-_ASSET_IN_NAME = re.compile(r"(?:^|[_.\-])([A-Za-z0-9]{2,10})\.(?:txt|json|lst|csv)$")
+_ASSET_IN_NAME = re.compile(r"[_.\-]([A-Za-z0-9]{2,10})\.(?:txt|json|lst|csv)$")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,285 @@
+"""Helpers for integration tests: run real `aml-screener run` processes against the embedded stack and read
+everything they produce.
+
+Nothing here is a mock: the screener is the installed entry point in a child process, configured only through
+AML_* variables; the broker speaks the Kafka protocol; Redis is a real redis-server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+
+from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.ports import free_port
+from aml_screener.devstack.process import child_process_kwargs
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS, EmbeddedStack
+from aml_screener.screener.codec import WithdrawalEncoder, decode_framed
+from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.watchlist import loader
+from aml_screener.watchlist.loader import ListSpec
+from aml_screener.watchlist.store import WatchlistStore
+
+INPUT = "withdrawals.requested"
+DECISIONS = "screening.decisions"
+FLAGGED = "withdrawals.flagged"
+DLQ = "withdrawals.requested.dlq"
+TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1}
+API_VERSION = ".".join(map(str, KAFKA_PYTHON_API_VERSION))
+
+CATALOG = SchemaCatalog()
+REPOSITORY = LocalSchemaRepository(CATALOG)
+
+
+def encoder() -> WithdrawalEncoder:
+    entry = CATALOG.current(WITHDRAWAL_REQUESTED)
+    return WithdrawalEncoder(entry.schema, entry.schema_id)
+
+
+def load_bundled_watchlist(redis_url: str) -> ListSpec:
+    spec = loader.from_manifest(BUNDLED_MANIFEST)
+    loader.load(WatchlistStore(redis.Redis.from_url(redis_url, decode_responses=True)), spec)
+    return spec
+
+
+def generate(spec: ListSpec, count: int, **kwargs: Any) -> list[GeneratedEvent]:
+    return list(WithdrawalGenerator(spec.parsed.listings, encoder(), **kwargs).stream(count))
+
+
+def produce(bootstrap: str, events: Iterable[GeneratedEvent], topic: str = INPUT) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False})
+    count = 0
+    for event in events:
+        producer.produce(topic, event.value, event.key)
+        producer.poll(0)
+        count += 1
+    assert producer.flush(30) == 0, "test input not fully delivered"
+    return count
+
+
+def produce_raw(bootstrap: str, values: Iterable[tuple[bytes | None, bytes | None]], topic: str = INPUT) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "log.connection.close": False})
+    for key, value in values:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
+class ScreenerProcess:
+    """One `aml-screener run` child process."""
+
+    def __init__(self, stack: EmbeddedStack, *, group: str, instance: str, env: Mapping[str, str] | None = None):
+        self.port = free_port()
+        self.instance = instance
+        self.env = dict(
+            os.environ,
+            AML_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
+            AML_KAFKA_API_VERSION=API_VERSION,
+            AML_KAFKA_SESSION_TIMEOUT_MS=str(KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS["session_timeout_ms"]),
+            AML_KAFKA_GROUP_ID=group,
+            AML_REDIS_URL=stack.redis_url,
+            AML_HTTP_HOST="127.0.0.1",
+            AML_HTTP_PORT=str(self.port),
+            AML_INSTANCE_ID=instance,
+            AML_LOG_FORMAT="json",
+            AML_LOG_LEVEL="INFO",
+            AML_REDIS_TIMEOUT_SECONDS="0.5",
+            AML_LOOKUP_RETRY_MAX_SECONDS="0.5",
+            **(env or {}),
+        )
+        self.log = Path(tempfile.mkstemp(prefix=f"screener-{instance}-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ScreenerProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aml_screener.cli", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **child_process_kwargs(signal.SIGKILL),
+            )
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def probe(self, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=2) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Value of one sample (0 when absent)."""
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric, _, label_text = series.partition("{")
+            if metric != name:
+                continue
+            have = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+            if have == wanted:
+                return float(value)
+        return 0.0
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"screener {self.instance} exited ({self.proc.returncode}) waiting for {what}:\n" + self.log_tail()
+                )
+            with contextlib.suppress(OSError, ValueError):
+                if predicate():
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n" + self.log_tail())
+
+    def wait_assigned(self, timeout: float = 45) -> list[str]:
+        def assigned() -> bool:
+            status, body = self.probe("/readyz")
+            return status == 200 and bool(body.get("assigned_partitions"))
+
+        self.wait_until(assigned, timeout, "readiness with assigned partitions")
+        return list(self.probe("/readyz")[1]["assigned_partitions"])
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+        return lines
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
+class Outputs:
+    """Everything the screeners produced, decoded."""
+
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[Any] = field(default_factory=list)  # raw kafka-python records (value = original bytes)
+
+    def decisions_by_event(self) -> dict[str, list[dict[str, Any]]]:
+        by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for decision in self.decisions:
+            by_event[decision["event_id"]].append(decision)
+        return by_event
+
+    def outcome_of(self) -> dict[str, str]:
+        return {event: items[0]["decision"] for event, items in self.decisions_by_event().items()}
+
+    def duplicates(self) -> int:
+        return sum(len(items) - 1 for items in self.decisions_by_event().values())
+
+    def dead_letter_reasons(self) -> Counter[str]:
+        return Counter(dict(record.headers)["aml.dlq.reason"].decode() for record in self.dead_letters)
+
+
+class OutputReader:
+    """Reads the decision, flagged and dead-letter topics from the beginning (no group: assign + seek)."""
+
+    def __init__(self, stack: EmbeddedStack, repository: Any = REPOSITORY) -> None:
+        self.repository = repository
+        self.schema_ids: Counter[int] = Counter()  # framing ids of the decoded outputs
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=stack.bootstrap_servers.split(","),
+            api_version=KAFKA_PYTHON_API_VERSION,
+            enable_auto_commit=False,
+        )
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in (DECISIONS, FLAGGED, DLQ)
+            for partition in range(TOPICS[topic])
+        ]
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_beginning()
+        self.outputs = Outputs()
+
+    def poll(self, timeout_ms: int = 200) -> None:
+        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
+            for record in records:
+                if tp.topic == DLQ:
+                    self.outputs.dead_letters.append(record)
+                else:
+                    schema_id, decoded = decode_framed(record.value, self.repository)
+                    self.schema_ids[schema_id] += 1
+                    target = self.outputs.decisions if tp.topic == DECISIONS else self.outputs.flagged
+                    target.append(decoded)
+
+    def read_until(self, predicate: Callable[[Outputs], bool], timeout: float, what: str) -> Outputs:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.outputs):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out waiting for {what}: {len(self.outputs.decisions)} decisions, "
+                    f"{len(self.outputs.flagged)} flagged, {len(self.outputs.dead_letters)} dead letters"
+                )
+            self.poll()
+        return self.outputs
+
+    def settle(self, seconds: float = 1.0) -> Outputs:
+        """Keep reading for a while (to catch anything extra, e.g. duplicates)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.poll()
+        return self.outputs
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def all_decided(events: list[GeneratedEvent]) -> Callable[[Outputs], bool]:
+    """Every event has a decision or a dead letter."""
+    expected_decided = {event.event_id for event in events if event.expected.value != "DEAD_LETTER"}
+    expected_dlq = sum(1 for event in events if event.expected.value == "DEAD_LETTER")
+
+    def done(outputs: Outputs) -> bool:
+        decided = {decision["event_id"] for decision in outputs.decisions}
+        return expected_decided <= decided and len(outputs.dead_letters) >= expected_dlq
+
+    return done

@@ -1,0 +1,139 @@
+"""Nothing lost, nothing decided without the watchlist: restarts, crashes, two members, Redis outages."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from aml_screener.devstack.generator import Expected
+from aml_screener.devstack.stack import EmbeddedStack
+from tests.integration.harness import (
+    TOPICS,
+    all_decided,
+    generate,
+    load_bundled_watchlist,
+    produce,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def assert_complete_and_correct(events, outputs):
+    """Every screenable event decided with the expected outcome; duplicates share their decision id."""
+    by_event = outputs.decisions_by_event()
+    for event in events:
+        if event.expected is Expected.DEAD_LETTER:
+            continue
+        decisions = by_event[event.event_id]
+        assert decisions, f"event {event.event_id} was lost"
+        assert {d["decision"] for d in decisions} == {event.expected.value}
+        assert len({d["decision_id"] for d in decisions}) == 1, "a duplicate is recognisable by its decision id"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_screener_stopped_mid_stream_and_restarted_loses_nothing(stack, screeners, reader, how):
+    spec = load_bundled_watchlist(stack.redis_url)
+    events = generate(spec, 12_000, seed=3, hit_share=0.03)
+    first = screeners("first", AML_KAFKA_MAX_POLL_RECORDS="200")
+    first.wait_assigned()
+    produce(stack.bootstrap_servers, events)
+    reader.read_until(lambda o: len(o.decisions) >= 3000, 60, "a quarter of the stream decided")
+    if how == "sigterm":
+        assert first.terminate() == 0, "SIGTERM: finish the batch, commit, exit 0"
+        log = [line["msg"] for line in first.log_lines()]
+        assert "screener stopped" in log
+    else:
+        first.kill()
+    decided_before = len(reader.outputs.decisions)
+    assert decided_before < len(events), "stopped mid-stream"
+    second = screeners("second")
+    second.wait_assigned()
+    outputs = reader.read_until(all_decided(events), 90, "every event decided after the restart")
+    outputs = reader.settle(1.0)
+    assert_complete_and_correct(events, outputs)
+    if how == "sigterm":
+        # A clean stop commits what it finished: nothing (or at most one in-flight batch) is decided twice.
+        assert outputs.duplicates() <= 200
+    assert {d["screener"] for d in outputs.decisions} == {"first", "second"}
+    assert second.terminate() == 0
+
+
+def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack, screeners, reader):
+    spec = load_bundled_watchlist(stack.redis_url)
+    events = generate(spec, 12_000, seed=5, hit_share=0.03)
+    one = screeners("one")
+    one.wait_assigned()
+    two = screeners("two")
+
+    def both_have_partitions() -> bool:
+        a = set(one.probe("/readyz")[1]["assigned_partitions"])
+        b = set(two.probe("/readyz")[1]["assigned_partitions"])
+        return bool(a) and bool(b) and not (a & b) and len(a | b) == TOPICS["withdrawals.requested"]
+
+    two.wait_until(both_have_partitions, 90, "the group to split the 4 partitions between both members")
+    produce(stack.bootstrap_servers, events)
+    outputs = reader.read_until(all_decided(events), 90, "every event decided by the group")
+    outputs = reader.settle(1.0)
+    assert_complete_and_correct(events, outputs)
+    by_screener: dict[str, set[int]] = {}
+    for decision in outputs.decisions:
+        by_screener.setdefault(decision["screener"], set()).add(decision["source"]["partition"])
+    assert set(by_screener) == {"one", "two"}, "both members decided"
+    assert not (by_screener["one"] & by_screener["two"]), "each partition decided by one member (no rebalance)"
+    assert outputs.duplicates() == 0
+    assert one.terminate() == 0
+    assert two.terminate() == 0
+
+
+def test_redis_outage_pauses_without_any_clear_and_resumes_by_itself(screeners, reader_factory):
+    # Redis with an append-only file, so its data survives the restart (a persistent production Redis).
+    with EmbeddedStack(brokers=1, topics=TOPICS, redis_args=("--appendonly", "yes")) as stack:
+        spec = load_bundled_watchlist(stack.redis_url)
+        events = generate(spec, 9_000, seed=8, hit_share=0.05)
+        screener = screeners("s", target=stack, AML_KAFKA_MAX_POLL_RECORDS="100")
+        screener.wait_assigned()
+        reader = reader_factory(stack)
+        producer = threading.Thread(target=produce_slowly, args=(stack.bootstrap_servers, events), daemon=True)
+        producer.start()
+        reader.read_until(lambda o: len(o.decisions) >= 1500, 60, "decisions before the outage")
+        stack.redis.stop()
+        screener.wait_until(lambda: screener.probe("/readyz")[0] == 503, 10, "not ready during the outage")
+        _status, body = screener.probe("/readyz")
+        assert body["fail_closed"] is True
+        assert screener.metric("aml_screener_fail_closed") == 1
+        reader.settle(1.0)  # anything decided before the outage was noticed
+        during = len(reader.outputs.decisions)
+        time.sleep(3)
+        reader.settle(0.5)
+        assert len(reader.outputs.decisions) == during, "no decision at all while the watchlist is unreachable"
+        assert screener.probe("/healthz")[0] == 200, "failing closed is healthy (waiting), not stuck"
+        stack.redis.start()
+        outputs = reader.read_until(all_decided(events), 90, "every event decided after Redis returned")
+        producer.join(30)
+        assert_complete_and_correct(events, outputs)
+        assert screener.probe("/readyz")[0] == 200
+        assert screener.metric("aml_screener_fail_closed") == 0
+        assert screener.metric("aml_screener_fail_closed_pauses_total", reason="redis_unavailable") >= 1
+        assert screener.terminate() == 0
+
+
+def produce_slowly(bootstrap: str, events, chunk: int = 300, pause: float = 0.1) -> None:
+    for start in range(0, len(events), chunk):
+        produce(bootstrap, events[start : start + chunk])
+        time.sleep(pause)
+
+
+def test_without_a_watchlist_the_screener_is_not_ready_and_takes_no_partitions(stack, screeners, reader):
+    screener = screeners()
+    screener.wait_until(lambda: screener.probe("/readyz")[1]["reason"] == "no_active_version", 20, "not ready")
+    status, body = screener.probe("/readyz")
+    assert status == 503
+    assert body["assigned_partitions"] == []
+    spec = load_bundled_watchlist(stack.redis_url)  # the first sync arrives
+    events = generate(spec, 500, seed=1)
+    produce(stack.bootstrap_servers, events)
+    screener.wait_assigned()
+    reader.read_until(all_decided(events), 45, "decisions once the watchlist exists")
+    assert screener.terminate() == 0
