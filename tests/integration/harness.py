@@ -30,7 +30,7 @@ from aml_screener.demo.run import BUNDLED_MANIFEST
 from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS, EmbeddedStack
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
 from aml_screener.screener.codec import WithdrawalEncoder, decode_framed
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
@@ -42,7 +42,6 @@ DECISIONS = "screening.decisions"
 FLAGGED = "withdrawals.flagged"
 DLQ = "withdrawals.requested.dlq"
 TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1}
-API_VERSION = ".".join(map(str, KAFKA_PYTHON_API_VERSION))
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
@@ -90,8 +89,7 @@ class ScreenerProcess:
         self.env = dict(
             os.environ,
             AML_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
-            AML_KAFKA_API_VERSION=API_VERSION,
-            AML_KAFKA_SESSION_TIMEOUT_MS=str(KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS["session_timeout_ms"]),
+            **MOCK_SCREENER_ENV,
             AML_KAFKA_GROUP_ID=group,
             AML_REDIS_URL=stack.redis_url,
             AML_HTTP_HOST="127.0.0.1",

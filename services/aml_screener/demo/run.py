@@ -35,11 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
-from aml_screener.devstack.stack import (
-    KAFKA_PYTHON_API_VERSION,
-    KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS,
-    EmbeddedStack,
-)
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
 from aml_screener.screener.codec import WithdrawalEncoder, decode_framed
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
@@ -201,11 +197,11 @@ def run_demo(args: argparse.Namespace) -> int:
             AML_KAFKA_GROUP_ID=f"aml-screener-demo-{os.getpid()}",
             AML_LOG_FORMAT="json",
         )
-        if not args.bootstrap_servers:
-            # The mock holds a rejoining group for session.timeout - 1 s (see devstack.stack).
-            env["AML_KAFKA_SESSION_TIMEOUT_MS"] = str(KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS["session_timeout_ms"])
-        if api_version:
-            env["AML_KAFKA_API_VERSION"] = api_version
+        if args.bootstrap_servers:
+            if api_version:
+                env["AML_KAFKA_API_VERSION"] = api_version
+        else:
+            env.update(MOCK_SCREENER_ENV)
         log_file = tempfile.NamedTemporaryFile(prefix="aml-screener-demo-", suffix=".log", delete=False)  # noqa: SIM115
         log_path = Path(log_file.name)
         child = subprocess.Popen(

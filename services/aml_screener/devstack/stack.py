@@ -18,7 +18,13 @@ from aml_screener.devstack.mock_kafka import KafkaClusterControl, MockKafkaClust
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.redis_server import RedisServer
 
-__all__ = ["KAFKA_PYTHON_API_VERSION", "KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS", "EmbeddedStack", "free_port"]
+__all__ = [
+    "KAFKA_PYTHON_API_VERSION",
+    "KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS",
+    "MOCK_SCREENER_ENV",
+    "EmbeddedStack",
+    "free_port",
+]
 
 # kafka-python 3 clients must be given this api_version when talking to the librdkafka mock broker. The mock
 # implements ApiVersions only up to v2, and kafka-python 3 cannot decode the mock's fallback answer to its v4
@@ -37,6 +43,17 @@ KAFKA_PYTHON_API_VERSION: Final[tuple[int, int]] = (2, 3)
 KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS: Final[dict[str, int]] = {
     "session_timeout_ms": 6_000,
     "heartbeat_interval_ms": 1_000,
+}
+
+# The screener's AML_* settings for running against the mock, in one place (demo, tests, benchmarks):
+# - the pinned kafka-python API version and the short session timeout explained above;
+# - a 10 ms fetch wait: the mock answers an empty Fetch only after the full fetch.max.wait.ms even when data
+#   arrives meanwhile (rdkafka_mock_handlers.c says so itself), which with kafka-python's 500 ms default adds
+#   up to half a second of latency to a steady stream. Real Kafka answers as soon as data is there.
+MOCK_SCREENER_ENV: Final[dict[str, str]] = {
+    "AML_KAFKA_API_VERSION": ".".join(map(str, KAFKA_PYTHON_API_VERSION)),
+    "AML_KAFKA_SESSION_TIMEOUT_MS": str(KAFKA_PYTHON_MOCK_CONSUMER_SETTINGS["session_timeout_ms"]),
+    "AML_KAFKA_FETCH_MAX_WAIT_MS": "10",
 }
 
 

@@ -32,6 +32,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         # Heartbeats at a third of the session timeout: the usual Kafka guidance (two can be lost).
         "heartbeat_interval_ms": max(1, settings.kafka_session_timeout_ms // 3),
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "max_partition_fetch_bytes": _MAX_PARTITION_FETCH_BYTES,
         "fetch_max_bytes": _FETCH_MAX_BYTES,
         "security_protocol": settings.kafka_security_protocol.value,

@@ -18,7 +18,8 @@ _LATENCY_BUCKETS = (
 _STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
-STAGES = ("decode", "normalize", "lookup", "decide", "encode", "produce", "commit")
+# decide includes building and encoding the outputs; produce is sending them and waiting for acknowledgement.
+STAGES = ("decode", "normalize", "lookup", "decide", "produce", "commit")
 
 
 class Metrics:

@@ -112,6 +112,7 @@ class Screener:
         self._lag_labels: set[tuple[str, str]] = set()
         self._consecutive_errors = 0
         self.batches = 0
+        self.records_done = 0  # input records whose outputs were acknowledged and whose offsets were committed
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -254,6 +255,7 @@ class Screener:
             self._release_hold()
         done = time.perf_counter()
         self.batches += 1
+        self.records_done += len(records)
         self._observe(completed, acked_at, len(records))
         stages = self.metrics.stage_duration
         for stage, seconds in completed.stage_seconds.items():

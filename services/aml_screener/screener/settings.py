@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         ge=1_000,
         description="Max time between polls before the group evicts this member (also bounds a fail-closed wait).",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=0,
+        le=30_000,
+        description="Longest time the broker may hold a fetch when no data is waiting (Kafka's fetch.max.wait.ms).",
+    )
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1_000, description="Group session timeout; a crashed member's partitions move after it."
     )

@@ -1,0 +1,289 @@
+"""`make bench`: screener throughput vs a bare kafka-python consumer, and latency under steady load.
+
+Part A (throughput): one prefilled input topic (default 100,000 events, 4 partitions) is read, in alternating
+rounds, by (a) a bare kafka-python consumer with the screener's consumer settings and (b) the screener; each in
+its own process, a new consumer group per round. Reported: events/s per round, medians, and the ratio of
+medians (target: screener >= 0.8 x bare).
+
+Part B (latency): fresh topics; the screener runs while a producer process sends a steady 5,000 events/s for
+60 s and an observer process reads the decisions. Reported: p50/p95/p99 of
+  - decided:  input record timestamp -> decision made (the decision's own decided_at);
+  - visible:  input record timestamp -> decision readable by a downstream consumer (includes its fetch);
+  - acked:    input record timestamp -> decision acknowledged by Kafka (screener histogram, bucket-interpolated).
+Target: p99 <= 35 ms.
+
+The broker runs in its own process (mock cluster subprocess), Redis is a real redis-server. Results are written
+to bench/results/<UTC timestamp>.json and printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import kafka
+import redis
+from confluent_kafka import Producer
+
+from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.ports import free_port
+from aml_screener.devstack.process import child_process_kwargs
+from aml_screener.devstack.stack import MOCK_SCREENER_ENV, EmbeddedStack
+from aml_screener.screener.codec import WithdrawalEncoder
+from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
+from aml_screener.watchlist import loader
+from aml_screener.watchlist.store import WatchlistStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
+
+
+def worker(*args: str, timeout: float = 600) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.workers", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **child_process_kwargs(),
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {args[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "kafka_python": kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
+    spec = loader.from_manifest(BUNDLED_MANIFEST)
+    entry = SchemaCatalog().current(WITHDRAWAL_REQUESTED)
+    generator = WithdrawalGenerator(
+        spec.parsed.listings, WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
+    )
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 20, "log.connection.close": False})
+    expected: dict[str, int] = {}
+    size = 0
+    for event in generator.stream(count):
+        expected[event.expected.value] = expected.get(event.expected.value, 0) + 1
+        size += len(event.value)
+        while True:
+            try:
+                producer.produce(TOPICS[0], event.value, event.key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("prefill not delivered")
+    expected["mean_value_bytes"] = size // count
+    return expected
+
+
+def part_a(events: int, rounds: int, seed: int) -> dict[str, Any]:
+    topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
+    with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
+        loader.load(
+            WatchlistStore(redis.Redis.from_url(stack.redis_url, decode_responses=True)),
+            loader.from_manifest(BUNDLED_MANIFEST),
+        )
+        mix = prefill(stack, events, seed)
+        print(f"  prefilled {events} events ({mix})", flush=True)
+        bare: list[dict[str, Any]] = []
+        screener: list[dict[str, Any]] = []
+        for index in range(rounds):
+            bare.append(worker("bare", stack.bootstrap_servers, TOPICS[0], str(events), f"bare-{index}"))
+            screener.append(
+                worker("screener", stack.bootstrap_servers, stack.redis_url, str(events), f"screener-{index}")
+            )
+            bare_rate, screener_rate = bare[-1]["per_second"], screener[-1]["per_second"]
+            print(f"  round {index + 1}: bare {bare_rate:,.0f}/s  screener {screener_rate:,.0f}/s", flush=True)
+    bare_median = statistics.median(r["per_second"] for r in bare)
+    screener_median = statistics.median(r["per_second"] for r in screener)
+    per_event_us = {
+        stage: statistics.median(r["stage_seconds"].get(stage, 0.0) for r in screener) / events * 1e6
+        for stage in screener[0]["stage_seconds"]
+    }
+    return {
+        "events": events,
+        "rounds": rounds,
+        "input_mix": mix,
+        "bare_per_second": [r["per_second"] for r in bare],
+        "screener_per_second": [r["per_second"] for r in screener],
+        "bare_median": bare_median,
+        "screener_median": screener_median,
+        "ratio": screener_median / bare_median,
+        "screener_stage_us_per_event": per_event_us,
+    }
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    cuts = statistics.quantiles(values, n=1000, method="inclusive")
+    return {"p50": cuts[499], "p95": cuts[949], "p99": cuts[989], "max": max(values), "count": len(values)}
+
+
+def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, float]:
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float] = {"count": total}
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        rank = q * total
+        previous_bound, previous_count = 0.0, 0.0
+        for bound, count in buckets:
+            if count >= rank:
+                if bound == float("inf"):
+                    out[label] = previous_bound * 1000
+                else:  # linear interpolation inside the bucket, as PromQL's histogram_quantile does
+                    fraction = (rank - previous_count) / max(count - previous_count, 1e-9)
+                    out[label] = (previous_bound + (bound - previous_bound) * fraction) * 1000
+                break
+            previous_bound, previous_count = bound, count
+    return out
+
+
+def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
+    topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
+    with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
+        loader.load(
+            WatchlistStore(redis.Redis.from_url(stack.redis_url, decode_responses=True)),
+            loader.from_manifest(BUNDLED_MANIFEST),
+        )
+        port = free_port()
+        env = dict(
+            os.environ,
+            AML_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
+            **MOCK_SCREENER_ENV,
+            AML_REDIS_URL=stack.redis_url,
+            AML_HTTP_HOST="127.0.0.1",
+            AML_HTTP_PORT=str(port),
+            AML_LOG_LEVEL="WARNING",
+        )
+        screener = subprocess.Popen(
+            [sys.executable, "-m", "aml_screener.cli", "run"], env=env, **child_process_kwargs()
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                        if json.loads(response.read()).get("assigned_partitions"):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            observer = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.workers",
+                    "observe",
+                    stack.bootstrap_servers,
+                    TOPICS[1],
+                    "4",
+                    str(seconds + 10),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                **child_process_kwargs(),
+            )
+            load = worker("produce", stack.bootstrap_servers, TOPICS[0], str(rate), str(seconds), str(seed))
+            seen = json.loads((observer.communicate(timeout=seconds + 60)[0]).strip().splitlines()[-1])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                metrics_text = response.read().decode()
+            if os.environ.get("BENCH_DUMP_METRICS"):
+                Path(os.environ["BENCH_DUMP_METRICS"]).write_text(metrics_text)
+        finally:
+            screener.terminate()
+            screener.wait(30)
+    return {
+        "rate_target": rate,
+        "seconds": seconds,
+        "produced": load,
+        "decided_ms": _quantiles(seen["decided_ms"]),
+        "visible_ms": _quantiles(seen["visible_ms"]),
+        "acked_ms_histogram": _histogram_quantiles(metrics_text, "aml_screener_end_to_end_latency_seconds"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=5_000)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
+    print("part A: throughput, same prefilled topic, bare kafka-python consumer vs screener", flush=True)
+    report["throughput"] = part_a(args.events, args.rounds, args.seed)
+    if not args.skip_latency:
+        print(f"part B: latency at a steady {args.rate}/s for {args.seconds}s", flush=True)
+        report["latency"] = part_b(args.rate, args.seconds, args.seed)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nresults: {path}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    a = report["throughput"]
+    print("\n| measurement | value |\n|---|---|")
+    print(f"| bare kafka-python consumer, median of {a['rounds']} | {a['bare_median']:,.0f} events/s |")
+    print(f"| screener, median of {a['rounds']} | {a['screener_median']:,.0f} events/s |")
+    print(f"| ratio screener / bare (target >= 0.8) | {a['ratio']:.2f} |")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in a["screener_stage_us_per_event"].items())
+    print(f"| screener stage cost, us per event | {stages} |")
+    if "latency" in report:
+        b = report["latency"]
+        kinds = (("decided_ms", "decided"), ("visible_ms", "visible downstream"), ("acked_ms_histogram", "acked"))
+        for key, label in kinds:
+            q = b[key]
+            if q:
+                p50, p95, p99 = (q.get(name, 0.0) for name in ("p50", "p95", "p99"))
+                print(f"| latency {label} p50 / p95 / p99 | {p50:.1f} / {p95:.1f} / {p99:.1f} ms |")
+        print(f"| offered load | {b['produced']['per_second']:,.0f} events/s for {b['seconds']} s |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

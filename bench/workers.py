@@ -1,0 +1,200 @@
+"""Benchmark worker processes. Each prints one JSON line with its measurements and exits.
+
+    python -m bench.workers bare      BOOTSTRAP TOPIC COUNT GROUP
+    python -m bench.workers screener  BOOTSTRAP REDIS_URL COUNT GROUP [INPUT DECISIONS FLAGGED DLQ]
+    python -m bench.workers produce   BOOTSTRAP TOPIC RATE SECONDS SEED REDIS_URL
+    python -m bench.workers observe   BOOTSTRAP DECISIONS_TOPIC PARTITIONS SECONDS
+
+Timing windows exclude group joins: they start at the first record seen and end when the last expected
+record was consumed (bare) or decided, acknowledged and committed (screener).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from confluent_kafka import Producer
+from fastavro import parse_schema, schemaless_reader
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
+from aml_screener.screener.app import build
+from aml_screener.screener.codec import HEADER, WithdrawalEncoder
+from aml_screener.screener.kafka_config import consumer_config
+from aml_screener.screener.metrics import STAGES, Metrics
+from aml_screener.screener.schemas import (
+    SCREENING_DECISION,
+    WITHDRAWAL_REQUESTED,
+    SchemaCatalog,
+    strip_logical_types,
+)
+from aml_screener.screener.settings import Settings
+from aml_screener.watchlist import loader
+
+DEFAULT_TOPICS = ("withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq")
+
+
+def _settings(bootstrap: str, redis_url: str, group: str, topics: list[str] | None = None) -> Settings:
+    names = topics or [
+        "withdrawals.requested",
+        "screening.decisions",
+        "withdrawals.flagged",
+        "withdrawals.requested.dlq",
+    ]
+    mock: dict[str, Any] = {key.removeprefix("AML_").lower(): value for key, value in MOCK_SCREENER_ENV.items()}
+    return Settings(
+        **mock,
+        kafka_bootstrap_servers=bootstrap,
+        kafka_group_id=group,
+        kafka_input_topic=names[0],
+        kafka_decisions_topic=names[1],
+        kafka_flagged_topic=names[2],
+        kafka_dead_letter_topic=names[3],
+        redis_url=redis_url,
+        http_port=0,
+        log_level="WARNING",
+    )
+
+
+def bare(bootstrap: str, topic: str, count: str, group: str) -> dict[str, Any]:
+    """A kafka-python consumer with the screener's own consumer configuration that does nothing per record."""
+    settings = _settings(bootstrap, "redis://unused:1/0", group)
+    consumer = KafkaConsumer(**consumer_config(settings))
+    consumer.subscribe([topic])
+    consumer.topics()
+    wanted = int(count)
+    seen = 0
+    started = None
+    while seen < wanted:
+        polled = consumer.poll(timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_max_poll_records)
+        for records in polled.values():
+            if started is None:
+                started = time.perf_counter()
+            seen += len(records)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close(autocommit=False)
+    return {"records": seen, "seconds": elapsed, "per_second": seen / elapsed}
+
+
+def screener(bootstrap: str, redis_url: str, count: str, group: str, *topics: str) -> dict[str, Any]:
+    """The real screener (same wiring as `aml-screener run`), stopped once every input is committed.
+
+    The window starts when the first batch completes, so it excludes the group join and one batch (of up to
+    max_poll_records); over 100,000 events that under-counts the elapsed time by at most ~2%."""
+    settings = _settings(bootstrap, redis_url, group, list(topics) or None)
+    components = build(settings, Metrics(CollectorRegistry()))
+    metrics = components.metrics
+    wanted = int(count)
+    marks: dict[str, float] = {}
+
+    registry = metrics.registry
+    loop = components.screener
+
+    def watch() -> None:
+        # Cheap attribute reads only: this thread shares the GIL with the screener it measures.
+        while True:
+            if loop.batches and "first" not in marks:
+                marks["first"] = time.perf_counter()
+            if loop.records_done >= wanted:
+                marks["last"] = time.perf_counter()
+                loop.request_stop()
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+    components.screener.run()
+    elapsed = marks["last"] - marks["first"]
+    stages = {
+        stage: registry.get_sample_value("aml_screener_stage_duration_seconds_sum", {"stage": stage}) or 0.0
+        for stage in STAGES
+    }
+    return {
+        "records": wanted,
+        "seconds": elapsed,
+        "per_second": wanted / elapsed,
+        "batches": components.screener.batches,
+        "stage_seconds": stages,
+    }
+
+
+def produce(bootstrap: str, topic: str, rate: str, seconds: str, seed: str) -> dict[str, Any]:
+    """Steady load: `rate` events/s for `seconds`, sent on a 1 ms schedule."""
+    spec = loader.from_manifest(BUNDLED_MANIFEST)
+    entry = _CATALOG.current(WITHDRAWAL_REQUESTED)
+    generator = WithdrawalGenerator(
+        spec.parsed.listings, WithdrawalEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
+    )
+    total = int(float(rate) * float(seconds))
+    events = [generator.event(0) for _ in range(total)]  # pre-encoded: the schedule is not slowed by encoding
+    # linger.ms=5: exchanges' producers batch too, and the mock returns one record batch per partition per
+    # fetch, so 1-record batches would measure the mock's fetch cadence rather than the screener.
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False})
+    started = time.monotonic()
+    interval = 1.0 / float(rate)
+    for index, event in enumerate(events):
+        due = started + index * interval
+        delay = due - time.monotonic()
+        if delay > 0.001:
+            time.sleep(delay)
+        producer.produce(topic, event.value, event.key)
+        producer.poll(0)
+    producer.flush(30)
+    elapsed = time.monotonic() - started
+    return {"records": total, "seconds": elapsed, "per_second": total / elapsed}
+
+
+def observe(bootstrap: str, topic: str, partitions: str, seconds: str) -> dict[str, Any]:
+    """Downstream view: for every decision, (time it became readable here) - (input record timestamp)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        api_version=KAFKA_PYTHON_API_VERSION,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+    )
+    consumer.assign([TopicPartition(topic, p) for p in range(int(partitions))])
+    deadline = time.monotonic() + float(seconds)
+    visible_ms: list[float] = []
+    decided_ms: list[float] = []
+    while time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=50).values():
+            now_ms = time.time() * 1000
+            for record in records:
+                # ScreeningDecision: read the two timestamps without a full decode (see _timings below).
+                event_ts, decided_us = _timings(record.value)
+                visible_ms.append(now_ms - event_ts)
+                decided_ms.append(decided_us / 1000 - event_ts)
+    consumer.close()
+    return {"visible_ms": visible_ms, "decided_ms": decided_ms}
+
+
+_CATALOG = SchemaCatalog()
+# Logical types off: the observer only needs two integers per decision and must stay cheap, so that it does not
+# take CPU from the screener on a 2-core machine.
+_DECISION_RAW = parse_schema(strip_logical_types(_CATALOG.current(SCREENING_DECISION).schema), {})
+
+
+def _timings(value: bytes) -> tuple[float, float]:
+    """(input record timestamp in ms, decided_at in us) of a framed ScreeningDecision."""
+    decision = cast("dict[str, Any]", schemaless_reader(io.BytesIO(value[HEADER.size :]), _DECISION_RAW, None))
+    timings = decision["timings"]
+    return float(timings["event_timestamp"]), float(timings["decided_at"])
+
+
+WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "bare": bare,
+    "screener": screener,
+    "produce": produce,
+    "observe": observe,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(WORKERS[sys.argv[1]](*sys.argv[2:])), flush=True)
