@@ -170,7 +170,7 @@ def observe(bootstrap: str, topic: str, partitions: str, seconds: str) -> dict[s
     worst_per_second: dict[int, float] = {}  # second since start -> worst visible latency (to locate stalls)
     started = time.time()
     while time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=100).values():
+        for records in consumer.poll(timeout_ms=10).values():  # short: see AML_KAFKA_POLL_TIMEOUT_MS
             now_ms = time.time() * 1000
             second = int(now_ms / 1000 - started)
             for record in records:

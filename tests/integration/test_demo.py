@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from aml_screener.devstack.stack import EmbeddedStack
+
 pytestmark = pytest.mark.integration
 
 
@@ -28,3 +30,41 @@ def test_demo_screens_a_stream_end_to_end_and_reports_ok():
     assert "Lazarus Group" in out
     assert "aml_screener_decisions_total" in out, "metrics excerpt scraped from /metrics"
     assert "result: OK" in out
+
+
+def test_demo_runs_against_a_given_kafka_and_redis():
+    """`--bootstrap-servers/--redis-url`: no embedded stack of its own; here the 'external' one is ours."""
+    topics = {
+        "withdrawals.requested": 2,
+        "screening.decisions": 2,
+        "withdrawals.flagged": 1,
+        "withdrawals.requested.dlq": 1,
+    }
+    with EmbeddedStack(brokers=3, topics=topics) as external:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aml_screener.cli",
+                "demo",
+                "--events",
+                "1500",
+                "--rate",
+                "3000",
+                "--http-port",
+                "0",
+                "--bootstrap-servers",
+                external.bootstrap_servers,
+                "--redis-url",
+                external.redis_url,
+                "--kafka-api-version",
+                "2.3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starting the embedded stack" not in result.stdout
+    assert "result: OK" in result.stdout

@@ -3,6 +3,8 @@ secrets never show up in reprs, redacted dumps or client-config logs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aml_screener.cli import main, settings_markdown
@@ -100,3 +102,9 @@ def test_readme_settings_table_documents_every_setting():
     table = settings_markdown()
     for name in Settings.model_fields:
         assert f"`AML_{name.upper()}`" in table
+
+
+def test_readme_configuration_table_is_the_generated_one():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- settings:start -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
+    assert block.strip() == settings_markdown().strip(), "run `aml-screener config --markdown` and paste it"

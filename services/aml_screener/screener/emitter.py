@@ -1,15 +1,15 @@
 """Sending a batch's outputs to Kafka and knowing, per record, whether Kafka acknowledged it.
 
-`send` queues every output with the idempotent producer; `flush` waits for delivery reports; `take_failed` returns
-the outputs Kafka did *not* acknowledge (delivery error, or message.timeout.ms elapsed). The consumer loop commits
-input offsets only when every report is in and none failed, and re-sends what failed otherwise: at-least-once,
-never at-most-once.
+`send` queues every output of a batch with the idempotent producer and a per-batch delivery callback; `poll` and
+`flush` serve delivery reports. A report with an error (broker refusal, or message.timeout.ms elapsed) means Kafka
+did *not* acknowledge the output: the consumer loop re-sends it and never commits input offsets past it, so
+delivery is at-least-once, never at-most-once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 
 # When librdkafka's local queue is full, serve delivery reports for this long before trying again.
 _QUEUE_FULL_BACKOFF_SECONDS = 0.01
+
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def output_of(message: Message) -> OutputRecord:
+    """The OutputRecord a delivery report is about (to re-send it)."""
+    headers = cast("list[tuple[str, bytes]] | None", message.headers())
+    return OutputRecord(message.topic() or "", message.key(), message.value() or b"", headers)
 
 
 class Emitter:
@@ -34,25 +43,15 @@ class Emitter:
                 "log.connection.close": False,
             }
         )
-        self._failed: list[tuple[OutputRecord, str]] = []
-        self._acked = 0
 
     def _on_error(self, error: KafkaError) -> None:
         # Client-level errors (broker down, all brokers down...). librdkafka retries by itself; per-message
         # outcomes still arrive through delivery reports, which is what decides commits.
         log.warning("kafka producer error", extra={"kafka_error": str(error), "fatal": error.fatal()})
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self._acked += 1
-            return
-        headers = cast("list[tuple[str, bytes]] | None", message.headers())
-        record = OutputRecord(message.topic() or "", message.key(), message.value() or b"", headers)
-        self._failed.append((record, str(error)))
-
-    def send(self, outputs: Iterable[OutputRecord]) -> int:
+    def send(self, outputs: Iterable[OutputRecord], on_delivery: DeliveryCallback) -> int:
+        """Queue every output; `on_delivery(error, message)` is called once per output from `poll`/`flush`."""
         produce = self._producer.produce
-        on_delivery = self._on_delivery
         count = 0
         for output in outputs:
             while True:
@@ -70,14 +69,13 @@ class Emitter:
             count += 1
         return count
 
+    def poll(self, timeout_seconds: float = 0.0) -> None:
+        """Serve the delivery reports that have arrived (calls the callbacks in this thread)."""
+        self._producer.poll(timeout_seconds)
+
     def flush(self, timeout_seconds: float) -> bool:
         """Wait up to `timeout_seconds` for delivery reports; True when every queued output has its report."""
         return int(self._producer.flush(timeout_seconds)) == 0
-
-    def take_failed(self) -> list[tuple[OutputRecord, str]]:
-        """Outputs Kafka reported as not delivered since the last call (to be re-sent), with the error."""
-        failed, self._failed = self._failed, []
-        return failed
 
     def in_flight(self) -> int:
         return len(self._producer)

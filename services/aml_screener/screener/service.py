@@ -19,19 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from aml_screener.screener.emitter import Emitter
+from aml_screener.screener.emitter import Emitter, output_of
 from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, PreparedBatch
+from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, OutputRecord, PreparedBatch
 from aml_screener.screener.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,45 @@ _LAG_REFRESH_SECONDS = 1.0
 # After this many consecutive loop errors (a poison batch, a broken client) readiness turns off so the
 # platform notices; the loop keeps retrying with back-off.
 _ERRORS_BEFORE_NOT_READY = 5
+# Consumer poll timeout while outputs are in flight: short, so acknowledgements are served promptly.
+_IN_FLIGHT_POLL_MS = 2
+# On revoke, wait at most this long for in-flight outputs (the wait blocks kafka-python's heartbeats).
+_REVOKE_DRAIN_SECONDS = 3.0
 # Flush slice while waiting for acknowledgements before the consumer is polled again.
 _ACK_WAIT_SECONDS = 0.2
 
 
 class _Abandon(Exception):
     """The held batch must be given up (stop requested while failing closed, or its partitions revoked)."""
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A decided batch whose outputs were sent and whose input offsets wait for their acknowledgements."""
+
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    completed: CompletedBatch
+    size: int
+    sent_at: float
+    pending: int
+    failed: list[tuple[OutputRecord, str]] = field(default_factory=list)
+
+    def on_delivery(self, error: Any, message: Any) -> None:
+        # Called by librdkafka's poll/flush in the thread that called them (the loop, or the rebalance
+        # listener while the loop waits inside consumer.poll): never concurrently.
+        self.pending -= 1
+        if error is not None:
+            self.failed.append((output_of(message), str(error)))
+
+
+def _next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        current = offsets.get(tp)
+        if current is None or record.offset + 1 > current.offset:
+            offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+    return offsets
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
@@ -63,6 +98,9 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-
         self.screener = screener
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Let in-flight outputs finish first so their offsets can be committed; bounded, because this blocks
+        # kafka-python's IO loop (heartbeats) while it waits.
+        self.screener._drain(min(_REVOKE_DRAIN_SECONDS, self.screener.settings.shutdown_timeout_seconds))
         finished = self.screener._on_revoked(list(revoked), lost=False)
         if finished:
             try:
@@ -104,6 +142,7 @@ class Screener:
         self._stop_deadline = float("inf")
         self._finished: dict[TopicPartition, OffsetAndMetadata] = {}
         self._held: dict[TopicPartition, int] = {}  # first offset per partition of the batch being worked on
+        self._inflight: deque[_InFlight] = deque()  # sent batches awaiting acknowledgement, oldest first
         self._held_revoked = False
         self._holding = False
         self._paused: set[TopicPartition] = set()
@@ -139,11 +178,11 @@ class Screener:
             log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
             while not self._stop.is_set():
                 self.state.heartbeat()
+                # While outputs are in flight, poll briefly so their acknowledgements (and commits) are not
+                # delayed by an idle topic.
+                timeout_ms = _IN_FLIGHT_POLL_MS if self._inflight else self.settings.kafka_poll_timeout_ms
                 try:
-                    polled = self.consumer.poll(
-                        timeout_ms=self.settings.kafka_poll_timeout_ms,
-                        max_records=self.settings.kafka_max_poll_records,
-                    )
+                    polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
                 except KafkaError as exc:
                     # Group and fetch errors surface here (e.g. a SyncGroup refused mid-rebalance); the client
                     # rejoins and refetches by itself on the next poll, so wait a little and go on.
@@ -152,6 +191,8 @@ class Screener:
                 records = [record for records in polled.values() for record in records]
                 if records:
                     self._process_safely(records)
+                else:
+                    self._settle(wait=False)
                 self._refresh_lag()
             return 0
         finally:
@@ -188,6 +229,12 @@ class Screener:
 
     def _shutdown(self) -> None:
         try:
+            self._drain(max(0.0, self._stop_deadline - time.monotonic()) if self._stop.is_set() else 5.0)
+            if self._inflight:
+                log.warning(
+                    "outputs still unacknowledged at shutdown; their inputs are not committed",
+                    extra={"batches": len(self._inflight)},
+                )
             if self._finished:
                 self._commit_sync(self._finished)
         finally:
@@ -232,7 +279,7 @@ class Screener:
         self._stop.wait(delay)
 
     def _process(self, records: Sequence[InputRecord]) -> None:
-        started = time.perf_counter()
+        """Decide one batch and send its outputs; commits happen when its acknowledgements are in (`_settle`)."""
         self._held = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
@@ -243,27 +290,25 @@ class Screener:
         try:
             prepared = self._prepare(records)
             completed = self._complete(prepared)
-            produce_started = time.perf_counter()
-            self._emit(completed)
-            acked_at = self.clock()
-            commit_started = time.perf_counter()
-            self._commit(records)
         except _Abandon as reason:
             self._abandon(str(reason))
             return
         finally:
             self._release_hold()
-        done = time.perf_counter()
-        self.batches += 1
-        self.records_done += len(records)
-        self._observe(completed, acked_at, len(records))
+        batch = _InFlight(
+            offsets=_next_offsets(records),
+            completed=completed,
+            size=len(records),
+            sent_at=time.perf_counter(),
+            pending=len(completed.outputs),
+        )
+        self._held = {}  # from here on the batch's fate is its acknowledgements, not a re-read
+        self._inflight.append(batch)
+        self.emitter.send(completed.outputs, batch.on_delivery)
         stages = self.metrics.stage_duration
         for stage, seconds in completed.stage_seconds.items():
             stages.labels(stage).observe(seconds)
-        stages.labels("produce").observe(commit_started - produce_started)
-        stages.labels("commit").observe(done - commit_started)
-        self.metrics.last_batch_timestamp.set(acked_at)
-        log.debug("batch done", extra={"records": len(records), "seconds": round(done - started, 6)})
+        self._settle(wait=len(self._inflight) >= self.settings.max_inflight_batches)
 
     def _prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
         backoff = _FIRST_BACKOFF_SECONDS
@@ -290,36 +335,77 @@ class Screener:
                 self.metrics.redis_lookup_duration.observe(completed.lookup.seconds)
             return completed
 
-    def _emit(self, completed: CompletedBatch) -> None:
-        self.emitter.send(completed.outputs)
+    def _settle(self, *, wait: bool) -> None:
+        """Serve delivery reports and commit the acknowledged prefix of the in-flight batches, in order.
+
+        With `wait`, block (keeping the group membership) until the in-flight window has room again. Outputs that
+        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile.
+        """
         backoff = _FIRST_BACKOFF_SECONDS
         while True:
+            self.emitter.poll(0)
+            self._commit_acknowledged()
+            head = self._inflight[0] if self._inflight else None
+            if head is not None and head.pending == 0 and head.failed:
+                self._resend(head)
+                try:
+                    self._hold_for(backoff, abandon_on_stop=False)
+                except _Abandon:
+                    return
+                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                continue
+            if not wait or len(self._inflight) < self.settings.max_inflight_batches:
+                return
             if not self.emitter.flush(_ACK_WAIT_SECONDS):
                 # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive.
-                self._hold_for(0, abandon_on_stop=False)
-                continue
-            failed = self.emitter.take_failed()
-            if not failed:
-                return
-            for output, _error in failed:
-                self.metrics.produce_errors.labels(output.topic).inc()
-            log.warning(
-                "outputs not acknowledged; re-sending before any commit",
-                extra={"count": len(failed), "error": failed[0][1]},
-            )
-            self._hold_for(backoff, abandon_on_stop=False)
-            backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
-            self.emitter.send(output for output, _ in failed)
+                try:
+                    self._hold_for(0, abandon_on_stop=False)
+                except _Abandon:
+                    return
 
-    def _commit(self, records: Sequence[InputRecord]) -> None:
+    def _resend(self, batch: _InFlight) -> None:
+        failed, batch.failed = batch.failed, []
+        for output, _error in failed:
+            self.metrics.produce_errors.labels(output.topic).inc()
+        log.warning(
+            "outputs not acknowledged; re-sending before any commit",
+            extra={"count": len(failed), "error": failed[0][1]},
+        )
+        batch.pending += len(failed)
+        self.emitter.send((output for output, _ in failed), batch.on_delivery)
+
+    def _commit_acknowledged(self, *, commit: bool = True) -> None:
+        """Pop the fully acknowledged batches at the head of the window; commit their offsets (async)."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            current = offsets.get(tp)
-            if current is None or record.offset + 1 > current.offset:
-                offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+        done: list[_InFlight] = []
+        while self._inflight and self._inflight[0].pending == 0 and not self._inflight[0].failed:
+            batch = self._inflight.popleft()
+            offsets.update(batch.offsets)  # later batches carry higher offsets for the same partition
+            done.append(batch)
+        if not done:
+            return
+        acked_at = self.clock()
+        now = time.perf_counter()
         self._finished.update(offsets)
-        self.consumer.commit_async(offsets, callback=self._on_commit)
+        if commit and offsets:
+            self.consumer.commit_async(offsets, callback=self._on_commit)
+        for batch in done:
+            self.batches += 1
+            self.records_done += batch.size
+            self.metrics.stage_duration.labels("produce").observe(now - batch.sent_at)
+            self._observe(batch.completed, acked_at, batch.size)
+        self.metrics.last_batch_timestamp.set(acked_at)
+
+    def _drain(self, timeout_seconds: float) -> None:
+        """Wait (bounded) for every in-flight output's report and record what was acknowledged, without
+        committing (the caller commits). Used on revoke and on shutdown."""
+        deadline = time.monotonic() + timeout_seconds
+        while self._inflight and time.monotonic() < deadline:
+            self.emitter.flush(min(_ACK_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
+            self._commit_acknowledged(commit=False)
+            head = self._inflight[0] if self._inflight else None
+            if head is not None and head.pending == 0 and head.failed:
+                self._resend(head)
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
@@ -352,6 +438,8 @@ class Screener:
                 raise _Abandon("stop requested")
             self._holding = True
             self._pause_all()
+            self.emitter.poll(0)
+            self._commit_acknowledged()
             try:
                 polled = self.consumer.poll(timeout_ms=_HOLD_POLL_MS if seconds else 0)
             except KafkaError as exc:
@@ -425,6 +513,9 @@ class Screener:
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
         gone = set(partitions)
         finished = {} if lost else {tp: meta for tp, meta in self._finished.items() if tp in gone}
+        for batch in self._inflight:
+            for tp in gone & set(batch.offsets):
+                del batch.offsets[tp]  # never commit a partition we no longer own
         for tp in gone:
             self._finished.pop(tp, None)
             self._paused.discard(tp)
