@@ -138,6 +138,7 @@ def produce(bootstrap: str, topic: str, rate: str, seconds: str, seed: str) -> d
     # linger.ms=5: exchanges' producers batch too, and the mock returns one record batch per partition per
     # fetch, so 1-record batches would measure the mock's fetch cadence rather than the screener.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False})
+    producer.list_topics(topic, timeout=10)  # connect before the clock starts (see demo/run.py)
     started = time.monotonic()
     interval = 1.0 / float(rate)
     for index, event in enumerate(events):

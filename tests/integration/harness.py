@@ -31,7 +31,7 @@ from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
-from aml_screener.screener.codec import WithdrawalEncoder, decode_framed
+from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
 from aml_screener.watchlist.loader import ListSpec
@@ -222,7 +222,7 @@ class OutputReader:
     """Reads the decision, flagged and dead-letter topics from the beginning (no group: assign + seek)."""
 
     def __init__(self, stack: EmbeddedStack, repository: Any = REPOSITORY) -> None:
-        self.repository = repository
+        self.framed = FramedReader(repository)
         self.schema_ids: Counter[int] = Counter()  # framing ids of the decoded outputs
         self.consumer = KafkaConsumer(
             bootstrap_servers=stack.bootstrap_servers.split(","),
@@ -244,7 +244,7 @@ class OutputReader:
                 if tp.topic == DLQ:
                     self.outputs.dead_letters.append(record)
                 else:
-                    schema_id, decoded = decode_framed(record.value, self.repository)
+                    schema_id, decoded = self.framed.decode(record.value)
                     self.schema_ids[schema_id] += 1
                     target = self.outputs.decisions if tp.topic == DECISIONS else self.outputs.flagged
                     target.append(decoded)

@@ -13,11 +13,11 @@ from fastavro import parse_schema, schemaless_writer
 
 from aml_screener.screener.codec import (
     HEADER,
+    FramedReader,
     RecordEncoder,
     WithdrawalDecoder,
     WithdrawalEncoder,
     amount_of,
-    decode_framed,
     usd_value_of,
 )
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
@@ -233,7 +233,7 @@ def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
         "screener": "test",
     }
     value = encoder.encode(decision)
-    schema_id, decoded = decode_framed(value, repository)
+    schema_id, decoded = FramedReader(repository).decode(value)
     assert schema_id == decision_entry.schema_id == 2
     assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
     assert decoded["decision"] == "FLAGGED"

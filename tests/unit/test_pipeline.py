@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, WithdrawalEncoder, decode_framed
+from aml_screener.screener.codec import FramedReader, RecordEncoder, WithdrawalDecoder, WithdrawalEncoder
 from aml_screener.screener.errors import DeadLetterReason, LookupUnavailable
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import (
@@ -50,6 +50,7 @@ class Record:
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
+READER = FramedReader(REPOSITORY)
 LAZARUS_MATCH = Listing(
     list="ofac-sdn",
     category="sanctions",
@@ -104,7 +105,7 @@ def records(*values: bytes | None) -> list[Record]:
 
 
 def decoded(output) -> dict:
-    return decode_framed(output.value, REPOSITORY)[1]
+    return READER.decode(output.value)[1]
 
 
 def run(screener: BatchScreener, batch: list[Record]):

@@ -36,7 +36,7 @@ from aml_screener.devstack.generator import Expected, GeneratedEvent, Withdrawal
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
-from aml_screener.screener.codec import WithdrawalEncoder, decode_framed
+from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
 from aml_screener.watchlist.keys import WatchlistKeys
@@ -98,18 +98,22 @@ def _progress(produced: int, total: int, tally: Tally, started: float) -> str:
 
 
 class _Producer(threading.Thread):
-    """Sends the generated stream at a steady rate (token bucket per 10 ms tick)."""
+    """Sends the generated stream at a steady rate."""
 
     def __init__(self, bootstrap: str, events: list[GeneratedEvent], rate: float) -> None:
         super().__init__(name="demo-producer", daemon=True)
+        # linger.ms=5 like an exchange's batching producer; also, the mock broker returns one record batch per
+        # partition per fetch, so tiny producer batches would throttle the screener (docs/benchmarks.md).
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "linger.ms": 2,
-                "enable.idempotence": True,
+                "linger.ms": 5,
                 "log.connection.close": False,
             }
         )
+        # Connect and learn the topic's leaders before the clock starts: otherwise the first events are
+        # timestamped while the producer is still connecting, and that wait would be counted as screening latency.
+        self.producer.list_topics(INPUT_TOPIC, timeout=10)
         self.events = events
         self.rate = rate
         self.sent = 0
@@ -140,7 +144,8 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | 
         raise SystemExit("demo: give both --bootstrap-servers and --redis-url, or neither (embedded stack)")
     topics = {INPUT_TOPIC: args.partitions, DECISIONS_TOPIC: args.partitions, FLAGGED_TOPIC: 1, DLQ_TOPIC: 1}
     print("starting the embedded stack (librdkafka mock broker + redis-server) ...", flush=True)
-    with EmbeddedStack(brokers=1, topics=topics) as stack:
+    # The broker in its own process keeps its threads off this process, which also generates and reads.
+    with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
         yield stack.bootstrap_servers, stack.redis_url, ".".join(map(str, KAFKA_PYTHON_API_VERSION))
 
 
@@ -219,7 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"producing {args.events} withdrawals at {args.rate:.0f}/s: expected "
                 + ", ".join(f"{k.lower()} {v}" for k, v in sorted(expected.items()))
             )
-            tally = _screen(bootstrap, api_version, events, args.rate, repository)
+            tally = _screen(bootstrap, api_version, events, args.rate, FramedReader(repository, logical_types=False))
             metrics_excerpt = _scrape(f"{base}/metrics")
             if args.serve:
                 print(f"\nscreener still running: {base}/metrics  {base}/readyz  (Ctrl-C to stop)")
@@ -245,7 +250,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _screen(
-    bootstrap: str, api_version: str | None, events: list[GeneratedEvent], rate: float, repository: Any
+    bootstrap: str, api_version: str | None, events: list[GeneratedEvent], rate: float, reader: FramedReader
 ) -> Tally:
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
@@ -274,7 +279,7 @@ def _screen(
                         tally.dead_letters[reason] += 1
                         tally.dead_letter_offsets.add((record.partition, record.offset))
                         continue
-                    _schema_id, decision = decode_framed(record.value, repository)
+                    _schema_id, decision = reader.decode(record.value)
                     _count_decision(tally, decision)
             now = time.monotonic()
             if now >= next_print:
@@ -307,8 +312,8 @@ def _count_decision(tally: Tally, decision: dict[str, Any]) -> None:
             tally.flags_by_list[f"{match['list']}: {match.get('entry_name') or match['entry_id']}"] += 1
         tally.flags_by_asset[f"{decision['asset']} on {decision['network']}"] += 1
     timings = decision["timings"]
-    decided = timings["decided_at"].timestamp()
-    tally.latencies_ms.append((decided - timings["event_timestamp"].timestamp()) * 1000)
+    decided = timings["decided_at"] / 1e6  # raw Avro: timestamp-micros
+    tally.latencies_ms.append(decided * 1000 - timings["event_timestamp"])  # timestamp-millis
     tally.first_decided = decided if tally.first_decided is None else min(tally.first_decided, decided)
     tally.last_decided = decided if tally.last_decided is None else max(tally.last_decided, decided)
 

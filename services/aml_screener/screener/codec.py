@@ -206,17 +206,24 @@ class WithdrawalEncoder(RecordEncoder):
         return super().encode(raw)
 
 
-_PARSED_BY_REPOSITORY: dict[tuple[int, int], Any] = {}
+class FramedReader:
+    """Decodes any framed record by its writer schema (for consumers of our outputs: tests, the demo, tools).
 
+    `logical_types=False` keeps decimals as bytes and timestamps as integers, which is several times faster."""
 
-def decode_framed(value: bytes, repository: SchemaRepository) -> tuple[int, dict[str, Any]]:
-    """Decode any framed record with full logical types (for tests, the demo and tools; not the hot path)."""
-    magic, schema_id = HEADER.unpack_from(value)
-    if magic != MAGIC_BYTE:
-        raise ValueError("not Confluent wire format")
-    cache_key = (id(repository), schema_id)
-    schema = _PARSED_BY_REPOSITORY.get(cache_key)
-    if schema is None:
-        schema = _PARSED_BY_REPOSITORY[cache_key] = parse_schema(repository.writer_schema(schema_id), {})
-    record = schemaless_reader(io.BytesIO(value[HEADER_SIZE:]), schema, None)
-    return schema_id, cast("dict[str, Any]", record)
+    def __init__(self, repository: SchemaRepository, *, logical_types: bool = True) -> None:
+        self.repository = repository
+        self.logical_types = logical_types
+        self._parsed: dict[int, Any] = {}
+
+    def decode(self, value: bytes) -> tuple[int, dict[str, Any]]:
+        magic, schema_id = HEADER.unpack_from(value)
+        if magic != MAGIC_BYTE:
+            raise ValueError("not Confluent wire format")
+        schema = self._parsed.get(schema_id)
+        if schema is None:
+            writer = self.repository.writer_schema(schema_id)
+            schema = parse_schema(writer if self.logical_types else strip_logical_types(writer), {})
+            self._parsed[schema_id] = schema
+        record = schemaless_reader(io.BytesIO(value[HEADER_SIZE:]), schema, None)
+        return schema_id, cast("dict[str, Any]", record)
