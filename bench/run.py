@@ -19,14 +19,15 @@ to bench/results/<UTC timestamp>.json and printed as a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ from aml_screener.demo.run import BUNDLED_MANIFEST
 from aml_screener.devstack.generator import WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
-from aml_screener.devstack.stack import MOCK_SCREENER_ENV, EmbeddedStack
+from aml_screener.devstack.screener_process import screener_env, start_screener, wait_until_consuming
+from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.watchlist import loader
@@ -111,13 +113,18 @@ def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
     return expected
 
 
-def part_a(events: int, rounds: int, seed: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _stack_with_watchlist() -> Iterator[EmbeddedStack]:
+    """Fresh topics (4 input partitions), the broker in its own process, the bundled watchlist loaded."""
     topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
     with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
-        loader.load(
-            WatchlistStore(redis.Redis.from_url(stack.redis_url, decode_responses=True)),
-            loader.from_manifest(BUNDLED_MANIFEST),
-        )
+        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        loader.load(WatchlistStore(client), loader.from_manifest(BUNDLED_MANIFEST))
+        yield stack
+
+
+def part_a(events: int, rounds: int, seed: int) -> dict[str, Any]:
+    with _stack_with_watchlist() as stack:
         mix = prefill(stack, events, seed)
         print(f"  prefilled {events} events ({mix})", flush=True)
         bare: list[dict[str, Any]] = []
@@ -180,42 +187,15 @@ def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, float]:
 
 
 def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
-    topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
-    with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
-        loader.load(
-            WatchlistStore(redis.Redis.from_url(stack.redis_url, decode_responses=True)),
-            loader.from_manifest(BUNDLED_MANIFEST),
-        )
+    with _stack_with_watchlist() as stack:
         port = free_port()
-        env = dict(
-            os.environ,
-            AML_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
-            **MOCK_SCREENER_ENV,
-            AML_REDIS_URL=stack.redis_url,
-            AML_HTTP_HOST="127.0.0.1",
-            AML_HTTP_PORT=str(port),
-            AML_LOG_LEVEL="INFO",
-        )
+        env = screener_env(stack.bootstrap_servers, stack.redis_url, port, extra={"AML_LOG_LEVEL": "INFO"})
         RESULTS.mkdir(exist_ok=True)
         log_path = RESULTS / "latency-screener.log"
         with log_path.open("wb") as log:
-            screener = subprocess.Popen(
-                [sys.executable, "-m", "aml_screener.cli", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **child_process_kwargs(),
-            )
+            screener = start_screener(env, log)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                        if json.loads(response.read()).get("assigned_partitions"):
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.2)
+            wait_until_consuming(port, screener, 60)
             observer = subprocess.Popen(
                 [
                     sys.executable,
@@ -235,8 +215,6 @@ def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
             seen = json.loads((observer.communicate(timeout=seconds + 60)[0]).strip().splitlines()[-1])
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
                 metrics_text = response.read().decode()
-            if os.environ.get("BENCH_DUMP_METRICS"):
-                Path(os.environ["BENCH_DUMP_METRICS"]).write_text(metrics_text)
         finally:
             screener.terminate()
             screener.wait(30)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -29,8 +27,8 @@ from kafka import KafkaConsumer, TopicPartition
 from aml_screener.demo.run import BUNDLED_MANIFEST
 from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
-from aml_screener.devstack.process import child_process_kwargs
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
+from aml_screener.devstack.screener_process import screener_env, start_screener
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
@@ -86,33 +84,27 @@ class ScreenerProcess:
     def __init__(self, stack: EmbeddedStack, *, group: str, instance: str, env: Mapping[str, str] | None = None):
         self.port = free_port()
         self.instance = instance
-        self.env = dict(
-            os.environ,
-            AML_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
-            **MOCK_SCREENER_ENV,
-            AML_KAFKA_GROUP_ID=group,
-            AML_REDIS_URL=stack.redis_url,
-            AML_HTTP_HOST="127.0.0.1",
-            AML_HTTP_PORT=str(self.port),
-            AML_INSTANCE_ID=instance,
-            AML_LOG_FORMAT="json",
-            AML_LOG_LEVEL="INFO",
-            AML_REDIS_TIMEOUT_SECONDS="0.5",
-            AML_LOOKUP_RETRY_MAX_SECONDS="0.5",
-            **(env or {}),
+        self.env = screener_env(
+            stack.bootstrap_servers,
+            stack.redis_url,
+            self.port,
+            extra={
+                "AML_KAFKA_GROUP_ID": group,
+                "AML_INSTANCE_ID": instance,
+                "AML_LOG_FORMAT": "json",
+                "AML_LOG_LEVEL": "INFO",
+                # Fail closed quickly in outage tests.
+                "AML_REDIS_TIMEOUT_SECONDS": "0.5",
+                "AML_LOOKUP_RETRY_MAX_SECONDS": "0.5",
+                **(env or {}),
+            },
         )
         self.log = Path(tempfile.mkstemp(prefix=f"screener-{instance}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ScreenerProcess:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aml_screener.cli", "run"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **child_process_kwargs(signal.SIGKILL),
-            )
+            self.proc = start_screener(self.env, log, death_signal=signal.SIGKILL)
         return self
 
     @property

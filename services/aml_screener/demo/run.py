@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -34,8 +33,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
-from aml_screener.devstack.process import child_process_kwargs
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV, EmbeddedStack
+from aml_screener.devstack.screener_process import ScreenerNotReady, screener_env, start_screener, wait_until_consuming
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist import loader
@@ -149,23 +148,6 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | 
         yield stack.bootstrap_servers, stack.redis_url, ".".join(map(str, KAFKA_PYTHON_API_VERSION))
 
 
-def _wait_ready(url: str, child: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Ready (watchlist checked) and holding partitions (group joined), so the first events are not
-    measured as waiting for the group to form."""
-    deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise SystemExit(f"demo: the screener exited with {child.returncode}; log: {log_path}")
-        with (
-            contextlib.suppress(OSError, ValueError),
-            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback URL we built
-        ):
-            if response.status == 200 and json.loads(response.read()).get("assigned_partitions"):
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"demo: the screener did not become ready within {_READY_TIMEOUT_SECONDS}s; log: {log_path}")
-
-
 def run_demo(args: argparse.Namespace) -> int:
     catalog = SchemaCatalog()
     repository = LocalSchemaRepository(catalog)
@@ -193,32 +175,24 @@ def run_demo(args: argparse.Namespace) -> int:
         events = list(generator.stream(args.events))
         expected = Counter(event.expected.value for event in events)
         http_port = args.http_port or free_port()
-        env = dict(
-            os.environ,
-            AML_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            AML_REDIS_URL=redis_url,
-            AML_HTTP_HOST="127.0.0.1",
-            AML_HTTP_PORT=str(http_port),
-            AML_KAFKA_GROUP_ID=f"aml-screener-demo-{os.getpid()}",
-            AML_LOG_FORMAT="json",
+        env = screener_env(
+            bootstrap,
+            redis_url,
+            http_port,
+            mock_broker=not args.bootstrap_servers,
+            extra={"AML_KAFKA_GROUP_ID": f"aml-screener-demo-{os.getpid()}", "AML_LOG_FORMAT": "json"},
         )
-        if args.bootstrap_servers:
-            if api_version:
-                env["AML_KAFKA_API_VERSION"] = api_version
-        else:
-            env.update(MOCK_SCREENER_ENV)
+        if args.bootstrap_servers and api_version:
+            env["AML_KAFKA_API_VERSION"] = api_version
         log_file = tempfile.NamedTemporaryFile(prefix="aml-screener-demo-", suffix=".log", delete=False)  # noqa: SIM115
         log_path = Path(log_file.name)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "aml_screener.cli", "run"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            **child_process_kwargs(),
-        )
+        child = start_screener(env, log_file)
         try:
             base = f"http://127.0.0.1:{http_port}"
-            _wait_ready(f"{base}/readyz", child, log_path)
+            try:
+                wait_until_consuming(http_port, child, _READY_TIMEOUT_SECONDS)
+            except ScreenerNotReady as exc:
+                raise SystemExit(f"demo: {exc}; log: {log_path}") from None
             print(f"screener ready (pid {child.pid}, metrics {base}/metrics, log {log_path})")
             print(
                 f"producing {args.events} withdrawals at {args.rate:.0f}/s: expected "
