@@ -17,10 +17,11 @@ from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist import loader
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import KEEP_VERSIONS, WatchlistStore
+from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "watchlists"
+SHARED = watchlist_data_dir()
 OFAC_LISTS = SHARED / "ofac_0xB10C_lists_2024-09-27"
 LAZARUS = "0x098B716B8Aaf21512996dC57EB0615e2383E2f96"
 

@@ -11,7 +11,6 @@ import pickle
 import random
 import re
 from collections import Counter
-from pathlib import Path
 
 import base58
 import bech32
@@ -34,8 +33,9 @@ from aml_screener.screening.addresses import (
     resolve_network,
     to_checksum_address,
 )
+from tests.shared_data import watchlist_data_dir
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "watchlists"
+DATA = watchlist_data_dir()
 OFAC = DATA / "ofac_0xB10C_lists_2024-09-27"
 FORTA_CSV = DATA / "forta_labelled_datasets" / "etherscan_malicious_labels.csv"
 SCAMDB_YAML = DATA / "cryptoscamdb_blacklist" / "urls.yaml"
