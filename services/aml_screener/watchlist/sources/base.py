@@ -1,0 +1,164 @@
+"""What every watchlist source produces, and the one normalization step they all share.
+
+A source turns a file (or URL contents) into a stream of `SourceEntry` (one normalized listing: the lookup key
+plus provenance) and `Rejection` (an address it could not use, with a reason). Every address goes through
+`normalize_entry`, which validates it for the networks its listed asset implies and, when it is valid for none
+of them but valid for another chain (real data has a TRON address filed under XBT), keeps it under the chain it
+is valid for and says so. Nothing is dropped silently: the caller counts rejections per reason.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from aml_screener.screening.addresses import (
+    InvalidAddress,
+    NormalizedAddress,
+    UnsupportedNetwork,
+    known_networks,
+    normalize,
+    normalize_listed,
+)
+from aml_screener.screening.watchlist import Listing
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """One normalized listing ready for the watchlist."""
+
+    key: str  # normalized lookup key, e.g. "evm:0x098b..."
+    chain: str  # address family of the key, e.g. "evm", "btc", "trx"
+    listing: Listing  # provenance: list, category, source, entry id/name, programs, listed asset/address, published
+    rehomed_from: str | None = None  # the asset it was listed under, when it is valid only for another chain
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An address (or address-like fragment) a source published that cannot be used, and why."""
+
+    source: str
+    location: str  # where in the source: "line 12", "entry 27307", "row 4"
+    address: str
+    asset: str | None
+    reason: str  # stable code: bad_checksum, bad_eip55_checksum, truncated, unsupported_asset, ...
+    detail: str
+
+
+@dataclass
+class ParseReport:
+    """Counts of what a parse produced (for summaries and version metadata)."""
+
+    entries: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    per_asset: Counter[str] = field(default_factory=Counter)
+    rehomed: int = 0
+    published_at: int | None = None  # ms since the epoch, as the source states it
+
+    def count(self, item: SourceEntry | Rejection) -> None:
+        if isinstance(item, SourceEntry):
+            self.entries += 1
+            self.per_asset[item.listing.listed_asset or "?"] += 1
+            if item.rehomed_from:
+                self.rehomed += 1
+        else:
+            self.rejected[item.reason] += 1
+
+
+class Source(Protocol):
+    """A parser: bytes in, entries and rejections out, in the order the source lists them."""
+
+    name: str  # the list name entries are loaded under, e.g. "ofac-sdn"
+
+    def parse(self, stream: IO[bytes]) -> Iterator[SourceEntry | Rejection]: ...
+
+    @property
+    def published_at(self) -> int | None:
+        """Publication time the source stated (known after parsing), ms since the epoch."""
+        ...
+
+
+def open_maybe_compressed(path: Path) -> IO[bytes]:
+    """Open a file for reading bytes, transparently decompressing .bz2 and .gz."""
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def decompressing(stream: IO[bytes], name: str) -> IO[bytes]:
+    """Wrap a downloaded stream by its name's suffix (for URLs)."""
+    if name.endswith(".bz2"):
+        return bz2.BZ2File(stream)
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=stream)
+    return stream
+
+
+def text_lines(stream: IO[bytes], encoding: str = "utf-8") -> io.TextIOWrapper:
+    return io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+
+
+# Networks tried, in this order, when an address is valid for none of its listed asset's networks: the most
+# common chains first, so an ambiguous string lands where it is most likely meant.
+_REHOME_ORDER = ("ethereum", "bitcoin", "tron", "litecoin", "bitcoin-cash", "dogecoin", "dash", "zcash")
+
+
+def rehome_networks() -> tuple[str, ...]:
+    rest = tuple(network for network in known_networks() if network not in _REHOME_ORDER)
+    return tuple(network for network in _REHOME_ORDER if network in known_networks()) + rest
+
+
+def find_network(address: str) -> tuple[str, NormalizedAddress] | None:
+    """The first network (in re-homing order) this address is valid for, or None."""
+    for network in rehome_networks():
+        try:
+            return network, normalize(network, address)
+        except (InvalidAddress, UnsupportedNetwork):
+            continue
+    return None
+
+
+def normalize_entry(
+    asset: str | None,
+    address: str,
+    *,
+    listing: Listing,
+    location: str,
+    network: str | None = None,
+) -> SourceEntry | Rejection:
+    """Validate and normalize one published address. `network` (when the source names one) wins over `asset`.
+
+    Valid under the asset's networks -> entry. Otherwise, if valid for another chain -> entry under that chain,
+    `rehomed_from=asset`. Otherwise -> Rejection with the most specific reason.
+    """
+    try:
+        normalized = normalize(network, address) if network is not None else normalize_listed(asset or "", address)
+        return SourceEntry(normalized.key, normalized.family.value, listing)
+    except UnsupportedNetwork as exc:
+        reason, detail = "unsupported_asset", f"no network known for {exc.network!r}"
+    except InvalidAddress as exc:
+        reason, detail = exc.reason, str(exc)
+    found = find_network(address)
+    if found is not None:
+        _other, normalized = found
+        return SourceEntry(normalized.key, normalized.family.value, listing, rehomed_from=asset or network)
+    return Rejection(listing.source, location, address, asset, reason, detail)
+
+
+def collect(items: Iterable[SourceEntry | Rejection]) -> tuple[list[SourceEntry], list[Rejection], ParseReport]:
+    """Materialize a (small) parse, e.g. for tests and the inspection command's summary."""
+    entries: list[SourceEntry] = []
+    rejected: list[Rejection] = []
+    report = ParseReport()
+    for item in items:
+        report.count(item)
+        (entries if isinstance(item, SourceEntry) else rejected).append(item)  # type: ignore[arg-type]
+    return entries, rejected, report
