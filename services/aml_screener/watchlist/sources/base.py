@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 from aml_screener.screening.addresses import (
     InvalidAddress,
@@ -87,18 +87,18 @@ class Source(Protocol):
 def open_maybe_compressed(path: Path) -> IO[bytes]:
     """Open a file for reading bytes, transparently decompressing .bz2 and .gz."""
     if path.suffix == ".bz2":
-        return bz2.open(path, "rb")
+        return cast("IO[bytes]", bz2.open(path, "rb"))
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return cast("IO[bytes]", gzip.open(path, "rb"))
     return path.open("rb")
 
 
 def decompressing(stream: IO[bytes], name: str) -> IO[bytes]:
     """Wrap a downloaded stream by its name's suffix (for URLs)."""
     if name.endswith(".bz2"):
-        return bz2.BZ2File(stream)
+        return cast("IO[bytes]", bz2.BZ2File(stream))
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=stream)
+        return cast("IO[bytes]", gzip.GzipFile(fileobj=stream))
     return stream
 
 
