@@ -6,7 +6,8 @@ import json
 
 from aml_screener.screening.decision import Outcome, decide, summarize, unscreenable
 from aml_screener.screening.watchlist import Listing, Severity, decode_matches, encode_matches, highest_severity
-from aml_screener.watchlist.sources.address_list import asset_from_filename, parse_address_list
+from aml_screener.watchlist.sources.address_list import AddressListSource, asset_from_filename
+from aml_screener.watchlist.sources.base import collect
 
 LAZARUS = "0x098B716B8Aaf21512996dC57EB0615e2383E2f96"
 
@@ -42,17 +43,44 @@ def test_matches_round_trip_through_the_redis_value_in_stable_order():
 def test_address_list_accepts_text_and_json_and_reports_every_rejected_line(tmp_path):
     text = tmp_path / "sanctioned_addresses_ETH.txt"
     text.write_text(f"{LAZARUS}\n\n# comment\n0x123\n{LAZARUS.lower()}\n")
-    result = parse_address_list(text, list_name="ofac", category="sanctions")
-    assert [key for key, _ in result.listings] == ["evm:" + LAZARUS.lower()] * 2
-    assert [(r.line, r.reason) for r in result.rejected] == [(4, "bad_length")]
-    as_json = tmp_path / "sanctioned_addresses_TRX.json"
+    entries, rejected, report = collect(
+        AddressListSource(list_name="ofac", category="sanctions", paths=[text]).entries()
+    )
+    assert [entry.key for entry in entries] == ["evm:" + LAZARUS.lower()] * 2
+    assert [(r.location, r.reason) for r in rejected] == [("sanctioned_addresses_ETH.txt line 4", "bad_length")]
+    assert report.entries == 2 and report.rejected == {"bad_length": 1}
+    as_json = tmp_path / "sanctioned_addresses_XBT.json"
     as_json.write_text(json.dumps(["TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"]))
-    ((key, listing),) = parse_address_list(as_json, list_name="ofac", category="sanctions").listings
-    assert key == "trx:TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"
-    assert listing.listed_asset == "TRX" and listing.entry_id == "sanctioned_addresses_TRX.json:1"
+    (entry,), _, _ = collect(AddressListSource(list_name="ofac", category="sanctions", paths=[as_json]).entries())
+    assert entry.key == "trx:TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq", "a TRON address listed as XBT is kept under TRON"
+    assert entry.rehomed_from == "XBT"
+    assert entry.listing.listed_asset == "XBT" and entry.listing.entry_id == "sanctioned_addresses_XBT.json:1"
 
 
 def test_asset_comes_from_common_file_name_patterns(tmp_path):
     assert asset_from_filename(tmp_path / "sanctioned_addresses_XBT.txt") == "XBT"
     assert asset_from_filename(tmp_path / "27307-lazarus-group.ETH.txt") == "ETH"
     assert asset_from_filename(tmp_path / "addresses.txt") is None
+
+
+def allow(list_name: str = "exchange-allowlist") -> dict:
+    return Listing(list_name, "allow", "allow.csv", "hot-wallet-1", LAZARUS, entry_name="our hot wallet").as_match()
+
+
+def test_allowlist_downgrades_only_overridable_lists_and_never_sanctions():
+    theft = match("theft", "hacks")
+    verdict = decide([theft, allow()], overridable=frozenset({"hacks"}))
+    assert verdict.outcome is Outcome.CLEAR
+    assert verdict.overridden == [theft] and verdict.allowlisted == [allow()]
+    not_overridable = decide([theft, allow()], overridable=frozenset())
+    assert not_overridable.outcome is Outcome.FLAGGED and not_overridable.overridden == []
+    sanctions = match("sanctions", "hacks")  # even on an overridable list, a sanctions match stays
+    mixed = decide([sanctions, theft, allow()], overridable=frozenset({"hacks"}))
+    assert mixed.outcome is Outcome.FLAGGED
+    assert mixed.matches == [sanctions] and mixed.overridden == [theft]
+    assert mixed.severity is Severity.CRITICAL
+
+
+def test_an_allowlist_entry_alone_is_not_a_hit():
+    verdict = decide([allow()])
+    assert verdict.outcome is Outcome.CLEAR and verdict.allowlisted == [allow()]

@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_listed
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
 
 _ASSET_IN_NAME = re.compile(r"[_.\-]([A-Za-z0-9]{2,10})\.(?:txt|json|lst|csv)$")
-
-
-@dataclass(frozen=True)
-class Rejected:
-    source: str
-    line: int
-    address: str
-    reason: str
-    detail: str
-
-
-@dataclass
-class ParseResult:
-    listings: list[tuple[str, Listing]] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-
-    def extend(self, other: ParseResult) -> None:
-        self.listings.extend(other.listings)
-        self.rejected.extend(other.rejected)
 
 
 def asset_from_filename(path: Path) -> str | None:
@@ -59,42 +40,116 @@ def read_addresses(path: Path) -> list[tuple[int, str]]:
     ]
 
 
-def parse_address_list(
-    path: Path,
-    *,
-    list_name: str,
-    category: str,
-    asset: str | None = None,
-    entry_id: str | None = None,
-    entry_name: str | None = None,
-    programs: Sequence[str] = (),
-    source: str | None = None,
-    published_at: int | None = None,
-) -> ParseResult:
-    ticker = (asset or asset_from_filename(path) or "").upper()
-    source_name = source or path.name
-    result = ParseResult()
-    if not ticker:
-        raise ValueError(f"{path}: no asset given and none in the file name (expected e.g. name_ETH.txt)")
-    for line, address in read_addresses(path):
-        try:
-            normalized = normalize_listed(ticker, address)
-        except UnsupportedNetwork:
-            result.rejected.append(Rejected(source_name, line, address, "unsupported_asset", f"asset {ticker}"))
-            continue
-        except InvalidAddress as exc:
-            result.rejected.append(Rejected(source_name, line, address, exc.reason, str(exc)))
-            continue
-        listing = Listing(
-            list=list_name,
-            category=category,
-            source=source_name,
-            entry_id=entry_id or f"{path.name}:{line}",
-            listed_address=address,
-            entry_name=entry_name,
-            programs=tuple(programs),
-            listed_asset=ticker,
-            published_at=published_at,
-        )
-        result.listings.append((normalized.key, listing))
-    return result
+class AddressListSource:
+    """Plain per-asset lists as a watchlist source: one or more files (or a glob), one table.
+
+    Each address goes through `normalize_entry`, so an address valid only for another chain than its file's
+    asset is kept under that chain (`rehomed_from`), and everything else is rejected with a reason.
+    """
+
+    def __init__(
+        self,
+        *,
+        list_name: str,
+        category: str,
+        paths: Sequence[Path],
+        asset: str | None = None,
+        entry_id: str | None = None,
+        entry_name: str | None = None,
+        programs: Sequence[str] = (),
+        source: str | None = None,
+        published_at: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        """`label`: the name to report instead of the file's (a downloaded file's URL name)."""
+        self.name = list_name
+        self.label = label
+        self.category = category
+        self.paths = list(paths)
+        self.asset = asset
+        self.entry_id = entry_id
+        self.entry_name = entry_name
+        self.programs = tuple(programs)
+        self.source = source
+        self._published_at = published_at
+
+    @property
+    def published_at(self) -> int | None:
+        return self._published_at
+
+    def files(self) -> list[Path]:
+        return self.paths
+
+    def entries(self) -> Iterator[SourceEntry | Rejection]:
+        for path in self.paths:
+            file_name = self.label or path.name
+            ticker = (self.asset or asset_from_filename(Path(file_name)) or "").upper() or None
+            source_name = self.source or file_name
+            for line, address in read_addresses(path):
+                listing = Listing(
+                    list=self.name,
+                    category=self.category,
+                    source=source_name,
+                    entry_id=self.entry_id or f"{file_name}:{line}",
+                    listed_address=address,
+                    entry_name=self.entry_name,
+                    programs=self.programs,
+                    listed_asset=ticker,
+                    published_at=self._published_at,
+                )
+                if ticker is None:
+                    yield Rejection(
+                        source_name,
+                        f"line {line}",
+                        address,
+                        None,
+                        "unknown_asset",
+                        "no asset given and none in the file name (e.g. name_ETH.txt)",
+                    )
+                    continue
+                yield normalize_entry(ticker, address, listing=listing, location=f"{file_name} line {line}")
+
+
+class ManifestSource:
+    """A manifest (JSON) naming a list, its category, and per file: asset, entry id, entry name, programs.
+
+    The bundled demo sample (demo/watchlist/manifest.json) is one: each file holds one SDN party's addresses.
+    """
+
+    def __init__(self, manifest: Path) -> None:
+        self.manifest = manifest
+        document = json.loads(manifest.read_text(encoding="utf-8"))
+        self.document = document
+        self.name = str(document["list"])
+        self.category = str(document["category"])
+        published = document.get("published_at")
+        self._published_at = _date_to_millis(published) if published else None
+
+    @property
+    def published_at(self) -> int | None:
+        return self._published_at
+
+    def files(self) -> list[Path]:
+        return [self.manifest, *(self.manifest.parent / item["file"] for item in self.document["files"])]
+
+    def entries(self) -> Iterator[SourceEntry | Rejection]:
+        for item in self.document["files"]:
+            source = AddressListSource(
+                list_name=self.name,
+                category=self.category,
+                paths=[self.manifest.parent / item["file"]],
+                asset=item.get("asset"),
+                entry_id=item.get("entry_id"),
+                entry_name=item.get("entry_name"),
+                programs=item.get("programs", ()),
+                source=self.document.get("source"),
+                published_at=self._published_at,
+            )
+            yield from source.entries()
+
+
+def _date_to_millis(value: str) -> int:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
