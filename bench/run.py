@@ -26,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ import kafka
 import redis
 from confluent_kafka import Producer
 
-from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.demo.sample import load_sample, sample_listings
 from aml_screener.devstack.generator import WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
@@ -45,7 +46,6 @@ from aml_screener.devstack.screener_process import screener_env, start_screener,
 from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
-from aml_screener.watchlist import loader
 from aml_screener.watchlist.store import WatchlistStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,10 +89,9 @@ def machine() -> dict[str, Any]:
 
 
 def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
-    spec = loader.from_manifest(BUNDLED_MANIFEST)
     entry = SchemaCatalog().current(WITHDRAWAL_REQUESTED)
     generator = WithdrawalGenerator(
-        spec.parsed.listings, WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
+        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
     )
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 20, "log.connection.close": False})
     expected: dict[str, int] = {}
@@ -119,7 +118,7 @@ def _stack_with_watchlist() -> Iterator[EmbeddedStack]:
     topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
     with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
         client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        loader.load(WatchlistStore(client), loader.from_manifest(BUNDLED_MANIFEST))
+        load_sample(WatchlistStore(client))
         yield stack
 
 
@@ -230,6 +229,64 @@ def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
     }
 
 
+OFAC_XML = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "watchlists"
+    / ("ofac_sdn_advanced_xml_2024-09-26/sdn_advanced.xml.bz2")
+)
+
+
+def _redis_used_memory(url: str) -> int:
+    return int(redis.Redis.from_url(url).info("memory")["used_memory"])
+
+
+def part_c(watchlist_size: int, events: int, rounds: int, seed: int, work: Path) -> dict[str, Any]:
+    """Watchlist scale: full OFAC XML sync; a synthetic N-address list's sync time, Redis memory, and screener
+    throughput with it vs a 1,000-address list, alternating rounds on the same prefilled topic."""
+    out: dict[str, Any] = {}
+    with _stack_with_watchlist() as stack:
+        if OFAC_XML.is_file():
+            config = work / "ofac.toml"
+            config.write_text(f'[[source]]\nname = "ofac-sdn"\nformat = "ofac-xml"\nlocation = "{OFAC_XML}"\n')
+            out["ofac_xml_sync"] = worker("sync", stack.redis_url, "ofac:{wl}", str(config))
+            print(f"  OFAC Advanced XML sync: {out['ofac_xml_sync']}", flush=True)
+        lists = {}
+        for name, size in (("small", 1_000), ("big", watchlist_size)):
+            path = work / f"synthetic-{name}_ETH.txt"
+            worker("synthetic_list", str(path), str(size), str(seed))
+            config = work / f"{name}.toml"
+            config.write_text(
+                f'[[source]]\nname = "synthetic"\nformat = "address-list"\nlocation = "{path}"\n'
+                f'category = "theft"\nasset = "ETH"\n'
+            )
+            before = _redis_used_memory(stack.redis_url)
+            lists[name] = worker("sync", stack.redis_url, f"{name}:{{wl}}", str(config), timeout=3600)
+            lists[name]["redis_used_memory_mb"] = (_redis_used_memory(stack.redis_url) - before) / 2**20
+            path.unlink()
+            print(f"  synthetic {size:,}-address list: {lists[name]}", flush=True)
+        out["synthetic_lists"] = lists
+        prefill(stack, events, seed)
+        rates: dict[str, list[float]] = {"small": [], "big": []}
+        for index in range(rounds):
+            for name in ("small", "big"):
+                result = worker(
+                    "screener",
+                    stack.bootstrap_servers,
+                    stack.redis_url,
+                    str(events),
+                    f"{name}-{index}",
+                    f"{name}:{{wl}}",
+                )
+                rates[name].append(result["per_second"])
+            small, big = rates["small"][-1], rates["big"][-1]
+            print(f"  round {index + 1}: 1k list {small:,.0f}/s  {watchlist_size:,} list {big:,.0f}/s", flush=True)
+        out["screener_per_second"] = rates
+        out["throughput_ratio_big_vs_small"] = statistics.median(rates["big"]) / statistics.median(rates["small"])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -239,10 +296,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--latency-runs", type=int, default=3)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--watchlist-size", type=int, default=10_000_000)
+    parser.add_argument("--skip-watchlist-scale", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
-    print("part A: throughput, same prefilled topic, bare kafka-python consumer vs screener", flush=True)
-    report["throughput"] = part_a(args.events, args.rounds, args.seed)
+    if not args.skip_throughput:
+        print("part A: throughput, same prefilled topic, bare kafka-python consumer vs screener", flush=True)
+        report["throughput"] = part_a(args.events, args.rounds, args.seed)
     if not args.skip_latency:
         runs = []
         for index in range(args.latency_runs):
@@ -254,6 +315,10 @@ def main() -> int:
             key: {q: statistics.median(run[key][q] for run in runs) for q in ("p50", "p95", "p99")}
             for key in ("decided_ms", "visible_ms", "acked_ms_histogram")
         } | {"produced": runs[0]["produced"], "seconds": args.seconds, "runs": len(runs)}
+    if not args.skip_watchlist_scale:
+        print(f"part C: watchlist scale (OFAC XML; synthetic {args.watchlist_size:,} addresses)", flush=True)
+        with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
+            report["watchlist_scale"] = part_c(args.watchlist_size, args.events, args.rounds, args.seed, Path(work))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
@@ -270,6 +335,8 @@ def _latency_line(run: dict[str, Any]) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    if "throughput" not in report:
+        return
     a = report["throughput"]
     print("\n| measurement | value |\n|---|---|")
     print(f"| bare kafka-python consumer, median of {a['rounds']} | {a['bare_median']:,.0f} events/s |")

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import resource
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
+import redis
 from confluent_kafka import Producer
 from fastavro import parse_schema, schemaless_reader
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import WithdrawalGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
 from aml_screener.screener.app import build
@@ -38,18 +42,15 @@ from aml_screener.screener.schemas import (
     strip_logical_types,
 )
 from aml_screener.screener.settings import Settings
-from aml_screener.watchlist import loader
+from aml_screener.watchlist.keys import DEFAULT_PREFIX, WatchlistKeys
+from aml_screener.watchlist.store import WatchlistStore
+from aml_screener.watchlist.sync import load_config, run_sync
 
 DEFAULT_TOPICS = ("withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq")
 
 
-def _settings(bootstrap: str, redis_url: str, group: str, topics: list[str] | None = None) -> Settings:
-    names = topics or [
-        "withdrawals.requested",
-        "screening.decisions",
-        "withdrawals.flagged",
-        "withdrawals.requested.dlq",
-    ]
+def _settings(bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_PREFIX) -> Settings:
+    names = list(DEFAULT_TOPICS)
     mock: dict[str, Any] = {key.removeprefix("AML_").lower(): value for key, value in MOCK_SCREENER_ENV.items()}
     return Settings(
         **mock,
@@ -60,6 +61,7 @@ def _settings(bootstrap: str, redis_url: str, group: str, topics: list[str] | No
         kafka_flagged_topic=names[2],
         kafka_dead_letter_topic=names[3],
         redis_url=redis_url,
+        watchlist_key_prefix=prefix,
         http_port=0,
         log_level="WARNING",
     )
@@ -85,12 +87,12 @@ def bare(bootstrap: str, topic: str, count: str, group: str) -> dict[str, Any]:
     return {"records": seen, "seconds": elapsed, "per_second": seen / elapsed}
 
 
-def screener(bootstrap: str, redis_url: str, count: str, group: str, *topics: str) -> dict[str, Any]:
+def screener(bootstrap: str, redis_url: str, count: str, group: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """The real screener (same wiring as `aml-screener run`), stopped once every input is committed.
 
     The window starts when the first batch completes, so it excludes the group join and one batch (of up to
     max_poll_records); over 100,000 events that under-counts the elapsed time by at most ~2%."""
-    settings = _settings(bootstrap, redis_url, group, list(topics) or None)
+    settings = _settings(bootstrap, redis_url, group, prefix)
     components = build(settings, Metrics(CollectorRegistry()))
     metrics = components.metrics
     wanted = int(count)
@@ -128,10 +130,9 @@ def screener(bootstrap: str, redis_url: str, count: str, group: str, *topics: st
 
 def produce(bootstrap: str, topic: str, rate: str, seconds: str, seed: str) -> dict[str, Any]:
     """Steady load: `rate` events/s for `seconds`, sent on a 1 ms schedule."""
-    spec = loader.from_manifest(BUNDLED_MANIFEST)
     entry = _CATALOG.current(WITHDRAWAL_REQUESTED)
     generator = WithdrawalGenerator(
-        spec.parsed.listings, WithdrawalEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
+        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
     )
     total = int(float(rate) * float(seconds))
     events = [generator.event(0) for _ in range(total)]  # pre-encoded: the schedule is not slowed by encoding
@@ -196,7 +197,36 @@ def _timings(value: bytes) -> tuple[float, float]:
     return float(timings["event_timestamp"]), float(timings["decided_at"])
 
 
+def sync(redis_url: str, prefix: str, config_path: str) -> dict[str, Any]:
+    """`watchlist sync` of a configuration into Redis under `prefix`; wall time and this process's peak RSS."""
+    store = WatchlistStore(redis.Redis.from_url(redis_url, decode_responses=True), WatchlistKeys(prefix))
+    started = time.perf_counter()
+    result = run_sync(store, load_config(Path(config_path)))
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak_kib / 1024,
+        "keys": sum(s.table.keys for s in result.sources if s.table),
+        "entries": sum(s.report.entries for s in result.sources if s.report),
+        "rejected": sum(sum(s.report.rejected.values()) for s in result.sources if s.report),
+        "statuses": [s.status for s in result.sources],
+    }
+
+
+def synthetic_list(path: str, count: str, seed: str) -> dict[str, Any]:
+    """A plain ETH address list of `count` random addresses (lowercase hex)."""
+    rng = random.Random(int(seed))
+    started = time.perf_counter()
+    with open(path, "w", encoding="ascii") as out:
+        for _ in range(int(count)):
+            out.write(f"0x{rng.getrandbits(160):040x}\n")
+    return {"seconds": time.perf_counter() - started, "count": int(count)}
+
+
 WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "sync": sync,
+    "synthetic_list": synthetic_list,
     "bare": bare,
     "screener": screener,
     "produce": produce,

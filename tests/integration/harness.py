@@ -24,15 +24,14 @@ import redis
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
-from aml_screener.demo.run import BUNDLED_MANIFEST
+from aml_screener.demo.sample import load_sample, sample_listings
 from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.screener_process import screener_env, start_screener
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
-from aml_screener.watchlist import loader
-from aml_screener.watchlist.loader import ListSpec
+from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist.store import WatchlistStore
 
 INPUT = "withdrawals.requested"
@@ -50,14 +49,14 @@ def encoder() -> WithdrawalEncoder:
     return WithdrawalEncoder(entry.schema, entry.schema_id)
 
 
-def load_bundled_watchlist(redis_url: str) -> ListSpec:
-    spec = loader.from_manifest(BUNDLED_MANIFEST)
-    loader.load(WatchlistStore(redis.Redis.from_url(redis_url, decode_responses=True)), spec)
-    return spec
+def load_bundled_watchlist(redis_url: str) -> list[tuple[str, Listing]]:
+    """Sync the bundled OFAC sample into this Redis; return its (key, listing) pairs for the generator."""
+    load_sample(WatchlistStore(redis.Redis.from_url(redis_url, decode_responses=True)))
+    return sample_listings()
 
 
-def generate(spec: ListSpec, count: int, **kwargs: Any) -> list[GeneratedEvent]:
-    return list(WithdrawalGenerator(spec.parsed.listings, encoder(), **kwargs).stream(count))
+def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> list[GeneratedEvent]:
+    return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
 
 
 def produce(bootstrap: str, events: Iterable[GeneratedEvent], topic: str = INPUT) -> int:

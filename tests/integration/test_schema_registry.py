@@ -108,8 +108,8 @@ def test_screener_resolves_inputs_and_registers_outputs_through_the_registry(
     stack, screeners, reader_factory, registry
 ):
     url, state = registry
-    spec = load_bundled_watchlist(stack.redis_url)
-    lazarus = next(item.listed_address for _, item in spec.parsed.listings if item.entry_name == "Lazarus Group")
+    listings = load_bundled_watchlist(stack.redis_url)
+    lazarus = next(item.listed_address for _, item in listings if item.entry_name == "Lazarus Group")
     catalog = SchemaCatalog()
     current = WithdrawalEncoder(catalog.current(WITHDRAWAL_REQUESTED).schema, CURRENT_ID)
     older = WithdrawalEncoder(json.loads(state.schemas[OLDER_ID]), OLDER_ID)

@@ -34,8 +34,8 @@ def assert_complete_and_correct(events, outputs):
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_screener_stopped_mid_stream_and_restarted_loses_nothing(stack, screeners, reader, how):
-    spec = load_bundled_watchlist(stack.redis_url)
-    events = generate(spec, 12_000, seed=3, hit_share=0.03)
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 12_000, seed=3, hit_share=0.03)
     first = screeners("first", AML_KAFKA_MAX_POLL_RECORDS="200")
     first.wait_assigned()
     produce(stack.bootstrap_servers, events)
@@ -61,8 +61,8 @@ def test_screener_stopped_mid_stream_and_restarted_loses_nothing(stack, screener
 
 
 def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack, screeners, reader):
-    spec = load_bundled_watchlist(stack.redis_url)
-    events = generate(spec, 12_000, seed=5, hit_share=0.03)
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 12_000, seed=5, hit_share=0.03)
     one = screeners("one")
     one.wait_assigned()
     two = screeners("two")
@@ -90,8 +90,8 @@ def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack
 def test_redis_outage_pauses_without_any_clear_and_resumes_by_itself(screeners, reader_factory):
     # Redis with an append-only file, so its data survives the restart (a persistent production Redis).
     with EmbeddedStack(brokers=1, topics=TOPICS, redis_args=("--appendonly", "yes")) as stack:
-        spec = load_bundled_watchlist(stack.redis_url)
-        events = generate(spec, 9_000, seed=8, hit_share=0.05)
+        listings = load_bundled_watchlist(stack.redis_url)
+        events = generate(listings, 9_000, seed=8, hit_share=0.05)
         screener = screeners("s", target=stack, AML_KAFKA_MAX_POLL_RECORDS="100")
         screener.wait_assigned()
         reader = reader_factory(stack)
@@ -131,8 +131,8 @@ def test_without_a_watchlist_the_screener_is_not_ready_and_takes_no_partitions(s
     status, body = screener.probe("/readyz")
     assert status == 503
     assert body["assigned_partitions"] == []
-    spec = load_bundled_watchlist(stack.redis_url)  # the first sync arrives
-    events = generate(spec, 500, seed=1)
+    listings = load_bundled_watchlist(stack.redis_url)  # the first sync arrives
+    events = generate(listings, 500, seed=1)
     produce(stack.bootstrap_servers, events)
     screener.wait_assigned()
     reader.read_until(all_decided(events), 45, "decisions once the watchlist exists")

@@ -29,8 +29,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "data" / "schemas"
 
 
 def test_known_stream_gives_exactly_the_expected_decisions(stack, screeners, reader):
-    spec = load_bundled_watchlist(stack.redis_url)
-    events = generate(spec, 4000, seed=11, hit_share=0.05, invalid_share=0.01, malformed_share=0.01)
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 4000, seed=11, hit_share=0.05, invalid_share=0.01, malformed_share=0.01)
     screener = screeners()
     screener.wait_assigned()
     produce(stack.bootstrap_servers, events)
@@ -115,7 +115,7 @@ def _encode_with(directory: Path, schema_id: int, record: dict) -> bytes:
 
 
 def test_every_kind_of_malformed_input_is_dead_lettered_with_its_reason(stack, screeners, reader, tmp_path):
-    spec = load_bundled_watchlist(stack.redis_url)
+    listings = load_bundled_watchlist(stack.redis_url)
     schema_dir = _schema_dir_with_bad_writers(tmp_path)
     good = encoder().encode(
         {
@@ -124,7 +124,7 @@ def test_every_kind_of_malformed_input_is_dead_lettered_with_its_reason(stack, s
             "account_id": "a",
             "asset": "ETH",
             "network": "ethereum",
-            "destination_address": spec.parsed.listings[0][1].listed_address,
+            "destination_address": listings[0][1].listed_address,
             "amount": Decimal("1"),
             "requested_at": 1,
         }

@@ -7,9 +7,10 @@ import json
 import shutil
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from aml_screener.screener.codec import (
     HEADER,
@@ -234,7 +235,7 @@ def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
     }
     value = encoder.encode(decision)
     schema_id, decoded = FramedReader(repository).decode(value)
-    assert schema_id == decision_entry.schema_id == 2
+    assert schema_id == decision_entry.schema_id == 4
     assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
     assert decoded["decision"] == "FLAGGED"
 
@@ -250,3 +251,37 @@ def test_catalog_schemas_are_self_contained_and_documented():
     flagged = catalog.current(WITHDRAWAL_FLAGGED).schema
     withdrawal = next(f for f in flagged["fields"] if f["name"] == "withdrawal")["type"]
     assert withdrawal["name"] == WITHDRAWAL_REQUESTED, "flagged events embed the full withdrawal"
+
+
+def test_decision_v2_and_v1_readers_and_writers_stay_compatible(catalog):
+    """Downstream consumers of decisions on v1 keep working (v2 only adds fields with defaults), and v1 records
+    still read as v2."""
+    v1, v2 = (parse_schema(catalog.by_id(i).schema, {}) for i in (2, 4))
+    record = {
+        "decision_id": "d",
+        "event_id": "e",
+        "exchange_id": "x",
+        "asset": "ETH",
+        "network": "ethereum",
+        "decision": "CLEAR",
+        "matches": [],
+        "source": {"topic": "t", "partition": 0, "offset": 1, "schema_id": 1},
+        "timings": {
+            "requested_at": 1,
+            "event_timestamp": 1,
+            "decided_at": 1,
+            "batch_size": 1,
+            "decode_us": 0,
+            "normalize_us": 0,
+            "lookup_us": 0,
+        },
+        "screener": "s",
+    }
+    for writer, reader in ((v2, v1), (v1, v2)):
+        stream = io.BytesIO()
+        schemaless_writer(stream, writer, record)
+        stream.seek(0)
+        decoded: Any = schemaless_reader(stream, writer, reader)
+        assert decoded["decision"] == "CLEAR"
+        if reader is v2:
+            assert decoded["allowlisted"] == [] and decoded["overridden"] == []

@@ -71,8 +71,12 @@ def make_screener(watchlist: dict[str, list[dict]], version: str = "v-test", cal
 
     return BatchScreener(
         decoder=WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65536),
-        decision_encoder=RecordEncoder(CATALOG.current(SCREENING_DECISION).schema, 2),
-        flagged_encoder=RecordEncoder(CATALOG.current(WITHDRAWAL_FLAGGED).schema, 3),
+        decision_encoder=RecordEncoder(
+            CATALOG.current(SCREENING_DECISION).schema, CATALOG.current(SCREENING_DECISION).schema_id
+        ),
+        flagged_encoder=RecordEncoder(
+            CATALOG.current(WITHDRAWAL_FLAGGED).schema, CATALOG.current(WITHDRAWAL_FLAGGED).schema_id
+        ),
         topics=TOPICS,
         instance_id="unit",
         lookup=lookup,

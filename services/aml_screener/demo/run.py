@@ -31,17 +31,16 @@ import redis
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
+from aml_screener.demo.sample import load_sample, sample_listings
 from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.screener_process import ScreenerNotReady, screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
-from aml_screener.watchlist import loader
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 
-BUNDLED_MANIFEST = Path(__file__).resolve().parent / "watchlist" / "manifest.json"
 INPUT_TOPIC = "withdrawals.requested"
 DECISIONS_TOPIC = "screening.decisions"
 FLAGGED_TOPIC = "withdrawals.flagged"
@@ -154,17 +153,17 @@ def run_demo(args: argparse.Namespace) -> int:
     encoder = WithdrawalEncoder(
         catalog.current(WITHDRAWAL_REQUESTED).schema, catalog.current(WITHDRAWAL_REQUESTED).schema_id
     )
-    spec = loader.from_manifest(BUNDLED_MANIFEST)
+    listings = sample_listings()
     with _infrastructure(args) as (bootstrap, redis_url, api_version):
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        meta = loader.load(WatchlistStore(client, WatchlistKeys()), spec)
-        parties = {listing.entry_id for _, listing in spec.parsed.listings}
+        synced = load_sample(WatchlistStore(client, WatchlistKeys()))
+        parties = {listing.entry_id for _, listing in listings}
         print(
-            f"watchlist: loaded {len(spec.parsed.listings)} OFAC SDN addresses of {len(parties)} parties "
-            f"(incl. Lazarus Group), version {meta.version}"
+            f"watchlist: loaded {len(listings)} OFAC SDN addresses of {len(parties)} parties "
+            f"(incl. Lazarus Group), version {synced.version}"
         )
         generator = WithdrawalGenerator(
-            spec.parsed.listings,
+            listings,
             encoder,
             seed=args.seed,
             hit_share=args.hit_share,

@@ -30,6 +30,7 @@ from aml_screener.screener.schemas import (
 )
 from aml_screener.screener.service import Screener
 from aml_screener.screener.settings import Settings
+from aml_screener.screener.watchlist_watch import WatchlistWatcher
 from aml_screener.watchlist.keys import WatchlistKeys
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,15 @@ def run(settings: Settings) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
+        watcher = WatchlistWatcher(components.redis, WatchlistKeys(settings.watchlist_key_prefix), metrics)
+        watcher.start()
         # Everything built so far lives as long as the process: move it out of the collector's sight so full
         # collections (which pause the loop) only scan what the loop itself allocates.
         gc.freeze()
-        return screener.run()
+        try:
+            return screener.run()
+        finally:
+            watcher.stop()
     finally:
         if health is not None:
             health.close()

@@ -1,32 +1,44 @@
-"""Watchlist lookup for a whole batch in one Redis round trip (the read side of watchlist/keys.py).
+"""Watchlist lookup for a whole batch in one Redis round trip (the read side of watchlist/keys.py, layout 2).
 
-One MULTI/EXEC carries: GET active, HLEN of the cached version's hash, HMGET of every key of the batch. Because
-the three run atomically, a non-empty HMGET answer under `active == cached` is a consistent snapshot of the active
-version. If the active version changed, the lookup is repeated against the new one (a second round trip only on
-a version switch). Anything doubtful raises LookupUnavailable, which makes the caller fail closed: no active
-version, an empty or missing version hash, an unreachable or slow Redis, an unparsable entry.
+A version is a set of tables (one per source). The screener caches the active version's table list; per batch,
+one MULTI/EXEC carries: GET active, HLEN of each table, HMGET of every key of the batch in each table. Because
+they run atomically, an answer under `active == cached` is a consistent snapshot of the active version. When the
+active version moved (a sync finished), the screener reads the new version's metadata and repeats the lookup
+against it: hot reload at the next batch, without pausing. Anything doubtful raises LookupUnavailable, which
+makes the caller fail closed: no active version, missing metadata, a table missing or empty, an unparsable entry,
+an unreachable or slow Redis.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screening.watchlist import decode_matches
-from aml_screener.watchlist.keys import WatchlistKeys
+from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
 
 
 @dataclass(frozen=True, slots=True)
 class LookupResult:
     version: str
-    size: int  # number of address keys in the version
+    size: int  # address keys over all tables of the version
     matches: dict[str, list[dict[str, Any]]]  # only the keys that are listed
     seconds: float  # wall time of the Redis round trip(s)
+    overridable: frozenset[str] = field(default_factory=frozenset)  # lists the allowlist may downgrade
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveVersion:
+    version: str
+    tables: tuple[str, ...]
+    overridable: frozenset[str]
+    meta: dict[str, Any]
 
 
 class WatchlistLookup:
@@ -35,51 +47,83 @@ class WatchlistLookup:
     def __init__(self, client: redis.Redis, keys: WatchlistKeys) -> None:
         self.redis = client
         self.keys = keys
-        self.version: str | None = None
+        self.active: ActiveVersion | None = None
         self.size = 0
+
+    @property
+    def version(self) -> str | None:
+        return self.active.version if self.active else None
 
     def lookup(self, address_keys: Sequence[str]) -> LookupResult:
         started = time.perf_counter()
-        for _attempt in range(3):  # a version switch between GET and HMGET costs one more round trip
-            cached = self.version
-            try:
-                answer = self._round_trip(cached, address_keys)
-            except redis.RedisError as exc:
-                raise LookupUnavailable("redis_unavailable", f"{type(exc).__name__}: {exc}") from None
-            active, size, values = answer
-            if active is None:
-                raise LookupUnavailable("no_active_version", "no watchlist version is active (nothing loaded yet)")
-            active = str(active)
-            if active != cached:
-                self.version = active
-                continue
-            if not size:
-                raise LookupUnavailable(
-                    "empty_watchlist", f"active version {active} has no entries (missing or emptied hash)"
-                )
-            self.size = int(size)
-            matches: dict[str, list[dict[str, Any]]] = {}
-            if values:
-                for key, value in zip(address_keys, values, strict=True):
-                    if value is not None:
-                        try:
-                            matches[key] = decode_matches(value)
-                        except ValueError as exc:
-                            raise LookupUnavailable("corrupt_entry", f"entry for {key!r}: {exc}") from None
-            return LookupResult(active, self.size, matches, time.perf_counter() - started)
+        try:
+            for _attempt in range(3):  # a version switch between reads costs one more round trip
+                if self.active is None:
+                    self.active = self._load_active()
+                active = self.active
+                current, sizes, values = self._round_trip(active, address_keys)
+                if current != active.version:
+                    self.active = None
+                    continue
+                return self._result(active, sizes, values, address_keys, started)
+        except redis.RedisError as exc:
+            raise LookupUnavailable("redis_unavailable", f"{type(exc).__name__}: {exc}") from None
         raise LookupUnavailable("version_churn", "active version changed on every attempt")
 
-    def _round_trip(self, version: str | None, address_keys: Sequence[str]) -> tuple[Any, Any, Any]:
-        if version is None:  # first call (or after a reset): learn which version is active
-            return self.redis.get(self.keys.active), 0, []
+    def check(self) -> LookupResult:
+        """Readiness probe: the active version exists and every table is present and non-empty."""
+        return self.lookup(())
+
+    def _load_active(self) -> ActiveVersion:
+        raw_version = self.redis.get(self.keys.active)
+        if raw_version is None:
+            raise LookupUnavailable("no_active_version", "no watchlist version is active (nothing loaded yet)")
+        version = str(raw_version)
+        raw: dict[str, str] = self.redis.hgetall(self.keys.version(version))  # type: ignore[assignment]
+        if not raw:
+            raise LookupUnavailable("missing_version", f"metadata of active version {version} is missing")
+        if raw.get("layout") != str(LAYOUT_VERSION):
+            raise LookupUnavailable("unsupported_layout", f"version {version} has layout {raw.get('layout')!r}")
+        tables = tuple(json.loads(raw.get("tables") or "{}").values())
+        if not tables:
+            raise LookupUnavailable("empty_watchlist", f"active version {version} has no tables")
+        lists = json.loads(raw.get("lists") or "{}")
+        overridable = frozenset(name for name, info in lists.items() if info.get("overridable"))
+        return ActiveVersion(version, tables, overridable, raw)
+
+    def _round_trip(self, active: ActiveVersion, address_keys: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
         with self.redis.pipeline(transaction=True) as tx:
             tx.get(self.keys.active)
-            tx.hlen(self.keys.addresses(version))
+            for table in active.tables:
+                tx.hlen(table)
             if address_keys:
-                tx.hmget(self.keys.addresses(version), list(address_keys))
+                keys = list(address_keys)
+                for table in active.tables:
+                    tx.hmget(table, keys)
             result = tx.execute()
-        return result[0], result[1], result[2] if address_keys else []
+        count = len(active.tables)
+        return result[0], result[1 : 1 + count], result[1 + count :]
 
-    def check(self) -> LookupResult:
-        """Readiness probe: the active version exists and is non-empty (same checks, no keys)."""
-        return self.lookup(())
+    def _result(
+        self,
+        active: ActiveVersion,
+        sizes: list[Any],
+        values: list[Any],
+        address_keys: Sequence[str],
+        started: float,
+    ) -> LookupResult:
+        for table, size in zip(active.tables, sizes, strict=True):
+            if not size:
+                raise LookupUnavailable(
+                    "empty_watchlist", f"table {table} of active version {active.version} is missing or empty"
+                )
+        self.size = sum(int(size) for size in sizes)
+        matches: dict[str, list[dict[str, Any]]] = {}
+        for table_values in values:
+            for key, value in zip(address_keys, table_values, strict=True):
+                if value is not None:
+                    try:
+                        matches.setdefault(key, []).extend(decode_matches(value))
+                    except ValueError as exc:
+                        raise LookupUnavailable("corrupt_entry", f"entry for {key!r}: {exc}") from None
+        return LookupResult(active.version, self.size, matches, time.perf_counter() - started, active.overridable)

@@ -143,6 +143,40 @@ class Metrics:
             "Times the screener started using a new watchlist version.",
             registry=r,
         )
+        self.watchlist_created = Gauge(
+            "aml_screener_watchlist_created_timestamp_seconds",
+            "Unix time the watchlist version in use was built by the sync job.",
+            registry=r,
+        )
+        self.watchlist_notifications = Counter(
+            "aml_screener_watchlist_notifications_total",
+            "Change notifications received from the sync job (new versions).",
+            registry=r,
+        )
+        self.source_published = Gauge(
+            "aml_screener_watchlist_source_published_timestamp_seconds",
+            "Publication time the source states for its data (e.g. OFAC's date of issue), per source.",
+            ["source"],
+            registry=r,
+        )
+        self.source_last_success = Gauge(
+            "aml_screener_watchlist_source_last_success_timestamp_seconds",
+            "Unix time of the last successful sync of the source (fetched and parsed, or unchanged).",
+            ["source"],
+            registry=r,
+        )
+        self.source_failing = Gauge(
+            "aml_screener_watchlist_source_failing",
+            "1 when the last sync attempt of the source failed (its previous data is still in use), else 0.",
+            ["source"],
+            registry=r,
+        )
+        self.source_addresses = Gauge(
+            "aml_screener_watchlist_source_addresses",
+            "Address keys of the source in the watchlist version in use.",
+            ["source"],
+            registry=r,
+        )
         self.last_batch_timestamp = Gauge(
             "aml_screener_last_batch_timestamp_seconds",
             "Unix time the last batch was committed (progress indicator).",

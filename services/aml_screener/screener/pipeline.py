@@ -192,6 +192,7 @@ class BatchScreener:
         started = time.perf_counter()
         version = result.version if result else None
         matches_by_key = result.matches if result else {}
+        overridable = result.overridable if result else frozenset()
         decided_at = self.clock_us()
         size = len(batch.records)
         timings_common = {
@@ -213,7 +214,7 @@ class BatchScreener:
             if address_key is None:
                 verdict = unscreenable(item.failure or "invalid_address")
             else:
-                verdict = decide(matches_by_key.get(address_key))
+                verdict = decide(matches_by_key.get(address_key), overridable)
             event_id = event["event_id"]
             did = decision_id(event_id, version)
             source = {
@@ -235,6 +236,8 @@ class BatchScreener:
                 "address_key": address_key,
                 "severity": verdict.severity,
                 "matches": matches,
+                "allowlisted": verdict.allowlisted,
+                "overridden": verdict.overridden,
                 "watchlist_version": version,
                 "source": source,
                 "timings": {

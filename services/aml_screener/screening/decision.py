@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aml_screener.screening.watchlist import Severity, highest_severity
+from aml_screener.screening.watchlist import Category, Severity, highest_severity
 
 # Fixed namespace for decision ids (UUIDv5). Changing it would make re-screened events look new: never change.
 DECISION_NAMESPACE = uuid.UUID("6b0f3c8e-0d4c-5a59-9b6e-2f1c7a8d4e10")
@@ -32,8 +32,10 @@ class Outcome(StrEnum):
 class Verdict:
     outcome: Outcome
     severity: Severity | None
-    matches: Sequence[Mapping[str, Any]]
+    matches: Sequence[Mapping[str, Any]]  # the matches that count (after allowlist overrides)
     reason: str | None = None
+    allowlisted: Sequence[Mapping[str, Any]] = ()  # allowlist entries of the address
+    overridden: Sequence[Mapping[str, Any]] = ()  # matches the allowlist downgraded
 
 
 _NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
@@ -58,13 +60,27 @@ def decision_id(event_id: str, watchlist_version: str | None) -> str:
 
 
 _CLEAR = Verdict(Outcome.CLEAR, None, ())
+ALLOW = Category.ALLOW.value
 
 
-def decide(matches: Sequence[Mapping[str, Any]] | None) -> Verdict:
-    """Outcome for a normalized address that was looked up in a watchlist version (None = not listed)."""
+def decide(matches: Sequence[Mapping[str, Any]] | None, overridable: frozenset[str] = frozenset()) -> Verdict:
+    """Outcome for a normalized address that was looked up in a watchlist version (None = not listed).
+
+    Allowlist entries (category "allow": the exchange's known-safe addresses) are not hits. They downgrade only
+    matches from lists the operator marked overridable, and never a sanctions match: an OFAC-listed address stays
+    FLAGGED even if someone put it on the allowlist.
+    """
     if not matches:
         return _CLEAR
-    return Verdict(Outcome.FLAGGED, highest_severity(matches), matches)
+    allow = [m for m in matches if m["category"] == ALLOW]
+    block = [m for m in matches if m["category"] != ALLOW]
+    if not allow:
+        return Verdict(Outcome.FLAGGED, highest_severity(block), block)
+    overridden = [m for m in block if m["list"] in overridable and m["category"] != Category.SANCTIONS.value]
+    remaining = [m for m in block if m not in overridden]
+    if not remaining:
+        return Verdict(Outcome.CLEAR, None, (), allowlisted=allow, overridden=overridden)
+    return Verdict(Outcome.FLAGGED, highest_severity(remaining), remaining, allowlisted=allow, overridden=overridden)
 
 
 def unscreenable(reason: str) -> Verdict:

@@ -23,6 +23,8 @@ class Category(StrEnum):
     SCAM = "scam"
     MIXER = "mixer"
     INTERNAL = "internal"
+    # Reserved: the exchange's allowlist (known-safe addresses). Not a hit; see decision.decide.
+    ALLOW = "allow"
 
 
 class Severity(StrEnum):

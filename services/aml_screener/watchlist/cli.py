@@ -1,20 +1,26 @@
-"""`aml-screener watchlist ...`: load address lists into Redis and inspect the active version."""
+"""`aml-screener watchlist ...`: sync sources into Redis, load ad-hoc lists, inspect files and the active version."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
 from aml_screener.screening.watchlist import Category
-from aml_screener.watchlist import loader
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError
+from aml_screener.watchlist.sync import (
+    SourceConfig,
+    SyncConfigError,
+    SyncFailed,
+    SyncResult,
+    load_config,
+    run_sync,
+)
 
 SettingsFactory = Callable[..., Any]
 
@@ -22,96 +28,225 @@ SettingsFactory = Callable[..., Any]
 def add_watchlist_commands(parser: argparse.ArgumentParser, settings_factory: SettingsFactory) -> None:
     sub = parser.add_subparsers(dest="watchlist_command", required=True)
 
-    load = sub.add_parser(
-        "load",
-        help="load plain address lists (one per line or a JSON array) as one named list; replaces that list",
+    sync = sub.add_parser(
+        "sync",
+        help="fetch every source of a TOML configuration into a new watchlist version and activate it",
         description=(
-            "Builds a new watchlist version = the active version with LIST's entries replaced by the given "
-            "files, then activates it atomically. Addresses are validated and normalized for the asset's "
-            "networks; rejected lines are reported. Redis connection from AML_REDIS_* variables or --redis-url."
+            "Builds the new version beside the active one and swaps atomically. Unchanged sources are not "
+            "re-downloaded (conditional HTTP requests) or re-written; a failing source keeps its previous data. "
+            "See docs/watchlist.md for the configuration format."
         ),
     )
-    load.add_argument("files", nargs="*", type=Path, help="address list files (asset from --asset or file name)")
+    sync.add_argument("config", type=Path, help="TOML file with one [[source]] table per source")
+    sync.add_argument("--kafka-topic", help="also publish changed addresses to this (compacted) Kafka topic")
+    sync.add_argument("--redis-url", help="override AML_REDIS_URL")
+    progress = sync.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    sync.add_argument("--json", action="store_true", help="print the result as JSON")
+    sync.set_defaults(func=lambda args: cmd_sync(args, settings_factory))
+
+    load = sub.add_parser(
+        "load",
+        help="load plain address lists (one per line or a JSON array) as one source; other sources are kept",
+        description=(
+            "A one-source sync: the list's files become one table; every other source of the active version is "
+            "kept. Addresses are validated for their asset (from --asset or the file name, e.g. _XBT.txt); an "
+            "address valid only for another chain is kept under that chain; rejected lines are reported."
+        ),
+    )
+    load.add_argument("files", nargs="*", type=Path, help="address list files")
     load.add_argument("--manifest", type=Path, help="JSON manifest naming the list, category and files")
-    load.add_argument("--list", dest="list_name", help="list name, e.g. ofac-sdn, exchange-blocklist")
+    load.add_argument("--list", dest="list_name", help="list (and source) name, e.g. exchange-blocklist")
     load.add_argument(
-        "--category",
-        help=f"what the addresses are tied to: {', '.join(c.value for c in Category)} (or any label)",
+        "--category", help=f"what the addresses are tied to: {', '.join(c.value for c in Category)} (or any label)"
     )
     load.add_argument("--asset", help="asset ticker of every file (default: from the file name, e.g. _XBT.txt)")
     load.add_argument("--entry-id", help="source entry id for every address (default: file:line)")
     load.add_argument("--entry-name", help="name of the listed party")
     load.add_argument("--program", action="append", default=[], help="program/label (repeatable), e.g. DPRK3")
     load.add_argument("--published-at", help="publication date of the list (ISO 8601)")
+    load.add_argument("--overridable", action="store_true", help="the allowlist may downgrade this list's matches")
     load.add_argument("--redis-url", help="override AML_REDIS_URL")
     load.add_argument("--show-rejected", action="store_true", help="print every rejected line")
     load.set_defaults(func=lambda args: cmd_load(args, settings_factory))
 
-    status = sub.add_parser("status", help="show the active watchlist version and its lists")
+    status = sub.add_parser("status", help="show the active watchlist version, its sources and their sync state")
     status.add_argument("--redis-url", help="override AML_REDIS_URL")
     status.set_defaults(func=lambda args: cmd_status(args, settings_factory))
 
-    check = sub.add_parser("check", help="look an address up in the active watchlist version")
+    check = sub.add_parser("check", help="look an address up in the active watchlist version (exit 4 if listed)")
     check.add_argument("network", help="network of the address, e.g. ethereum, tron, bitcoin")
     check.add_argument("address")
     check.add_argument("--redis-url", help="override AML_REDIS_URL")
     check.set_defaults(func=lambda args: cmd_check(args, settings_factory))
 
+    from aml_screener.watchlist.inspect import add_parse_command
+
+    add_parse_command(sub)
+
+
+def _settings(args: argparse.Namespace, settings_factory: SettingsFactory) -> Any:
+    overrides = {"redis_url": args.redis_url} if getattr(args, "redis_url", None) else {}
+    return settings_factory(**overrides)
+
 
 def _store(args: argparse.Namespace, settings_factory: SettingsFactory) -> WatchlistStore:
     from aml_screener.screener.app import redis_client
 
-    overrides = {"redis_url": args.redis_url} if args.redis_url else {}
-    settings = settings_factory(**overrides)
+    settings = _settings(args, settings_factory)
     return WatchlistStore(redis_client(settings), WatchlistKeys(settings.watchlist_key_prefix))
+
+
+def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def start(name: str, total: int) -> Callable[[int], None]:
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, leave=True)
+
+        def tick(count: int) -> None:
+            bar.update(count)
+
+        return tick
+
+    return start
+
+
+def _kafka_publisher(topic: str, settings: Any) -> Callable[[dict[str, str | None]], None]:
+    from confluent_kafka import Producer
+
+    from aml_screener.screener.kafka_config import producer_config
+
+    producer = Producer(producer_config(settings))
+
+    def publish(records: dict[str, str | None]) -> None:
+        for key, value in records.items():
+            producer.produce(topic, value.encode() if value is not None else None, key.encode())
+            producer.poll(0)
+        undelivered = producer.flush(30)
+        if undelivered:
+            raise WatchlistWriteError(f"{undelivered} watchlist change records not acknowledged by Kafka")
+
+    return publish
+
+
+def _print_result(result: SyncResult, as_json: bool, show_rejected: bool = False) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "version": result.version,
+                    "activated": result.activated,
+                    "seconds": round(result.seconds, 3),
+                    "sources": [
+                        {
+                            "name": s.name,
+                            "status": s.status,
+                            "keys": s.table.keys if s.table else 0,
+                            "entries": s.report.entries if s.report else None,
+                            "rejected": dict(s.report.rejected) if s.report else None,
+                            "error": s.error,
+                        }
+                        for s in result.sources
+                    ],
+                    "diff": {k: {f: v[f] for f in ("added", "removed", "changed")} for k, v in result.diff.items()},
+                },
+                indent=2,
+            )
+        )
+        return
+    for source in result.sources:
+        line = f"{source.name}: {source.status}"
+        if source.report is not None:
+            reasons = ", ".join(f"{r}: {n}" for r, n in source.report.rejected.most_common())
+            line += f", {source.report.entries} entries, rejected {sum(source.report.rejected.values())}"
+            line += f" ({reasons})" if reasons else ""
+            if source.report.rehomed:
+                line += f", {source.report.rehomed} kept under another chain than listed"
+        if source.table is not None:
+            line += f", {source.table.keys} address keys"
+        if source.error:
+            line += f" -- {source.error}"
+        print(line)
+        if show_rejected:
+            for item in source.rejected:
+                print(f"  rejected {item.location} {item.address!r}: {item.reason} ({item.detail})")
+    state = "activated" if result.activated else "unchanged, still active"
+    print(f"version {result.version} {state} ({result.seconds:.1f}s)")
+    for name, change in result.diff.items():
+        print(f"  {name}: +{change['added']} -{change['removed']} ~{change['changed']}")
+
+
+def cmd_sync(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
+    try:
+        configs = load_config(args.config)
+    except SyncConfigError as exc:
+        print(f"watchlist sync: {exc}", file=sys.stderr)
+        return 2
+    settings = _settings(args, settings_factory)
+    store = _store(args, settings_factory)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    publish = _kafka_publisher(args.kafka_topic, settings) if args.kafka_topic else None
+    try:
+        result = run_sync(store, configs, progress=_tqdm_progress(show), kafka_publish=publish)
+    except (SyncFailed, WatchlistWriteError) as exc:
+        print(f"watchlist sync: {exc}", file=sys.stderr)
+        return 1
+    _print_result(result, args.json)
+    failed = [s for s in result.sources if s.status.startswith("failed")]
+    return 3 if failed else 0
 
 
 def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
     if args.manifest:
-        spec = loader.from_manifest(args.manifest)
+        from aml_screener.watchlist.sources.address_list import ManifestSource
+
+        manifest = ManifestSource(args.manifest)
+        config = SourceConfig(
+            name=manifest.name,
+            format="manifest",
+            location=str(args.manifest),
+            list=manifest.name,
+            category=manifest.category,
+            overridable=args.overridable,
+        )
     else:
         if not args.files or not args.list_name or not args.category:
             print("watchlist load: give FILE... with --list and --category, or --manifest", file=sys.stderr)
             return 2
-        spec = loader.from_files(
-            args.files,
-            list_name=args.list_name,
+        config = SourceConfig(
+            name=args.list_name,
+            format="address-list",
+            location=str(args.files[0]),
+            list=args.list_name,
             category=args.category,
+            overridable=args.overridable,
             asset=args.asset,
+            files=tuple(str(path) for path in args.files),
             entry_id=args.entry_id,
             entry_name=args.entry_name,
-            programs=args.program,
+            programs=tuple(args.program),
             published_at=args.published_at,
         )
-    if not spec.parsed.listings:
-        print(f"watchlist load: no valid address in {', '.join(spec.sources)}; nothing loaded", file=sys.stderr)
-        return 1
     try:
-        meta = loader.load(_store(args, settings_factory), spec)
-    except WatchlistWriteError as exc:
+        result = run_sync(_store(args, settings_factory), [config], keep_other_sources=True)
+    except (SyncFailed, WatchlistWriteError) as exc:
         print(f"watchlist load: {exc}", file=sys.stderr)
         return 1
-    reasons = Counter(item.reason for item in spec.parsed.rejected)
-    print(
-        f"loaded list {spec.name!r} ({spec.category}): {len(spec.parsed.listings)} listings from "
-        f"{len(spec.sources)} file(s); rejected {len(spec.parsed.rejected)}"
-        + (f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if reasons else "")
-    )
-    if args.show_rejected:
-        for item in spec.parsed.rejected:
-            print(f"  rejected {item.source}:{item.line} {item.address!r}: {item.reason} ({item.detail})")
-    print(f"active version {meta.version}: {meta.keys} address keys, {meta.listings} listings")
-    return 0
+    _print_result(result, False, args.show_rejected)
+    return 0 if not result.sources[0].status.startswith("failed") else 1
 
 
 def cmd_status(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
     store = _store(args, settings_factory)
-    version = store.active_version()
-    if version is None:
+    meta = store.active_meta()
+    if meta is None:
         print("no active watchlist version (screeners fail closed until one is loaded)")
         return 1
-    meta = store.meta(version)
-    print(json.dumps({"active": version, "meta": meta.__dict__ if meta else None}, indent=2, default=str))
+    states = {name: store.source_state(name) for name in meta.tables}
+    print(json.dumps({"active": meta.version, "meta": meta.__dict__, "sync_state": states}, indent=2, default=str))
     return 0
 
 
@@ -129,3 +264,6 @@ def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
     matches = store.lookup(version, normalized.key)
     print(json.dumps({"key": normalized.key, "version": version, "matches": matches}, indent=2))
     return 4 if matches else 0
+
+
+__all__ = ["add_watchlist_commands"]

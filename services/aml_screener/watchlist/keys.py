@@ -1,23 +1,26 @@
-"""The watchlist's Redis key layout (layout version 1). Documented in docs/watchlist.md; the only place key names
-are built, so the loader and the screener cannot disagree.
+"""The watchlist's Redis key layout (layout version 2). Documented in docs/watchlist.md; the only place key names
+are built, so the sync job and the screener cannot disagree.
 
-    {prefix}:active                  STRING  id of the active version (what screeners read)
-    {prefix}:v:{version}:addr        HASH    normalized address key -> JSON array of WatchlistMatch objects
-    {prefix}:v:{version}:meta        HASH    version metadata (see VersionMeta fields)
-    {prefix}:versions                ZSET    version ids scored by creation time (history, garbage collection)
-    {prefix}:changes                 PUBSUB  channel: one JSON message per activated version
-    {prefix}:lock                    STRING  held by the one writer building a version (SET NX PX)
+    {prefix}:active                   STRING  id of the active version (what screeners read)
+    {prefix}:v:{version}              HASH    version metadata: its tables (one per source), per-source stats, lists
+    {prefix}:t:{source}:{digest}      HASH    one source's content: address key -> JSON array of WatchlistMatch
+    {prefix}:versions                 ZSET    version ids scored by creation time (history, garbage collection)
+    {prefix}:src:{source}             HASH    sync state of a source: validators, last attempt/success, error
+    {prefix}:changes                  PUBSUB  one JSON message per activated version (the diff)
+    {prefix}:lock                     STRING  held by the one writer building a version (SET NX PX)
 
-Versions are immutable once built: a writer builds a whole new version beside the active one and activates it
-with one atomic SET, so a screener never sees a half-written list. The default prefix `aml:{wl}` carries a Redis
-Cluster hash tag so that all keys share a slot and the screener's MULTI lookup stays single-slot.
+Tables are immutable and content-addressed (the digest is of their content): a version is a list of tables, so a
+sync that changes one source writes one table and reuses the others, and identical content is never stored twice.
+A new version is activated with one atomic SET, so a screener never sees a half-written list. The default prefix
+`aml:{wl}` carries a Redis Cluster hash tag: all keys share a slot and the screener's MULTI lookup stays
+single-slot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 DEFAULT_PREFIX = "aml:{wl}"
 
 
@@ -41,8 +44,17 @@ class WatchlistKeys:
     def lock(self) -> str:
         return f"{self.prefix}:lock"
 
-    def addresses(self, version: str) -> str:
-        return f"{self.prefix}:v:{version}:addr"
+    def version(self, version: str) -> str:
+        return f"{self.prefix}:v:{version}"
 
-    def meta(self, version: str) -> str:
-        return f"{self.prefix}:v:{version}:meta"
+    def table(self, source: str, digest: str) -> str:
+        return f"{self.prefix}:t:{source}:{digest}"
+
+    def table_pattern(self) -> str:
+        return f"{self.prefix}:t:*"
+
+    def source_state(self, source: str) -> str:
+        return f"{self.prefix}:src:{source}"
+
+    def source_state_pattern(self) -> str:
+        return f"{self.prefix}:src:*"

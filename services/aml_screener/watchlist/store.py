@@ -1,9 +1,10 @@
-"""Writing and reading watchlist versions in Redis (the write side: loader and sync jobs).
+"""Writing and reading watchlist versions in Redis (the write side; key layout in keys.py).
 
-A version is built completely under its own keys, then activated with one atomic MULTI (SET active + ZADD
-versions), then announced on the change channel. Loading a list replaces that list's listings and keeps every
-other list of the active version, so several sources can be loaded independently. Old versions are kept for a
-while (screeners that cached the previous id re-check `active` in the same round trip anyway) and then deleted.
+- `TableWriter` streams one source's entries into a new table in bounded memory (chunks of 5,000), merging
+  listings that share an address key, and names the finished table by a digest of its content.
+- `WatchlistStore.activate` records a version = one table per source (+ stats), and makes it active with one
+  atomic MULTI. Identical content gives no new version.
+- Old versions are kept for a while (`KEEP_VERSIONS`), then deleted with the tables no kept version uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,19 +22,111 @@ import redis
 
 from aml_screener.screening.watchlist import Listing, decode_matches, encode_matches
 from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
+from aml_screener.watchlist.sources.base import SourceEntry
 
-# Bounded pipelines: one HSET per chunk keeps each Redis command well under the 512 MB protocol limit and
-# keeps the server responsive for screeners while a large list is written.
-_WRITE_CHUNK = 5_000
+# Entries are written in chunks: one HMGET (to merge with earlier chunks) and one HSET per chunk keeps memory
+# bounded for any list size and each Redis command far below the protocol's limits.
+_CHUNK = 5_000
 _SCAN_COUNT = 5_000
-# How many superseded versions stay readable before garbage collection.
+# Superseded versions that stay readable (and their tables) before garbage collection.
 KEEP_VERSIONS = 3
-# A writer holds the lock at most this long (a crashed writer must not block syncs forever).
-_LOCK_TTL_MS = 10 * 60 * 1000
+# A writer holds the lock at most this long: a crashed sync must not block the next one forever.
+_LOCK_TTL_MS = 30 * 60 * 1000
+# Order-independent content digest: sum of per-item SHA-256 values modulo 2**256.
+_MOD = 1 << 256
 
 
 class WatchlistWriteError(Exception):
-    """A version could not be built or activated; the previously active version stays active."""
+    """A table or version could not be built or activated; the active version is unchanged."""
+
+
+class EmptyTableError(WatchlistWriteError):
+    """A source produced no usable entry: never activated (it would silently drop the whole list)."""
+
+
+def _item_digest(key: str, value: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{key}\x00{value}".encode()).digest(), "big")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    key: str  # Redis key of the table
+    digest: str
+    keys: int  # distinct address keys
+    listings: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.key, "digest": self.digest, "keys": self.keys, "listings": self.listings}
+
+
+class TableWriter:
+    """Streams entries into a new, immutable table for one source."""
+
+    def __init__(self, client: redis.Redis, keys: WatchlistKeys, source: str) -> None:
+        self.redis = client
+        self.keys = keys
+        self.source = source
+        self.temp = keys.table(source, f"build-{uuid.uuid4().hex}")
+        self._buffer: dict[str, list[Listing]] = {}
+        self._buffered = 0
+        self._digest = 0
+        self.count_keys = 0
+        self.count_listings = 0
+
+    def add(self, entry: SourceEntry) -> None:
+        listings = self._buffer.setdefault(entry.key, [])
+        if entry.listing not in listings:
+            listings.append(entry.listing)
+            self._buffered += 1
+        if self._buffered >= _CHUNK:
+            self.flush()
+
+    def add_all(self, entries: Iterable[SourceEntry]) -> None:
+        for entry in entries:
+            self.add(entry)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        keys = list(self._buffer)
+        existing = self.redis.hmget(self.temp, keys)
+        mapping: dict[str, str] = {}
+        for key, old in zip(keys, existing, strict=True):
+            listings = self._buffer[key]
+            if old is not None:
+                earlier = [Listing.from_match(match) for match in decode_matches(old)]
+                listings = earlier + [item for item in listings if item not in earlier]
+                self._digest = (self._digest - _item_digest(key, str(old))) % _MOD
+                self.count_listings -= len(earlier)
+            else:
+                self.count_keys += 1
+            value = encode_matches(listings)
+            self._digest = (self._digest + _item_digest(key, value)) % _MOD
+            self.count_listings += len(listings)
+            mapping[key] = value
+        self.redis.hset(self.temp, mapping=mapping)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
+        self._buffer.clear()
+        self._buffered = 0
+
+    def finish(self) -> TableInfo:
+        """Name the table by its content; an identical existing table is reused."""
+        self.flush()
+        if self.count_keys == 0:
+            raise EmptyTableError(f"source {self.source!r} produced no usable entry")
+        written = int(self.redis.hlen(self.temp))
+        if written != self.count_keys:
+            self.abort()
+            raise WatchlistWriteError(f"table for {self.source!r}: {written} keys written, {self.count_keys} expected")
+        digest = f"{self._digest:064x}"[:16]
+        final = self.keys.table(self.source, digest)
+        if self.redis.exists(final):
+            self.redis.delete(self.temp)
+        else:
+            self.redis.rename(self.temp, final)
+        return TableInfo(final, digest, self.count_keys, self.count_listings)
+
+    def abort(self) -> None:
+        self.redis.delete(self.temp)
 
 
 @dataclass(frozen=True)
@@ -42,10 +134,11 @@ class VersionMeta:
     version: str
     created_at: float
     parent: str | None
-    keys: int
-    listings: int
-    content_sha256: str
-    lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, str]  # source name -> table key
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-source stats
+    lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # list name -> {category, overridable, ...}
+    keys: int = 0  # sum over tables (an address in two sources counts twice)
+    listings: int = 0
 
     def to_redis(self) -> dict[str, str]:
         return {
@@ -53,10 +146,11 @@ class VersionMeta:
             "layout": str(LAYOUT_VERSION),
             "created_at": f"{self.created_at:.3f}",
             "parent": self.parent or "",
+            "tables": json.dumps(self.tables, sort_keys=True),
+            "sources": json.dumps(self.sources, sort_keys=True),
+            "lists": json.dumps(self.lists, sort_keys=True),
             "keys": str(self.keys),
             "listings": str(self.listings),
-            "content_sha256": self.content_sha256,
-            "lists": json.dumps(self.lists, sort_keys=True),
         }
 
     @classmethod
@@ -65,27 +159,31 @@ class VersionMeta:
             version=raw["version"],
             created_at=float(raw["created_at"]),
             parent=raw.get("parent") or None,
-            keys=int(raw["keys"]),
-            listings=int(raw["listings"]),
-            content_sha256=raw["content_sha256"],
+            tables=json.loads(raw.get("tables") or "{}"),
+            sources=json.loads(raw.get("sources") or "{}"),
             lists=json.loads(raw.get("lists") or "{}"),
+            keys=int(raw.get("keys") or 0),
+            listings=int(raw.get("listings") or 0),
         )
 
-
-def content_hash(table: Mapping[str, str]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(table):
-        digest.update(key.encode())
-        digest.update(b"\x00")
-        digest.update(table[key].encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()
+    @property
+    def overridable_lists(self) -> frozenset[str]:
+        return frozenset(name for name, info in self.lists.items() if info.get("overridable"))
 
 
-def new_version_id(now: float, sha256: str) -> str:
-    """Sortable and self-describing: UTC build time plus a content prefix, e.g. 20261123T194500Z-3f2a1c9d04be."""
-    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{sha256[:12]}"
+def new_version_id(now: float, tables: Mapping[str, str]) -> str:
+    """Sortable and self-describing: UTC build time plus a digest of the tables, e.g. 20261123T194500Z-3f2a1c9d04be."""
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
+    return f"{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}-{digest[:12]}"
+
+
+@dataclass(frozen=True)
+class TableDiff:
+    added: int
+    removed: int
+    changed: int
+    added_keys: list[str] | None  # None when the tables were too large to enumerate
+    removed_keys: list[str] | None
 
 
 class WatchlistStore:
@@ -101,107 +199,113 @@ class WatchlistStore:
         return None if value is None else str(value)
 
     def meta(self, version: str) -> VersionMeta | None:
-        raw = self.redis.hgetall(self.keys.meta(version))
+        raw = self.redis.hgetall(self.keys.version(version))
         return VersionMeta.from_redis(raw) if raw else None  # type: ignore[arg-type]
 
-    def iter_listings(self, version: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-        for key, value in self.redis.hscan_iter(self.keys.addresses(version), count=_SCAN_COUNT):
-            yield str(key), decode_matches(value)
+    def active_meta(self) -> VersionMeta | None:
+        version = self.active_version()
+        return self.meta(version) if version else None
 
     def lookup(self, version: str, address_key: str) -> list[dict[str, Any]]:
-        value = self.redis.hget(self.keys.addresses(version), address_key)
-        return [] if value is None else decode_matches(str(value))
+        """Every listing of an address key in a version, across its tables (for tools; not the hot path)."""
+        meta = self.meta(version)
+        if meta is None:
+            return []
+        matches: list[dict[str, Any]] = []
+        for table in meta.tables.values():
+            value = self.redis.hget(table, address_key)
+            if value is not None:
+                matches.extend(decode_matches(str(value)))
+        return matches
+
+    def iter_table(self, table: str) -> Iterator[tuple[str, str]]:
+        for key, value in self.redis.hscan_iter(table, count=_SCAN_COUNT):
+            yield str(key), str(value)
+
+    def source_state(self, source: str) -> dict[str, str]:
+        return dict(self.redis.hgetall(self.keys.source_state(source)))  # type: ignore[arg-type]
+
+    def set_source_state(self, source: str, fields: Mapping[str, Any]) -> None:
+        clean = {key: ("" if value is None else str(value)) for key, value in fields.items()}
+        self.redis.hset(self.keys.source_state(source), mapping=clean)  # type: ignore[arg-type]
 
     # --- writing ---------------------------------------------------------------------------------------
-    def replace_list(
+    def table_writer(self, source: str) -> TableWriter:
+        return TableWriter(self.redis, self.keys, source)
+
+    def activate(
         self,
-        list_name: str,
-        listings: Iterable[tuple[str, Listing]],
-        list_info: Mapping[str, Any] | None = None,
-    ) -> VersionMeta:
-        """New version = active version without `list_name`'s listings + `listings`; activate it.
-
-        Returns the activated version's metadata (or the active one unchanged if the content is identical).
-        """
-        with self._writer_lock():
-            parent = self.active_version()
-            parent_meta = self.meta(parent) if parent else None
-            by_key: dict[str, list[Listing]] = defaultdict(list)
-            if parent is not None:
-                for key, matches in self.iter_listings(parent):
-                    kept = [Listing.from_match(m) for m in matches if m["list"] != list_name]
-                    if kept:
-                        by_key[key].extend(kept)
-            added = 0
-            for key, listing in listings:
-                if listing.list != list_name:
-                    raise ValueError(f"listing of list {listing.list!r} passed to replace_list({list_name!r})")
-                if listing not in by_key[key]:
-                    by_key[key].append(listing)
-                    added += 1
-            lists = dict(parent_meta.lists) if parent_meta else {}
-            lists[list_name] = {"listings": added, "loaded_at": round(time.time(), 3), **(list_info or {})}
-            return self._build_and_activate(by_key, parent, lists)
-
-    def _build_and_activate(
-        self, by_key: Mapping[str, list[Listing]], parent: str | None, lists: dict[str, dict[str, Any]]
-    ) -> VersionMeta:
-        table = {key: encode_matches(items) for key, items in by_key.items() if items}
-        sha = content_hash(table)
-        if parent is not None:
-            parent_meta = self.meta(parent)
-            if parent_meta is not None and parent_meta.content_sha256 == sha:
-                return parent_meta
+        tables: Mapping[str, TableInfo],
+        sources: Mapping[str, dict[str, Any]],
+        lists: Mapping[str, dict[str, Any]],
+    ) -> tuple[VersionMeta, bool]:
+        """Make a version of these tables active. Returns (meta, created); identical tables -> (active, False)."""
+        parent = self.active_meta()
+        table_keys = {name: info.key for name, info in sorted(tables.items())}
+        if parent is not None and parent.tables == table_keys and parent.lists == dict(lists):
+            return parent, False
         now = time.time()
-        version = new_version_id(now, sha)
         meta = VersionMeta(
-            version=version,
+            version=new_version_id(now, table_keys),
             created_at=now,
-            parent=parent,
-            keys=len(table),
-            listings=sum(len(items) for items in by_key.values()),
-            content_sha256=sha,
-            lists=lists,
+            parent=parent.version if parent else None,
+            tables=table_keys,
+            sources=dict(sources),
+            lists=dict(lists),
+            keys=sum(info.keys for info in tables.values()),
+            listings=sum(info.listings for info in tables.values()),
         )
-        addr_key = self.keys.addresses(version)
-        try:
-            items = list(table.items())
-            for start in range(0, len(items), _WRITE_CHUNK):
-                chunk: dict[str | bytes, str | bytes] = dict(items[start : start + _WRITE_CHUNK])
-                self.redis.hset(addr_key, mapping=chunk)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
-            written = self.redis.hlen(addr_key)
-            if written != len(table):
-                raise WatchlistWriteError(f"version {version}: wrote {written} keys, expected {len(table)}")
-            self.redis.hset(self.keys.meta(version), mapping=meta.to_redis())  # type: ignore[arg-type]
-            with self.redis.pipeline(transaction=True) as tx:
-                tx.set(self.keys.active, version)
-                tx.zadd(self.keys.versions, {version: now})
-                tx.execute()
-        except redis.RedisError as exc:
-            self.redis.delete(addr_key, self.keys.meta(version))
-            raise WatchlistWriteError(f"could not build version {version}: {exc}") from exc
-        self.redis.publish(
-            self.keys.changes,
-            json.dumps({"version": version, "previous": parent, "keys": meta.keys, "created_at": now}),
-        )
-        self._collect_garbage(keep=KEEP_VERSIONS)
-        return meta
+        for table in table_keys.values():
+            if not self.redis.exists(table):
+                raise WatchlistWriteError(f"table {table} vanished before activation")
+        with self.redis.pipeline(transaction=True) as tx:
+            tx.hset(self.keys.version(meta.version), mapping=meta.to_redis())  # type: ignore[arg-type]
+            tx.set(self.keys.active, meta.version)
+            tx.zadd(self.keys.versions, {meta.version: now})
+            tx.execute()
+        return meta, True
 
-    def _collect_garbage(self, keep: int) -> None:
+    def diff(self, old_table: str | None, new_table: str, *, enumerate_up_to: int) -> TableDiff:
+        """Keys added/removed/changed from one table of a source to the next (listed when both are small)."""
+        if old_table == new_table:
+            return TableDiff(0, 0, 0, [], [])
+        new_size = int(self.redis.hlen(new_table))
+        old_size = int(self.redis.hlen(old_table)) if old_table else 0
+        if max(new_size, old_size) > enumerate_up_to:
+            return TableDiff(max(0, new_size - old_size), max(0, old_size - new_size), 0, None, None)
+        new = dict(self.iter_table(new_table))
+        old = dict(self.iter_table(old_table)) if old_table else {}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sum(1 for key in set(new) & set(old) if new[key] != old[key])
+        return TableDiff(len(added), len(removed), changed, added, removed)
+
+    def collect_garbage(self, keep: int = KEEP_VERSIONS) -> int:
+        """Delete versions beyond the newest `keep` (never the active one) and tables no kept version uses."""
         versions = [str(v) for v in self.redis.zrange(self.keys.versions, 0, -1)]
         active = self.active_version()
         stale = [v for v in versions[: max(0, len(versions) - keep)] if v != active]
         for version in stale:
             with self.redis.pipeline(transaction=True) as tx:
-                tx.delete(self.keys.addresses(version), self.keys.meta(version))
+                tx.delete(self.keys.version(version))
                 tx.zrem(self.keys.versions, version)
                 tx.execute()
+        referenced: set[str] = set()
+        for kept in self.redis.zrange(self.keys.versions, 0, -1):
+            meta = self.meta(str(kept))
+            if meta is not None:
+                referenced.update(meta.tables.values())
+        deleted = 0
+        for found in self.redis.scan_iter(match=self.keys.table_pattern(), count=_SCAN_COUNT):
+            if str(found) not in referenced:
+                deleted += int(self.redis.delete(str(found)))
+        return deleted
 
-    def _writer_lock(self) -> _Lock:
-        return _Lock(self.redis, self.keys.lock)
+    def writer_lock(self) -> WriterLock:
+        return WriterLock(self.redis, self.keys.lock)
 
 
-class _Lock:
+class WriterLock:
     """Single-writer lock (SET NX PX with a token; released only by its owner)."""
 
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -211,7 +315,7 @@ class _Lock:
         self.key = key
         self.token = uuid.uuid4().hex
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> WriterLock:
         if not self.redis.set(self.key, self.token, nx=True, px=_LOCK_TTL_MS):
             raise WatchlistWriteError(f"another writer holds {self.key}; try again when it finishes")
         return self
