@@ -25,19 +25,25 @@ def asset_from_filename(path: Path) -> str | None:
     return match.group(1).upper() if match else None
 
 
-def read_addresses(path: Path) -> list[tuple[int, str]]:
-    """(line number, address) pairs; JSON arrays get their 1-based index as the line number."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        values = json.loads(text)
-        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
-            raise ValueError(f"{path}: a JSON address list must be an array of strings")
-        return list(enumerate(values, start=1))
-    return [
-        (number, line.rstrip("\r"))
-        for number, line in enumerate(text.split("\n"), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+def read_addresses(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, address) pairs, streamed (a list of millions of lines is never held in memory); a JSON
+    array (the other published form) is read whole, its 1-based index serving as the line number."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        first = handle.read(1)
+        while first.isspace():
+            first = handle.read(1)
+        if first == "[":
+            handle.seek(0)
+            values = json.load(handle)
+            if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+                raise ValueError(f"{path}: a JSON address list must be an array of strings")
+            yield from enumerate(values, start=1)
+            return
+        handle.seek(0)
+        for number, line in enumerate(handle, start=1):
+            address = line.rstrip("\n").rstrip("\r")
+            if address.strip() and not address.lstrip().startswith("#"):
+                yield number, address
 
 
 class AddressListSource:

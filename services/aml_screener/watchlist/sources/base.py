@@ -24,7 +24,8 @@ from aml_screener.screening.addresses import (
     UnsupportedNetwork,
     known_networks,
     normalize,
-    normalize_listed,
+    normalize_key,
+    normalize_listed_key,
 )
 from aml_screener.screening.watchlist import Listing
 
@@ -111,8 +112,13 @@ def text_lines(stream: IO[bytes], encoding: str = "utf-8") -> io.TextIOWrapper:
 _REHOME_ORDER = ("ethereum", "bitcoin", "tron", "litecoin", "bitcoin-cash", "dogecoin", "dash", "zcash")
 
 
+# Never re-homed to: formats without a checksum (any base58 string of 32 bytes is a "valid" Solana address), so
+# a corrupted or mislabelled entry would silently become a Solana listing nobody meant.
+_NEVER_REHOME = frozenset({"solana"})
+
+
 def rehome_networks() -> tuple[str, ...]:
-    rest = tuple(network for network in known_networks() if network not in _REHOME_ORDER)
+    rest = tuple(n for n in known_networks() if n not in _REHOME_ORDER and n not in _NEVER_REHOME)
     return tuple(network for network in _REHOME_ORDER if network in known_networks()) + rest
 
 
@@ -140,8 +146,8 @@ def normalize_entry(
     `rehomed_from=asset`. Otherwise -> Rejection with the most specific reason.
     """
     try:
-        normalized = normalize(network, address) if network is not None else normalize_listed(asset or "", address)
-        return SourceEntry(normalized.key, normalized.family.value, listing)
+        key = normalize_key(network, address) if network is not None else normalize_listed_key(asset or "", address)
+        return SourceEntry(key, key.partition(":")[0], listing)
     except UnsupportedNetwork as exc:
         reason, detail = "unsupported_asset", f"no network known for {exc.network!r}"
     except InvalidAddress as exc:
