@@ -4,7 +4,9 @@ allowlist's effect on decisions through the screener's own lookup and pipeline."
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -12,8 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
+from kafka import KafkaConsumer, TopicPartition
 
+from aml_screener.cli import main
 from aml_screener.devstack.redis_server import RedisServer
+from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, RecordEncoder, WithdrawalDecoder, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.pipeline import BatchScreener, Topics
@@ -206,3 +211,39 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
     assert decisions["stolen"]["decision"] == "FLAGGED" and decisions["stolen"]["severity"] == "high"
     assert decisions["lazarus"]["decision"] == "FLAGGED", "a sanctions match is never downgraded"
     assert decisions["lazarus"]["severity"] == "critical" and decisions["lazarus"]["overridden"] == []
+
+
+def test_sync_publishes_changed_addresses_to_a_compacted_kafka_topic(tmp_path, monkeypatch, capsys):
+    """`watchlist sync --kafka-topic`: key = address key, value = every current listing, tombstone = removed."""
+    with EmbeddedStack(brokers=1, topics={"watchlist.changes": 1}) as stack:
+        monkeypatch.setenv("AML_REDIS_URL", stack.redis_url)
+        monkeypatch.setenv("AML_KAFKA_BOOTSTRAP_SERVERS", stack.bootstrap_servers)
+        listed = tmp_path / "hacks_ETH.txt"
+        listed.write_text("0x098B716B8Aaf21512996dC57EB0615e2383E2f96\n0x52908400098527886e0f7030069857d2e4169ee7\n")
+        config = tmp_path / "sources.toml"
+        config.write_text(
+            f'[[source]]\nname = "hacks"\nformat = "address-list"\nlocation = "{listed}"\ncategory = "theft"\n'
+        )
+        assert main(["watchlist", "sync", str(config), "--kafka-topic", "watchlist.changes", "--no-progress"]) == 0
+        listed.write_text("0x098B716B8Aaf21512996dC57EB0615e2383E2f96\n")
+        assert main(["watchlist", "sync", str(config), "--kafka-topic", "watchlist.changes", "--no-progress"]) == 0
+        consumer = KafkaConsumer(
+            bootstrap_servers=stack.bootstrap_servers,
+            api_version=KAFKA_PYTHON_API_VERSION,
+            auto_offset_reset="earliest",
+        )
+        consumer.assign([TopicPartition("watchlist.changes", 0)])
+        consumer.seek_to_beginning()
+        records = []
+        deadline = time.monotonic() + 15
+        while len(records) < 3 and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        consumer.close()
+    assert [(r.key.decode(), r.value is None) for r in records] == [
+        ("evm:0x098b716b8aaf21512996dc57eb0615e2383e2f96", False),
+        ("evm:0x52908400098527886e0f7030069857d2e4169ee7", False),
+        ("evm:0x52908400098527886e0f7030069857d2e4169ee7", True),  # removed: a tombstone compacts it away
+    ]
+    assert json.loads(records[0].value)[0]["list"] == "hacks"
+    assert "version" in capsys.readouterr().out
