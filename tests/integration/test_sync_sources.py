@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import redis
@@ -234,7 +235,7 @@ def test_sync_publishes_changed_addresses_to_a_compacted_kafka_topic(tmp_path, m
         )
         consumer.assign([TopicPartition("watchlist.changes", 0)])
         consumer.seek_to_beginning()
-        records = []
+        records: list[Any] = []
         deadline = time.monotonic() + 15
         while len(records) < 3 and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():
