@@ -38,7 +38,8 @@ INPUT = "withdrawals.requested"
 DECISIONS = "screening.decisions"
 FLAGGED = "withdrawals.flagged"
 DLQ = "withdrawals.requested.dlq"
-TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1}
+HOLD = "withdrawals.held"
+TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1, HOLD: 1}
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
@@ -192,6 +193,7 @@ class Outputs:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     flagged: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)  # raw kafka-python records (value = original bytes)
+    held: list[Any] = field(default_factory=list)  # raw records passed on unscreened (fail-open mode)
 
     def decisions_by_event(self) -> dict[str, list[dict[str, Any]]]:
         by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -222,7 +224,7 @@ class OutputReader:
         )
         partitions = [
             TopicPartition(topic, partition)
-            for topic in (DECISIONS, FLAGGED, DLQ)
+            for topic in (DECISIONS, FLAGGED, DLQ, HOLD)
             for partition in range(TOPICS[topic])
         ]
         self.consumer.assign(partitions)
@@ -234,6 +236,8 @@ class OutputReader:
             for record in records:
                 if tp.topic == DLQ:
                     self.outputs.dead_letters.append(record)
+                elif tp.topic == HOLD:
+                    self.outputs.held.append(record)
                 else:
                     schema_id, decoded = self.framed.decode(record.value)
                     self.schema_ids[schema_id] += 1

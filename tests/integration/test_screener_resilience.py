@@ -137,3 +137,74 @@ def test_without_a_watchlist_the_screener_is_not_ready_and_takes_no_partitions(s
     screener.wait_assigned()
     reader.read_until(all_decided(events), 45, "decisions once the watchlist exists")
     assert screener.terminate() == 0
+
+
+def test_fail_open_mode_passes_events_unscreened_to_the_hold_topic_never_clear(screeners, reader_factory):
+    """The operator's explicit bypass: with the watchlist down, events go to the hold topic, counted and visible;
+    none is decided (so none is `clear`), and screening resumes by itself when the watchlist is back."""
+    with EmbeddedStack(brokers=1, topics=TOPICS, redis_args=("--appendonly", "yes")) as stack:
+        listings = load_bundled_watchlist(stack.redis_url)
+        before, during, after = (
+            generate(listings, n, seed=s, hit_share=0.2) for n, s in ((500, 1), (800, 2), (500, 3))
+        )
+        screener = screeners(
+            "open", target=stack, AML_WATCHLIST_FAILURE_MODE="open", AML_LOOKUP_RETRY_MAX_SECONDS="0.5"
+        )
+        screener.wait_assigned()
+        assert screener.metric("aml_screener_failure_mode_info", mode="open") == 1
+        reader = reader_factory(stack)
+        produce(stack.bootstrap_servers, before)
+        reader.read_until(all_decided(before), 45, "decisions while the watchlist is up")
+        stack.redis.stop()
+        produce(stack.bootstrap_servers, during)
+        held_ids = {event.event_id for event in during if event.expected is not Expected.DEAD_LETTER}
+        reader.read_until(lambda o: len(o.held) >= len(held_ids), 45, "the outage's events on the hold topic")
+        _status, body = screener.probe("/readyz")
+        assert (body["ready"], body["fail_open"], body["failure_mode"]) == (False, True, "open")
+        assert screener.metric("aml_screener_fail_open_active") == 1
+        assert screener.metric("aml_screener_fail_closed") == 0, "fail-open does not pause"
+        held = reader.outputs.held
+        assert {record.key.decode() for record in held} == held_ids, "every event of the outage held, once"
+        assert {dict(record.headers)["aml.hold.reason"] for record in held} == {b"redis_unavailable"}
+        by_event = reader.outputs.decisions_by_event()
+        assert not held_ids & set(by_event), "a held event has no decision: never `clear`"
+        assert screener.metric("aml_screener_held_total", reason="redis_unavailable") == len(held_ids)
+        stack.redis.start()
+        produce(stack.bootstrap_servers, after)
+        reader.read_until(all_decided(after), 45, "screening resumes when the watchlist is back")
+        assert screener.metric("aml_screener_fail_open_active") == 0
+        assert screener.probe("/readyz")[0] == 200
+        assert screener.terminate() == 0
+
+
+def test_fail_closed_is_the_default_and_says_so(stack, screeners):
+    screener = screeners()
+    screener.wait_until(lambda: screener.probe("/readyz")[1]["reason"] == "no_active_version", 20, "not ready")
+    _status, body = screener.probe("/readyz")
+    assert (body["failure_mode"], body["fail_closed"], body["fail_open"]) == ("closed", True, False)
+    assert screener.metric("aml_screener_failure_mode_info", mode="closed") == 1
+    assert screener.terminate() == 0
+
+
+def test_redis_that_lost_its_data_keeps_screeners_not_ready_until_a_sync_restores_it(stack, screeners, reader):
+    """A restart without persistence empties Redis: no version, no tables. The screener must notice (not ready,
+    fail closed, no decisions) rather than decide `clear` against an empty list; the next sync restores it."""
+    listings = load_bundled_watchlist(stack.redis_url)
+    first, second = generate(listings, 1_000, seed=11, hit_share=0.2), generate(listings, 1_000, seed=12, hit_share=0.2)
+    screener = screeners()
+    screener.wait_assigned()
+    produce(stack.bootstrap_servers, first)
+    reader.read_until(all_decided(first), 45, "decisions before the data loss")
+    stack.redis.restart()  # the embedded Redis keeps nothing on disk: it comes back empty
+    produce(stack.bootstrap_servers, second)
+    screener.wait_until(lambda: screener.probe("/readyz")[0] == 503, 15, "not ready after the data loss")
+    assert screener.probe("/readyz")[1]["fail_closed"] is True
+    time.sleep(2)
+    reader.settle(0.5)
+    second_ids = {event.event_id for event in second}
+    assert not second_ids & set(reader.outputs.decisions_by_event()), "no decision without the watchlist"
+    load_bundled_watchlist(stack.redis_url)  # the sync job runs again
+    outputs = reader.read_until(all_decided(second), 60, "every event decided once the sync restored the list")
+    assert_complete_and_correct(first + second, outputs)
+    assert screener.probe("/readyz")[0] == 200
+    assert screener.terminate() == 0

@@ -107,4 +107,4 @@ def test_readme_settings_table_documents_every_setting():
 def test_readme_configuration_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("<!-- settings:start -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
-    assert block.strip() == settings_markdown().strip(), "run `aml-screener config --markdown` and paste it"
+    assert block.strip() == settings_markdown().strip(), "run `python scripts/update_readme_settings.py`"

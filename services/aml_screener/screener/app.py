@@ -93,7 +93,12 @@ def build(settings: Settings, metrics: Metrics | None = None, state: ServiceStat
         decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
         decision_encoder=decision_encoder,
         flagged_encoder=flagged_encoder,
-        topics=Topics(settings.kafka_decisions_topic, settings.kafka_flagged_topic, settings.kafka_dead_letter_topic),
+        topics=Topics(
+            settings.kafka_decisions_topic,
+            settings.kafka_flagged_topic,
+            settings.kafka_dead_letter_topic,
+            settings.kafka_hold_topic,
+        ),
         instance_id=settings.instance_id,
         lookup=lookup.lookup,
     )

@@ -33,6 +33,8 @@ class ServiceState:
     ready: bool = False
     not_ready_reason: str = "starting"
     fail_closed: bool = False
+    failure_mode: str = "closed"  # what happens while the watchlist is unavailable: "closed" or "open"
+    fail_open: bool = False  # fail-open mode is passing events unscreened to the hold topic right now
     watchlist_version: str | None = None
     assigned_partitions: list[str] = field(default_factory=list)
     last_loop: float = field(default_factory=time.monotonic)
@@ -43,15 +45,18 @@ class ServiceState:
 
     def set_ready(self, version: str | None) -> None:
         self.ready, self.not_ready_reason, self.fail_closed, self.watchlist_version = True, "", False, version
+        self.fail_open = False
 
-    def set_not_ready(self, reason: str, fail_closed: bool) -> None:
-        self.ready, self.not_ready_reason, self.fail_closed = False, reason, fail_closed
+    def set_not_ready(self, reason: str, fail_closed: bool, fail_open: bool = False) -> None:
+        self.ready, self.not_ready_reason, self.fail_closed, self.fail_open = False, reason, fail_closed, fail_open
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
             "reason": self.not_ready_reason or None,
             "fail_closed": self.fail_closed,
+            "failure_mode": self.failure_mode,
+            "fail_open": self.fail_open,
             "watchlist_version": self.watchlist_version,
             "assigned_partitions": self.assigned_partitions,
             "seconds_since_loop": round(time.monotonic() - self.last_loop, 3),

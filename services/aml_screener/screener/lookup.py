@@ -5,8 +5,9 @@ one MULTI/EXEC carries: GET active, HLEN of each table, HMGET of every key of th
 they run atomically, an answer under `active == cached` is a consistent snapshot of the active version. When the
 active version moved (a sync finished), the screener reads the new version's metadata and repeats the lookup
 against it: hot reload at the next batch, without pausing. Anything doubtful raises LookupUnavailable, which
-makes the caller fail closed: no active version, missing metadata, a table missing or empty, an unparsable entry,
-an unreachable or slow Redis.
+makes the caller fail closed: no active version, missing metadata, a table missing or empty, a table whose size
+differs from the count its version recorded (Redis lost or altered data), an unparsable entry, an unreachable or
+slow Redis.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ActiveVersion:
     tables: tuple[str, ...]
     overridable: frozenset[str]
     meta: dict[str, Any]
+    recorded_sizes: tuple[int | None, ...] = ()  # per table, the key count the sync recorded (None: unknown)
 
 
 class WatchlistLookup:
@@ -66,6 +68,10 @@ class WatchlistLookup:
                     self.active = None
                     continue
                 return self._result(active, sizes, values, address_keys, started)
+        except redis.AuthenticationError as exc:  # wrong user or password, user disabled (before ConnectionError)
+            raise LookupUnavailable("redis_auth_failed", f"{type(exc).__name__}: {exc}") from None
+        except redis.exceptions.NoPermissionError as exc:  # the ACL user lacks a command or key (docs/security.md)
+            raise LookupUnavailable("redis_permission_denied", f"{type(exc).__name__}: {exc}") from None
         except redis.RedisError as exc:
             raise LookupUnavailable("redis_unavailable", f"{type(exc).__name__}: {exc}") from None
         raise LookupUnavailable("version_churn", "active version changed on every attempt")
@@ -89,7 +95,12 @@ class WatchlistLookup:
             raise LookupUnavailable("empty_watchlist", f"active version {version} has no tables")
         lists = json.loads(raw.get("lists") or "{}")
         overridable = frozenset(name for name, info in lists.items() if info.get("overridable"))
-        return ActiveVersion(version, tables, overridable, raw)
+        recorded = {
+            info["table"]: int(info["keys"])
+            for info in json.loads(raw.get("sources") or "{}").values()
+            if info.get("table") and info.get("keys")
+        }
+        return ActiveVersion(version, tables, overridable, raw, tuple(recorded.get(table) for table in tables))
 
     def _round_trip(self, active: ActiveVersion, address_keys: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
         with self.redis.pipeline(transaction=True) as tx:
@@ -112,10 +123,16 @@ class WatchlistLookup:
         address_keys: Sequence[str],
         started: float,
     ) -> LookupResult:
-        for table, size in zip(active.tables, sizes, strict=True):
+        for table, size, recorded in zip(active.tables, sizes, active.recorded_sizes or sizes, strict=True):
             if not size:
                 raise LookupUnavailable(
                     "empty_watchlist", f"table {table} of active version {active.version} is missing or empty"
+                )
+            if recorded is not None and int(size) != recorded:
+                raise LookupUnavailable(
+                    "count_mismatch",
+                    f"table {table} of active version {active.version} holds {size} keys, its version recorded "
+                    f"{recorded}: Redis lost or altered watchlist data",
                 )
         self.size = sum(int(size) for size in sizes)
         matches: dict[str, list[dict[str, Any]]] = {}

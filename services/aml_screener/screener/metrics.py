@@ -8,7 +8,7 @@ address, account or event id.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 # Latency buckets from 0.5 ms to 10 s: the screening SLO is tens of milliseconds, outages take seconds.
 _LATENCY_BUCKETS = (
@@ -26,6 +26,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: the operations dashboard's
+        # resource panels and the memory bound of back-pressure.
+        ProcessCollector(registry=r)
         self.up = Gauge("aml_screener_up", "1 while the screener process runs.", registry=r)
         self.ready = Gauge(
             "aml_screener_ready",
@@ -35,6 +38,23 @@ class Metrics:
         self.fail_closed = Gauge(
             "aml_screener_fail_closed",
             "1 while consumption is paused because the watchlist cannot be consulted (no decisions are made).",
+            registry=r,
+        )
+        self.failure_mode = Info(
+            "aml_screener_failure_mode",
+            "What the screener does while the watchlist cannot be consulted: 'closed' (pause, the default) or "
+            "'open' (route events unscreened to the hold topic; never 'clear').",
+            registry=r,
+        )
+        self.fail_open_active = Gauge(
+            "aml_screener_fail_open_active",
+            "1 while fail-open mode is bypassing screening (events go to the hold topic, unscreened).",
+            registry=r,
+        )
+        self.held = Counter(
+            "aml_screener_held_total",
+            "Events passed unscreened to the hold topic in fail-open mode, by why the watchlist was unavailable.",
+            ["reason"],
             registry=r,
         )
         self.fail_closed_pauses = Counter(

@@ -30,6 +30,8 @@ DLQ_HEADER_PARTITION = "aml.source.partition"
 DLQ_HEADER_OFFSET = "aml.source.offset"
 DLQ_HEADER_TIMESTAMP = "aml.source.timestamp"
 DLQ_HEADER_SCREENER = "aml.screener"
+# Fail-open mode: an event passed on unscreened carries why (the watchlist failure) in this header.
+HOLD_HEADER_REASON = "aml.hold.reason"
 # A DLQ detail is for humans; bound it so a hostile record cannot make the DLQ record large.
 _DLQ_DETAIL_MAX = 512
 
@@ -98,6 +100,8 @@ class CompletedBatch:
     watchlist_version: str | None
     lookup: LookupResult | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    held: int = 0  # events passed on unscreened to the hold topic (fail-open mode only)
+    hold_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Topics:
     decisions: str
     flagged: str
     dead_letter: str
+    hold: str = "withdrawals.held"
 
 
 class Normalizer:
@@ -289,16 +294,42 @@ class BatchScreener:
         }
         return CompletedBatch(outputs, decided, batch.dead_letters, version, result, stage)
 
-    def dead_letter(self, record: InputRecord, error: DecodeError) -> OutputRecord:
-        """The original bytes, untouched, with the reason and the source position in headers."""
-        headers = [
-            (DLQ_HEADER_REASON, error.reason.value.encode()),
-            (DLQ_HEADER_DETAIL, error.detail[:_DLQ_DETAIL_MAX].encode("utf-8", "replace")),
+    def hold(self, batch: PreparedBatch, reason: str) -> CompletedBatch:
+        """Fail-open mode: no decision at all (never `clear`); every decodable event goes to the hold topic as
+        its original bytes, with the watchlist failure and the source position in headers. Records that cannot
+        be decoded are dead-lettered as always."""
+        started = time.perf_counter()
+        outputs = [self._held(item.record, reason) for item in batch.screenable]
+        for record, error in batch.dead_letters:
+            outputs.append(self.dead_letter(record, error))
+        stage = {
+            "decode": batch.decode_seconds,
+            "normalize": batch.normalize_seconds,
+            "decide": time.perf_counter() - started,
+        }
+        return CompletedBatch(
+            outputs, [], batch.dead_letters, None, None, stage, held=len(batch.screenable), hold_reason=reason
+        )
+
+    def _held(self, record: InputRecord, reason: str) -> OutputRecord:
+        headers = [(HOLD_HEADER_REASON, reason.encode()), *self._source_headers(record)]
+        return OutputRecord(self.topics.hold, record.key, record.value or b"", headers)
+
+    def _source_headers(self, record: InputRecord) -> list[tuple[str, bytes]]:
+        return [
             (DLQ_HEADER_TOPIC, record.topic.encode()),
             (DLQ_HEADER_PARTITION, str(record.partition).encode()),
             (DLQ_HEADER_OFFSET, str(record.offset).encode()),
             (DLQ_HEADER_TIMESTAMP, str(record.timestamp).encode()),
             (DLQ_HEADER_SCREENER, self.instance_id.encode()),
+        ]
+
+    def dead_letter(self, record: InputRecord, error: DecodeError) -> OutputRecord:
+        """The original bytes, untouched, with the reason and the source position in headers."""
+        headers = [
+            (DLQ_HEADER_REASON, error.reason.value.encode()),
+            (DLQ_HEADER_DETAIL, error.detail[:_DLQ_DETAIL_MAX].encode("utf-8", "replace")),
+            *self._source_headers(record),
         ]
         return OutputRecord(self.topics.dead_letter, record.key, record.value or b"", headers)
 

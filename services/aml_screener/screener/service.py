@@ -10,6 +10,9 @@ outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets
   (the group membership is kept alive by polling), readiness is off, and the lookup is retried with back-off.
 - Rebalance-safe: on revoke, finished work is committed synchronously; on loss, nothing is committed (the new
   owner re-reads from the last commit: duplicates with equal decision ids, no loss).
+- Fail open only by explicit choice (AML_WATCHLIST_FAILURE_MODE=open): while the watchlist cannot be consulted,
+  decodable events are passed unscreened to the hold topic (counted, never decided, never `clear`) instead of
+  pausing; the watchlist is retried with back-off meanwhile, and screening resumes when it answers.
 - SIGTERM (`request_stop`): the current batch is finished (bounded by the shutdown timeout), committed, the group
   is left cleanly so partitions move at once, and `run` returns 0.
 """
@@ -34,7 +37,7 @@ from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, OutputRecord, PreparedBatch
-from aml_screener.screener.settings import Settings
+from aml_screener.screener.settings import FailureMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,13 @@ class Screener:
         self._paused: set[TopicPartition] = set()
         self._next_lag_refresh = 0.0
         self._fail_closed_since: float | None = None
+        self._fail_open = settings.watchlist_failure_mode is FailureMode.OPEN
+        self._fail_open_since: float | None = None
+        self._fail_open_reason = ""
+        self._fail_open_retry_at = 0.0
+        self._fail_open_backoff = _FIRST_BACKOFF_SECONDS
+        self.state.failure_mode = settings.watchlist_failure_mode.value
+        self.metrics.failure_mode.info({"mode": settings.watchlist_failure_mode.value})
         self._lag_labels: set[tuple[str, str]] = set()
         self._consecutive_errors = 0
         self.batches = 0
@@ -219,6 +229,9 @@ class Screener:
             try:
                 result = self.lookup.check()
             except LookupUnavailable as exc:
+                if self._fail_open:
+                    self._enter_fail_open(exc)  # the operator chose to pass events on unscreened meanwhile
+                    return True
                 self._enter_fail_closed(exc)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
@@ -321,11 +334,16 @@ class Screener:
                 backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
 
     def _complete(self, prepared: PreparedBatch) -> CompletedBatch:
+        if self._fail_open_since is not None and time.monotonic() < self._fail_open_retry_at:
+            return self.batch.hold(prepared, self._fail_open_reason)  # not yet time to retry the watchlist
         backoff = _FIRST_BACKOFF_SECONDS
         while True:
             try:
                 completed = self.batch.complete(prepared)
             except LookupUnavailable as exc:
+                if self._fail_open:
+                    self._enter_fail_open(exc)
+                    return self.batch.hold(prepared, exc.reason)
                 self._enter_fail_closed(exc)
                 self._hold_for(backoff, abandon_on_stop=True)
                 backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
@@ -490,7 +508,32 @@ class Screener:
                 extra={"reason": exc.reason, "detail": exc.detail},
             )
 
+    def _enter_fail_open(self, exc: LookupUnavailable) -> None:
+        self.metrics.lookup_errors.labels(exc.reason).inc()
+        now = time.monotonic()
+        if self._fail_open_since is None:
+            self._fail_open_since = now
+            self._fail_open_backoff = _FIRST_BACKOFF_SECONDS
+            self.metrics.fail_open_active.set(1)
+            self.metrics.ready.set(0)
+            self.state.set_not_ready(exc.reason, fail_closed=False, fail_open=True)
+            log.error(
+                "watchlist unavailable: FAIL-OPEN mode, passing events unscreened to the hold topic",
+                extra={"reason": exc.reason, "detail": exc.detail, "hold_topic": self.settings.kafka_hold_topic},
+            )
+        else:
+            self._fail_open_backoff = min(self._fail_open_backoff * 2, self.settings.lookup_retry_max_seconds)
+        self._fail_open_reason = exc.reason
+        self._fail_open_retry_at = now + self._fail_open_backoff
+
     def _leave_fail_closed(self, version: str, size: int) -> None:
+        if self._fail_open_since is not None:
+            log.info(
+                "watchlist available again: screening resumes (fail-open bypass ends)",
+                extra={"bypassed_seconds": round(time.monotonic() - self._fail_open_since, 3)},
+            )
+            self._fail_open_since = None
+            self.metrics.fail_open_active.set(0)
         if self._fail_closed_since is not None:
             paused_for = time.monotonic() - self._fail_closed_since
             self.metrics.fail_closed_seconds.inc(paused_for)
@@ -589,3 +632,5 @@ class Screener:
             metrics.decisions.labels(outcome.lower()).inc(count)
         for _record, error in completed.dead_letters:
             metrics.dead_lettered.labels(error.reason.value).inc()
+        if completed.held:
+            metrics.held.labels(completed.hold_reason or "unknown").inc(completed.held)

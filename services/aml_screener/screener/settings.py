@@ -34,6 +34,11 @@ class SaslMechanism(StrEnum):
     SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
+class FailureMode(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -71,6 +76,13 @@ class Settings(BaseSettings):
     kafka_flagged_topic: str = Field("withdrawals.flagged", description="Topic for WithdrawalFlagged records.")
     kafka_dead_letter_topic: str = Field(
         "withdrawals.requested.dlq", description="Topic for input records that cannot be decoded."
+    )
+    kafka_hold_topic: str = Field(
+        "withdrawals.held",
+        description=(
+            "Topic for events passed on unscreened in fail-open mode (a copy of the input record, with the "
+            "reason in its headers); never used in the default fail-closed mode."
+        ),
     )
     kafka_group_id: str = Field("aml-screener", description="Consumer group id; scale out by adding members.")
     kafka_client_id: str = Field("aml-screener", description="Client id sent to the brokers.")
@@ -184,6 +196,14 @@ class Settings(BaseSettings):
     watchlist_key_prefix: str = Field(
         "aml:{wl}",
         description="Prefix of every watchlist key in Redis (the {hash tag} keeps keys in one Redis Cluster slot).",
+    )
+    watchlist_failure_mode: FailureMode = Field(
+        FailureMode.CLOSED,
+        description=(
+            "While the watchlist cannot be consulted: 'closed' (default: pause consumption, no decisions) or "
+            "'open' (an explicit operator choice: route events unscreened to AML_KAFKA_HOLD_TOPIC, counted, never "
+            "marked clear)."
+        ),
     )
     lookup_retry_max_seconds: float = Field(
         5.0, gt=0, le=300, description="Longest back-off between lookup retries while failing closed."

@@ -119,10 +119,10 @@ class TableWriter:
             raise WatchlistWriteError(f"table for {self.source!r}: {written} keys written, {self.count_keys} expected")
         digest = f"{self._digest:064x}"[:16]
         final = self.keys.table(self.source, digest)
-        if self.redis.exists(final):
-            self.redis.delete(self.temp)
+        if int(self.redis.hlen(final)) == self.count_keys:
+            self.redis.delete(self.temp)  # the same content is already there
         else:
-            self.redis.rename(self.temp, final)
+            self.redis.rename(self.temp, final)  # new, or a damaged copy (lost keys) replaced atomically
         return TableInfo(final, digest, self.count_keys, self.count_listings)
 
     def abort(self) -> None:

@@ -6,6 +6,14 @@ again) -> parse -> write its table. A source that fails (unreachable, unparsable
 the active version; if it never had one, it is missing from the version and reported. If no source has data
 (the first load failed), nothing is activated and screeners stay not-ready. The diff per source is published on
 the Redis change channel (and, when configured, as records on a compacted Kafka topic keyed by address key).
+
+Integrity guards (a refused source keeps its previous table, exactly like a failed one):
+- checksum: the content's SHA-256 must equal the one configured (`sha256`) or published beside it
+  (`checksum_location`, e.g. OFAC's sdn_advanced_checksum.txt, which hashes the decompressed XML);
+- shrink: a source whose new table has lost more than `max_shrink` of the previous table's keys (default half;
+  an empty result always fails) is refused: a truncated download or a broken publication is not a delisting;
+- counts: the table written must hold exactly the keys parsed (TableWriter), and a previous table that no longer
+  holds the keys its version recorded (Redis lost or altered data) is rebuilt from the source, not trusted.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
 import tomllib
@@ -32,7 +41,7 @@ from aml_screener.watchlist.sources.address_list import AddressListSource, Manif
 from aml_screener.watchlist.sources.base import ParseReport, Rejection, Source, SourceEntry, decompressing
 from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
 from aml_screener.watchlist.sources.ofac_csv import OfacCsvSource
-from aml_screener.watchlist.sources.ofac_xml import OfacAdvancedXmlSource
+from aml_screener.watchlist.sources.ofac_xml import OfacAdvancedXmlSource, parse_checksum_file
 from aml_screener.watchlist.sources.opensanctions import OpenSanctionsSource
 from aml_screener.watchlist.store import TableInfo, WatchlistStore, WatchlistWriteError
 
@@ -50,6 +59,10 @@ FORMATS = ("ofac-xml", "ofac-csv", "address-list", "manifest", "opensanctions", 
 
 class SyncConfigError(ValueError):
     """The sync configuration is invalid; the message names the source and the field."""
+
+
+class IntegrityError(ValueError):
+    """A source's new data is inconsistent (checksum, shrink): it is refused and its previous table is kept."""
 
 
 class SyncFailed(Exception):
@@ -78,6 +91,9 @@ class SourceConfig:
     entry_name: str | None = None
     programs: tuple[str, ...] = ()
     published_at: str | None = None  # address-list: publication date (ISO 8601) when the file has none
+    sha256: str | None = None  # expected SHA-256 (hex) of the file, or of its decompressed content
+    checksum_location: str | None = None  # file or URL publishing that SHA-256 (e.g. sdn_advanced_checksum.txt)
+    max_shrink: float = 0.5  # refuse a new table that lost more than this share of the previous table's keys
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], index: int) -> SourceConfig:
@@ -96,6 +112,12 @@ class SourceConfig:
             raise SyncConfigError(f"{where}: 'overridable' must be true or false")
         if overridable and category == Category.SANCTIONS.value:
             raise SyncConfigError(f"{where}: a sanctions list can never be overridable by the allowlist")
+        max_shrink = raw.get("max_shrink", 0.5)
+        if isinstance(max_shrink, bool) or not isinstance(max_shrink, int | float) or not 0 <= max_shrink <= 1:
+            raise SyncConfigError(f"{where}: 'max_shrink' must be a number from 0 to 1 (share of keys that may vanish)")
+        sha256 = raw.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9A-Fa-f]{64}", sha256)):
+            raise SyncConfigError(f"{where}: 'sha256' must be 64 hexadecimal digits")
         return cls(
             name=raw["name"],
             format=raw["format"],
@@ -110,6 +132,9 @@ class SourceConfig:
             entry_name=raw.get("entry_name"),
             programs=tuple(raw.get("programs") or ()),
             published_at=raw.get("published_at"),
+            sha256=sha256.lower() if sha256 else None,
+            checksum_location=raw.get("checksum_location"),
+            max_shrink=float(max_shrink),
         )
 
     @property
@@ -270,11 +295,37 @@ class _CountingReader:
         return getattr(self._stream, name)
 
 
+class _HashingReader(_CountingReader):
+    """SHA-256 of everything read through it (the decompressed content, for a published checksum)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.digest = hashlib.sha256()
+        super().__init__(stream, lambda _size: None)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def read_rest(self) -> None:
+        """Parsers may stop before EOF (e.g. after the closing tag): hash what they left."""
+        while self.read(_DOWNLOAD_CHUNK):
+            pass
+
+
 @contextlib.contextmanager
-def _open_source(path: Path, name: str, progress: Callable[[int], None] | None) -> Iterator[IO[bytes]]:
+def _open_source(
+    path: Path, name: str, progress: Callable[[int], None] | None, hasher: list[_HashingReader] | None = None
+) -> Iterator[IO[bytes]]:
     with path.open("rb") as raw:
         counted: IO[bytes] = _CountingReader(raw, progress) if progress else raw  # type: ignore[assignment]
-        yield decompressing(counted, name)
+        stream = decompressing(counted, name)
+        if hasher is not None:
+            hashing = _HashingReader(stream)
+            hasher.append(hashing)
+            yield hashing  # type: ignore[misc]
+        else:
+            yield stream
 
 
 # --- the sync ----------------------------------------------------------------------------------------------
@@ -318,7 +369,18 @@ def run_sync(
     with store.writer_lock():
         active = store.active_meta()
         previous = active.tables if active else {}
-        results = [_sync_source(store, config, previous, progress, keep_rejected) for config in configs]
+        recorded = {name: int(info.get("keys", 0)) for name, info in (active.sources if active else {}).items()}
+        results = [
+            _sync_source(
+                store,
+                config,
+                previous_tables=previous,
+                recorded_keys=recorded,
+                progress=progress,
+                keep_rejected=keep_rejected,
+            )
+            for config in configs
+        ]
         tables = {r.name: r.table for r in results if r.table is not None}
         now = time.time()
         stats = {r.name: _source_stats(r, configs, now) for r in results if r.table is not None}
@@ -363,12 +425,23 @@ def run_sync(
 def _sync_source(
     store: WatchlistStore,
     config: SourceConfig,
+    *,
     previous_tables: dict[str, str],
+    recorded_keys: dict[str, int],
     progress: ProgressFactory | None,
     keep_rejected: int,
 ) -> SourceResult:
     state = store.source_state(config.name)
     previous_table = previous_tables.get(config.name)
+    damaged = False
+    if previous_table is not None and int(store.redis.hlen(previous_table)) != recorded_keys.get(config.name):
+        # Redis lost or altered the table (restart without persistence, eviction, tampering): rebuild it from
+        # the source, fetched unconditionally, rather than trusting what is left.
+        log.error(
+            "previous table does not hold the keys its version recorded: rebuilding it",
+            extra={"source": config.name, "table": previous_table, "recorded": recorded_keys.get(config.name)},
+        )
+        state, previous_table, damaged = {}, None, True
     store.set_source_state(config.name, {"last_attempt_at": f"{time.time():.3f}", "location": config.location})
     fetched: Fetched | None = None
     try:
@@ -388,22 +461,10 @@ def _sync_source(
                 raise WatchlistWriteError("the server says unchanged, but there is no previous table")  # noqa: TRY301
             store.set_source_state(config.name, {**fetched.validators, "status": "unchanged"})
             return SourceResult(config.name, "unchanged", _existing_table(store, previous_table))
-        writer = store.table_writer(config.name)
-        report = ParseReport()
-        rejected: list[Rejection] = []
-        try:
-            with _items(config, local, fetched, progress) as (items, published_at):
-                for item in items:
-                    report.count(item)
-                    if isinstance(item, SourceEntry):
-                        writer.add(item)
-                    elif len(rejected) < keep_rejected:
-                        rejected.append(item)
-                report.published_at = published_at()
-            table = writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
+        table, report, rejected = _build_table(
+            store, config, local=local, fetched=fetched, progress=progress, keep_rejected=keep_rejected
+        )
+        _check_shrink(config, recorded_keys.get(config.name) if previous_table else None, table)
         store.set_source_state(
             config.name,
             {**fetched.validators, "content_sha256": fetched.sha256, "status": "updated", "table": table.key},
@@ -411,6 +472,8 @@ def _sync_source(
         return SourceResult(config.name, "updated", table, report, rejected=rejected)
     except (OSError, EOFError, ValueError, urllib.error.URLError, WatchlistWriteError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, IntegrityError):
+            store.set_source_state(config.name, {"content_sha256": ""})  # refused content is checked again next time
         log.error(  # noqa: TRY400 - the message carries the error; a traceback would only repeat it
             "source failed", extra={"source": config.name, "error": error, "kept_previous": bool(previous_table)}
         )
@@ -418,10 +481,88 @@ def _sync_source(
             return SourceResult(
                 config.name, "failed-kept-previous", _existing_table(store, previous_table), error=error
             )
+        if damaged:
+            raise SyncFailed(
+                f"source {config.name!r}: its table in Redis is damaged and could not be rebuilt ({error}); the "
+                "active version is left as is, so screeners keep failing closed on it"
+            ) from exc
         return SourceResult(config.name, "failed-missing", None, error=error)
     finally:
         if fetched is not None and fetched.temporary and fetched.path is not None:
             fetched.path.unlink(missing_ok=True)
+
+
+def _build_table(
+    store: WatchlistStore,
+    config: SourceConfig,
+    *,
+    local: LocalFilesSource | None,
+    fetched: Fetched,
+    progress: ProgressFactory | None,
+    keep_rejected: int,
+) -> tuple[TableInfo, ParseReport, list[Rejection]]:
+    """Parse the source into a new table (checked against its published checksum, if any)."""
+    expected_sha256 = _expected_sha256(config)
+    writer = store.table_writer(config.name)
+    report = ParseReport()
+    rejected: list[Rejection] = []
+    hasher: list[_HashingReader] | None = [] if expected_sha256 else None
+    try:
+        with _items(config, local, fetched, progress, hasher) as (items, published_at):
+            for item in items:
+                report.count(item)
+                if isinstance(item, SourceEntry):
+                    writer.add(item)
+                elif len(rejected) < keep_rejected:
+                    rejected.append(item)
+            report.published_at = published_at()
+            if expected_sha256:
+                one_file = local.files() if local is not None else []
+                file_sha256 = _sha256_file(one_file[0]) if len(one_file) == 1 else fetched.sha256
+                _check_checksum(expected_sha256, file_sha256, hasher or [])
+        return writer.finish(), report, rejected
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _expected_sha256(config: SourceConfig) -> str | None:
+    if config.sha256:
+        return config.sha256
+    if not config.checksum_location:
+        return None
+    published = fetch(config.checksum_location, {})
+    try:
+        assert published.path is not None
+        _name, digest = parse_checksum_file(published.path.read_text(encoding="utf-8", errors="replace"))
+    finally:
+        if published.temporary and published.path is not None:
+            published.path.unlink(missing_ok=True)
+    return digest
+
+
+def _check_checksum(expected: str, file_sha256: str, hasher: list[_HashingReader]) -> None:
+    """The published digest may be of the file as fetched or of its decompressed content (OFAC's is)."""
+    for reader in hasher:
+        reader.read_rest()
+    content = {reader.digest.hexdigest() for reader in hasher}
+    if expected != file_sha256 and expected not in content:
+        raise IntegrityError(
+            f"checksum mismatch: expected SHA-256 {expected}, file has {file_sha256}"
+            + (f", content has {', '.join(sorted(content))}" if content else "")
+        )
+
+
+def _check_shrink(config: SourceConfig, previous_keys: int | None, table: TableInfo) -> None:
+    if not previous_keys or config.max_shrink >= 1:
+        return
+    lost = 1 - table.keys / previous_keys
+    if lost > config.max_shrink:
+        raise IntegrityError(
+            f"refusing a shrink from {previous_keys} to {table.keys} keys ({lost:.0%} gone, max_shrink "
+            f"{config.max_shrink:.0%}): a truncated or broken publication is not a delisting; raise max_shrink "
+            "for this source to accept it"
+        )
 
 
 @contextlib.contextmanager
@@ -430,6 +571,7 @@ def _items(
     local: LocalFilesSource | None,
     fetched: Fetched,
     progress: ProgressFactory | None,
+    hasher: list[_HashingReader] | None = None,
 ) -> Iterator[tuple[Iterator[SourceEntry | Rejection], Callable[[], int | None]]]:
     """The source's entries and rejections, and how to read its publication time once they are consumed."""
     if local is not None:
@@ -450,7 +592,7 @@ def _items(
         return
     source = make_source(config)
     tick = progress(config.name, fetched.size) if progress else None
-    with _open_source(fetched.path, fetched.path.name, tick) as stream:
+    with _open_source(fetched.path, fetched.path.name, tick, hasher) as stream:
         if isinstance(source, OfacCsvSource) and config.comments_location:
             # OFAC cuts sdn.csv remarks at 1,000 characters; sdn_comments.csv carries the rest (more addresses).
             comments = fetch(config.comments_location, {})
