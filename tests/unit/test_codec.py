@@ -285,3 +285,55 @@ def test_decision_v2_and_v1_readers_and_writers_stay_compatible(catalog):
         assert decoded["decision"] == "CLEAR"
         if reader is v2:
             assert decoded["allowlisted"] == [] and decoded["overridden"] == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("destination_address", "0x" + "a" * 61_438),
+        ("account_id", "acct-" + "9" * 60_000),
+        ("event_id", "e" * 257),
+        ("network", "tron" * 17),
+        ("asset", "U" * 33),
+        ("destination_tag", "m" * 257),
+        ("exchange_id", "x" * 4_000),
+    ],
+    ids=lambda item: item if isinstance(item, str) and len(item) < 32 else f"{len(item)}-chars",
+)
+def test_over_long_strings_in_a_small_record_are_dead_lettered_before_screening(catalog, field, value):
+    # 64 KB records are allowed in production; a 60 KB address fits in one and must still be refused by name.
+    decoder = WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=65_536)
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(current_encoder(catalog).encode(event(**{field: value})))
+    assert caught.value.reason is DeadLetterReason.FIELD_TOO_LONG
+    assert caught.value.detail.startswith(f"{field} has {len(value)} characters, limit ")
+    assert value[:40] not in caught.value.detail, "the detail names the field, it does not echo its content"
+
+
+def test_strings_at_their_limit_and_real_long_addresses_still_decode(catalog):
+    from aml_screener.screener.codec import FIELD_MAX_CHARS
+
+    decoder = WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=65_536)
+    at_limit = {name: "a" * limit for name, limit in FIELD_MAX_CHARS.items()}
+    _, decoded = decoder.decode(current_encoder(catalog).encode(event(**at_limit)))
+    assert decoded["account_id"] == "a" * FIELD_MAX_CHARS["account_id"]
+    # A Monero integrated address (106 characters, the longest format the screener knows) is nowhere near a limit.
+    monero = "4" + "B" * 105
+    assert decoder.decode(current_encoder(catalog).encode(event(network="monero", destination_address=monero)))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {f"k{i}": "v" for i in range(65)},
+        {"k" * 257: "v"},
+        {"note": "v" * 1025},
+    ],
+    ids=["too-many-entries", "long-key", "long-value"],
+)
+def test_over_large_metadata_is_dead_lettered(catalog, metadata):
+    decoder = WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=65_536)
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(current_encoder(catalog).encode(event(metadata=metadata)))
+    assert caught.value.reason is DeadLetterReason.FIELD_TOO_LONG
+    assert caught.value.detail.startswith("metadata ")

@@ -89,6 +89,108 @@ def test_sasl_ssl_settings_reach_both_clients_and_secrets_stay_hidden():
         assert secret not in dumped
 
 
+def test_mutual_tls_without_sasl_reaches_both_clients_and_sends_no_sasl_keys():
+    settings = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile="/etc/kafka/ca.pem",
+        kafka_ssl_certfile="/etc/kafka/client.pem",
+        kafka_ssl_keyfile="/etc/kafka/client.key",
+        kafka_ssl_key_password="mtls-key-pw",
+    )
+    consumer = consumer_config(settings)
+    assert consumer["security_protocol"] == "SSL"
+    assert consumer["ssl_check_hostname"] is True, "broker certificates must be verified against their host name"
+    assert (consumer["ssl_cafile"], consumer["ssl_certfile"], consumer["ssl_keyfile"]) == (
+        "/etc/kafka/ca.pem",
+        "/etc/kafka/client.pem",
+        "/etc/kafka/client.key",
+    )
+    assert consumer["ssl_password"] == "mtls-key-pw"
+    assert not any(key.startswith("sasl") for key in consumer)
+    producer = producer_config(settings)
+    assert producer["security.protocol"] == "SSL"
+    assert producer["ssl.endpoint.identification.algorithm"] == "https"
+    assert producer["ssl.ca.location"] == "/etc/kafka/ca.pem"
+    assert producer["ssl.certificate.location"] == "/etc/kafka/client.pem"
+    assert producer["ssl.key.location"] == "/etc/kafka/client.key"
+    assert producer["ssl.key.password"] == "mtls-key-pw"
+    assert not any(key.startswith("sasl") for key in producer)
+    dumped = str(redacted(consumer)) + str(redacted(producer)) + str(settings.redacted())
+    assert "mtls-key-pw" not in dumped
+
+
+def test_sasl_plaintext_sends_credentials_without_tls_keys_and_defaults_to_plain():
+    settings = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="screener",
+        kafka_sasl_password="plain-pw",
+        kafka_ssl_cafile="/etc/kafka/ca.pem",  # ignored: the protocol has no TLS
+    )
+    consumer = consumer_config(settings)
+    assert consumer["security_protocol"] == "SASL_PLAINTEXT"
+    assert consumer["sasl_mechanism"] == "PLAIN"
+    assert (consumer["sasl_plain_username"], consumer["sasl_plain_password"]) == ("screener", "plain-pw")
+    assert not any(key.startswith("ssl") for key in consumer)
+    producer = producer_config(settings)
+    assert producer["security.protocol"] == "SASL_PLAINTEXT"
+    assert producer["sasl.mechanisms"] == "PLAIN"
+    assert (producer["sasl.username"], producer["sasl.password"]) == ("screener", "plain-pw")
+    assert not any(key.startswith("ssl") for key in producer)
+    assert "plain-pw" not in str(redacted(consumer)) + str(redacted(producer))
+
+
+def test_the_confluent_producer_accepts_every_security_configuration(tmp_path):
+    """librdkafka validates its configuration when the client is created: a misspelt or unsupported key (or a
+    protocol its build lacks) would fail here, not in production."""
+    from confluent_kafka import KafkaException, Producer
+
+    for protocol in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        settings = Settings(
+            kafka_bootstrap_servers="127.0.0.1:1",
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism="SCRAM-SHA-256",
+            kafka_sasl_username="u",
+            kafka_sasl_password="p",
+        )
+        try:
+            Producer(producer_config(settings)).flush(0)
+        except KafkaException as exc:
+            raise AssertionError(f"{protocol}: librdkafka refused the configuration: {exc}") from None
+
+
+def test_bad_settings_never_echo_secrets_or_credentials(monkeypatch, capsys):
+    secrets = ["redis-pw-Zq81", "sasl-pw-Kx55", "basic-auth-Wm42", "key-pw-Jr09", "url-pw-Hv33"]
+    monkeypatch.setenv("AML_REDIS_PASSWORD", secrets[0])
+    monkeypatch.setenv("AML_KAFKA_SASL_PASSWORD", secrets[1])
+    monkeypatch.setenv("AML_SCHEMA_REGISTRY_BASIC_AUTH", f"user:{secrets[2]}")
+    monkeypatch.setenv("AML_KAFKA_SSL_KEY_PASSWORD", secrets[3])
+    # Bad values that carry credentials themselves: a wrong scheme with a password in the URL.
+    monkeypatch.setenv("AML_REDIS_URL", f"http://admin:{secrets[4]}@redis:6379/0")
+    monkeypatch.setenv("AML_SCHEMA_REGISTRY_URL", f"ftp://user:{secrets[4]}@registry")
+    monkeypatch.setenv("AML_KAFKA_MAX_POLL_RECORDS", secrets[1])  # a secret pasted into the wrong variable
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    for variable in ("AML_REDIS_URL", "AML_SCHEMA_REGISTRY_URL", "AML_KAFKA_MAX_POLL_RECORDS"):
+        assert variable in message
+    with pytest.raises(SystemExit):
+        main(["run"])
+    printed = capsys.readouterr()
+    for secret in secrets:
+        assert secret not in message
+        assert secret not in printed.err + printed.out
+
+
+def test_config_command_masks_secrets_and_url_credentials(monkeypatch, capsys):
+    monkeypatch.setenv("AML_REDIS_URL", "rediss://admin:url-pw-Hv33@redis:6380/0")
+    monkeypatch.setenv("AML_REDIS_PASSWORD", "redis-pw-Zq81")
+    monkeypatch.setenv("AML_SCHEMA_REGISTRY_URL", "https://user:reg-pw-Pp12@registry")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "url-pw-Hv33" not in out and "redis-pw-Zq81" not in out and "reg-pw-Pp12" not in out
+    assert "rediss://***@redis:6380/0" in out
+
+
 def test_plaintext_config_carries_no_security_keys_and_pins_api_version_only_when_asked():
     settings = Settings(kafka_api_version="2.3")
     consumer = consumer_config(settings)

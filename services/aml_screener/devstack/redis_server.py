@@ -3,7 +3,8 @@
 This module is responsible for starting a real Redis (the Debian ``redis-server`` binary) on a free loopback
 port with persistence off and its own temporary directory, waiting until it answers, and stopping, killing and
 restarting it on the same port so tests can simulate outages. It never touches a Redis that is already running
-on the machine (for example on 6379).
+on the machine (for example on 6379). With :class:`RedisTls` it serves TLS only (``--port 0``, ``--tls-port``),
+as a production Redis should; ACL users and passwords come through ``extra_args``.
 
 The server dies with the process that started it: on Linux the child gets ``PR_SET_PDEATHSIG`` = SIGKILL, so
 even a SIGKILLed test run leaves no redis-server behind. That signal fires when the *thread* that started the
@@ -17,12 +18,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -33,11 +36,39 @@ import redis
 from aml_screener.devstack.ports import LOOPBACK, free_port
 from aml_screener.devstack.process import parent_death_preexec
 
-__all__ = ["RedisServer", "RedisServerError", "RedisServerNotInstalledError", "find_redis_server"]
+__all__ = ["RedisServer", "RedisServerError", "RedisServerNotInstalledError", "RedisTls", "find_redis_server"]
 
 _INSTALL_HINT = "apt-get install redis-server"
 # Debian installs the binary in /usr/bin; PATH may be minimal under make or CI runners.
 _FALLBACK_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTls:
+    """TLS material of a TLS-only server. ``ca_file`` verifies the server for this object's own clients (and,
+    with ``auth_clients`` ``optional``/``yes``, client certificates). The server's certificate must name
+    127.0.0.1 (subjectAltName IP); its key pair is also what the readiness probe and :meth:`RedisServer.client`
+    present as client certificate, so give it the clientAuth usage too when clients must authenticate."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: str = "no"  # redis' --tls-auth-clients: no, optional or yes
+
+    def args(self, port: int) -> list[str]:
+        return [
+            "--port", "0",  # no plain-text listener at all
+            "--tls-port", str(port),
+            "--tls-cert-file", str(Path(self.cert_file).resolve()),
+            "--tls-key-file", str(Path(self.key_file).resolve()),
+            "--tls-ca-cert-file", str(Path(self.ca_file).resolve()),
+            "--tls-auth-clients", self.auth_clients,
+        ]  # fmt: skip
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
 
 
 class RedisServerError(RuntimeError):
@@ -77,9 +108,10 @@ class RedisServer:
     """One ``redis-server`` child process on ``127.0.0.1:<port>``.
 
     ``extra_args`` are appended to the command line after the defaults, so they can override them and add
-    ACL users, ``--requirepass``, TLS ports and so on (readiness is checked with a plain-TCP PING on
-    :attr:`port`, so keep that port enabled; an ``-NOAUTH``/``-NOPERM`` answer counts as up). ``username`` and
+    ACL users (``--user NAME RULE...``), ``--requirepass`` and so on (readiness is checked with ``INFO server``
+    on :attr:`port`, over TLS with ``tls``; an ``-NOAUTH``/``-NOPERM`` answer counts as up). ``username`` and
     ``password`` are only what this object's own helpers (:meth:`client`, :meth:`pause_clients`) log in with.
+    With ``tls`` the server listens on :attr:`port` with TLS only and :attr:`url` is ``rediss://``.
 
     The port is chosen once (free port, unless given) and kept for every :meth:`start`, so a test can stop the
     server mid-stream and bring it back where clients expect it.
@@ -107,6 +139,7 @@ class RedisServer:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         username: str | None = None,
         password: str | None = None,
+        tls: RedisTls | None = None,
     ) -> None:
         self._binary = binary or find_redis_server()
         self._port_fixed = port is not None
@@ -115,6 +148,7 @@ class RedisServer:
         self._startup_timeout = startup_timeout
         self._username = username
         self._password = password
+        self._tls = tls
         self._dir = Path(tempfile.mkdtemp(prefix="aml-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
@@ -140,11 +174,12 @@ class RedisServer:
         return self.url_for()
 
     def url_for(self, *, db: int = 0, username: str | None = None, password: str | None = None) -> str:
-        """A redis:// URL for this server with optional credentials (percent-encoded)."""
+        """A redis:// (rediss:// with TLS) URL for this server with optional credentials (percent-encoded)."""
         auth = ""
         if username is not None or password is not None:
             auth = f"{quote(username or '', safe='')}:{quote(password or '', safe='')}@"
-        return f"redis://{auth}{LOOPBACK}:{self._port}/{db}"
+        scheme = "rediss" if self._tls is not None else "redis"
+        return f"{scheme}://{auth}{LOOPBACK}:{self._port}/{db}"
 
     @property
     def pid(self) -> int | None:
@@ -183,6 +218,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self._dir),
             "--logfile", str(self.log_path),
+            *(self._tls.args(self._port) if self._tls is not None else ()),
             *self._extra_args,
         ]  # fmt: skip
 
@@ -260,7 +296,7 @@ class RedisServer:
         """True once *our* server answers: ``INFO server`` names our pid, or an auth error comes back
         (the server is up, just locked; the port was free before we started, so it is ours)."""
         try:
-            with socket.create_connection((LOOPBACK, self._port), timeout=self._PROBE_TIMEOUT_S) as sock:
+            with self._probe_connection() as sock:
                 sock.sendall(b"INFO server\r\n")
                 reply = b""
                 # INFO server is ~1.5 kB; stop at the process_id line or at an error line.
@@ -281,6 +317,16 @@ class RedisServer:
         if served_by.strip() != str(pid).encode():
             raise RedisServerError(f"port {self._port} is served by another redis-server (pid {served_by!r})")
         return True
+
+    def _probe_connection(self) -> socket.socket:
+        sock = socket.create_connection((LOOPBACK, self._port), timeout=self._PROBE_TIMEOUT_S)
+        if self._tls is None:
+            return sock
+        try:
+            return self._tls.context().wrap_socket(sock, server_hostname=LOOPBACK)
+        except BaseException:
+            sock.close()
+            raise
 
     def _log_tail(self) -> str:
         parts = []
@@ -338,6 +384,14 @@ class RedisServer:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A redis-py client for this server, logged in with ``username``/``password`` if given."""
+        if self._tls is not None:
+            kwargs = {
+                "ssl": True,
+                "ssl_ca_certs": str(self._tls.ca_file),
+                "ssl_certfile": str(self._tls.cert_file),
+                "ssl_keyfile": str(self._tls.key_file),
+                **kwargs,
+            }
         return redis.Redis(
             host=LOOPBACK,
             port=self._port,

@@ -27,6 +27,7 @@ class DeadLetterReason(StrEnum):
     MALFORMED_AVRO = "malformed_avro"
     TRAILING_BYTES = "trailing_bytes"
     INVALID_FIELD = "invalid_field"
+    FIELD_TOO_LONG = "field_too_long"
     NULL_VALUE = "null_value"
 
 

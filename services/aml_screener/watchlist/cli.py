@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
 from aml_screener.screening.watchlist import Category
+from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError
 from aml_screener.watchlist.sync import (
@@ -80,6 +84,32 @@ def add_watchlist_commands(parser: argparse.ArgumentParser, settings_factory: Se
     check.add_argument("address")
     check.add_argument("--redis-url", help="override AML_REDIS_URL")
     check.set_defaults(func=lambda args: cmd_check(args, settings_factory))
+
+    acl = sub.add_parser(
+        "acl",
+        help="print (or apply) the least-privilege Redis ACL users of the screener and the sync job",
+        description=(
+            "One read-only user for `aml-screener run` and one writing user for `watchlist sync|load`, restricted "
+            "to the keys under AML_WATCHLIST_KEY_PREFIX and its change channel (docs/security.md). Passwords are "
+            "read from the environment variables named by --screener-password-env/--sync-password-env and only "
+            "their SHA-256 is printed; without them a placeholder Redis refuses is printed instead."
+        ),
+    )
+    acl.add_argument("--screener-user", default=DEFAULT_SCREENER_USER, help="ACL user of the screener")
+    acl.add_argument("--sync-user", default=DEFAULT_SYNC_USER, help="ACL user of the sync job")
+    acl.add_argument("--screener-password-env", metavar="VAR", help="variable holding the screener's password")
+    acl.add_argument("--sync-password-env", metavar="VAR", help="variable holding the sync job's password")
+    acl.add_argument(
+        "--client-setinfo", action="store_true", help="also allow CLIENT SETINFO (Redis >= 7.2; automatic with --apply)"
+    )
+    acl.add_argument("--aclfile", action="store_true", help="print ACL-file lines (`user ...`) instead of commands")
+    acl.add_argument(
+        "--apply",
+        action="store_true",
+        help="run the ACL SETUSER commands on AML_REDIS_URL, logged in as AML_REDIS_USERNAME (an admin user)",
+    )
+    acl.add_argument("--redis-url", help="override AML_REDIS_URL")
+    acl.set_defaults(func=lambda args: cmd_acl(args, settings_factory))
 
     from aml_screener.watchlist.inspect import add_parse_command
 
@@ -264,6 +294,57 @@ def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
     matches = store.lookup(version, normalized.key)
     print(json.dumps({"key": normalized.key, "version": version, "matches": matches}, indent=2))
     return 4 if matches else 0
+
+
+def _password_from_env(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ValueError(f"environment variable {variable} is not set or empty")
+    return value
+
+
+def cmd_acl(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
+    settings = _settings(args, settings_factory)
+    client = None
+    client_setinfo = args.client_setinfo
+    if args.apply:
+        if not (args.screener_password_env and args.sync_password_env):
+            print("watchlist acl: --apply needs --screener-password-env and --sync-password-env", file=sys.stderr)
+            return 2
+        from aml_screener.screener.app import redis_client
+
+        client = redis_client(settings)
+        try:
+            version = str(client.info("server").get("redis_version", "0"))
+        except redis.RedisError as exc:
+            print(f"watchlist acl: cannot reach Redis as admin: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        client_setinfo = client_setinfo or tuple(int(part) for part in version.split(".")[:2]) >= (7, 2)
+    try:
+        users = watchlist_users(
+            settings.watchlist_key_prefix,
+            screener_password=_password_from_env(args.screener_password_env),
+            sync_password=_password_from_env(args.sync_password_env),
+            screener_name=args.screener_user,
+            sync_name=args.sync_user,
+            client_setinfo=client_setinfo,
+        )
+    except ValueError as exc:
+        print(f"watchlist acl: {exc}", file=sys.stderr)
+        return 2
+    for user in users:
+        if client is None:
+            print(user.aclfile_line() if args.aclfile else user.command_line())
+            continue
+        try:
+            client.execute_command(*user.setuser_args())  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            print(f"watchlist acl: ACL SETUSER {user.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"applied: ACL SETUSER {user.name} (rules: {' '.join(user.rules[3:])})")
+    return 0
 
 
 __all__ = ["add_watchlist_commands"]
