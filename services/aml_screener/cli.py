@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from aml_screener.screener.logs import configure_logging
@@ -32,11 +34,16 @@ def _settings_or_exit(**overrides: object) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     del args
+    # A SIGTERM while the service is still importing and connecting (a scale-down right after a scale-up) must
+    # end it cleanly too: remember it until the screener's own handler takes over.
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop_requested.set())
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format.value)
     from aml_screener.screener.app import run
 
-    return run(settings)
+    return run(settings, stop_requested)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -136,6 +136,7 @@ def test_a_table_that_lost_keys_fails_lookups_closed_until_a_sync_rebuilds_it(st
     lookup = WatchlistLookup(client, store.keys)
     key = normalize_key("ethereum", listed_addresses[0])
     assert lookup.lookup([key]).matches, "listed"
+    assert first.sources[0].table is not None
     table = first.sources[0].table.key
     client.hdel(table, key)  # Redis lost (or someone removed) one entry
     with pytest.raises(LookupUnavailable) as failed:
@@ -150,6 +151,7 @@ def test_a_table_that_lost_keys_fails_lookups_closed_until_a_sync_rebuilds_it(st
 def test_a_damaged_table_whose_source_is_gone_leaves_the_active_version_failing_closed(store, client, tmp_path):
     path = write_list(tmp_path / "block_ETH.txt", addresses(100))
     first = run_sync(store, [blocklist(path)])
+    assert first.sources[0].table is not None
     client.hdel(first.sources[0].table.key, normalize_key("ethereum", addresses(1)[0]))
     path.unlink()
     with pytest.raises(SyncFailed, match="damaged and could not be rebuilt"):

@@ -126,8 +126,9 @@ def build(settings: Settings, metrics: Metrics | None = None, state: ServiceStat
     return Components(screener, metrics, state, client)
 
 
-def run(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+def run(settings: Settings, stop_requested: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop_requested`, set by a signal that arrived during start-up); return the
+    process exit code."""
     metrics = Metrics()
     state = ServiceState()
     health = (
@@ -145,6 +146,9 @@ def run(settings: Settings) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
+        if stop_requested is not None and stop_requested.is_set():
+            log.info("stop requested during start-up")
+            screener.request_stop()
         watcher = WatchlistWatcher(components.redis, WatchlistKeys(settings.watchlist_key_prefix), metrics)
         watcher.start()
         # Everything built so far lives as long as the process: move it out of the collector's sight so full
