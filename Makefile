@@ -5,12 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bootstrapped
+FAULTS_REPORT ?= bench/results/faults-latest.md
+LINT_PATHS := services tests bench scripts docker/loadgen
 
-.PHONY: help bootstrap demo test unit integration lint typecheck bench clean
+.PHONY: help bootstrap demo test unit integration faults lint typecheck bench clean
 
 help:
 	@echo "make demo       run the screener on the embedded stack (broker + redis) with the bundled OFAC sample"
 	@echo "make test       lint, type-check, unit and integration tests (real broker protocol + real redis-server)"
+	@echo "make faults     fault-injection suite (crashes, failover, outages, poison input); table -> $(FAULTS_REPORT)"
 	@echo "make bench      throughput and latency benchmark (results: bench/results/, docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
@@ -23,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/aml-screener demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests bench scripts
-	$(BIN)/ruff format --check services tests bench scripts
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,6 +37,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
+
+# Also part of `make test` (about 4 minutes); this target runs only them and keeps the results table.
+faults: $(STAMP)
+	AML_FAULTS_REPORT=$(FAULTS_REPORT) $(BIN)/pytest -m faults tests/faults
 
 # The README's test command. pytest exits 5 when it collects nothing; make treats that as failure.
 test: lint typecheck

@@ -17,6 +17,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 NS = "{https://sanctionslistservice.ofac.treas.gov/api/PublicationPreview/exports/ADVANCED_XML}"
 SELECTED = {
@@ -38,7 +39,7 @@ OUT = Path(__file__).resolve().parents[1] / "services" / "aml_screener" / "demo"
 def main(path: str) -> None:
     opener = bz2.open if path.endswith(".bz2") else open
     feature_types: dict[str, str] = {}
-    parties: dict[str, dict] = {}
+    parties: dict[str, dict[str, Any]] = {}
     programs: dict[str, list[str]] = {}
     published = None
     with opener(path, "rb") as handle:
@@ -83,9 +84,9 @@ def main(path: str) -> None:
         by_asset: dict[str, list[str]] = {}
         for asset, address in party["addresses"]:
             by_asset.setdefault(asset, []).append(address)
-        for asset, addresses in sorted(by_asset.items()):
+        for asset, asset_addresses in sorted(by_asset.items()):
             name = f"{ref}-{slug}.{asset}.txt"
-            (OUT / name).write_text("".join(f"{a}\n" for a in sorted(addresses)))
+            (OUT / name).write_text("".join(f"{a}\n" for a in sorted(asset_addresses)))
             files.append(
                 {
                     "file": name,

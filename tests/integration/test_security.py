@@ -367,6 +367,11 @@ def test_secrets_never_reach_logs_probes_or_metrics_and_logs_carry_no_account_id
             for identifier in account_ids | addresses:
                 assert identifier not in line, f"{instance} logged a customer identifier: {line[:200]}"
     assert any(json.loads(line)["msg"] == "starting screener" for line in logs["secrets-1"].splitlines())
+    # ...and each hit is named by its event id (and decision id) for the analyst's trail.
+    flag_lines = [json.loads(line) for line in logs["secrets-1"].splitlines() if "withdrawal flagged" in line]
+    flagged = {e.event_id for e in events if e.expected is Expected.FLAGGED}
+    assert flagged and {line["event_id"] for line in flag_lines} == flagged
+    assert all(line["decision_id"] and line["lists"] for line in flag_lines)
 
 
 _FRAMED = FramedReader(REPOSITORY, logical_types=False)

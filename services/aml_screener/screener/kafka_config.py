@@ -17,6 +17,7 @@ _FETCH_MAX_BYTES = 64 * 1024 * 1024
 # librdkafka's local queue: a batch's outputs are flushed before the next batch, so this bound is never the
 # limit in normal operation; it caps memory if the brokers stop acknowledging.
 _PRODUCER_QUEUE_MAX_MESSAGES = 200_000
+_HEARTBEAT_MAX_MS = 3_000
 _PRODUCER_QUEUE_MAX_KBYTES = 128 * 1024
 
 
@@ -30,8 +31,10 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "max_poll_records": settings.kafka_max_poll_records,
         "max_poll_interval_ms": settings.kafka_max_poll_interval_ms,
         "session_timeout_ms": settings.kafka_session_timeout_ms,
-        # Heartbeats at a third of the session timeout: the usual Kafka guidance (two can be lost).
-        "heartbeat_interval_ms": max(1, settings.kafka_session_timeout_ms // 3),
+        # Heartbeats at a third of the session timeout (the usual guidance: two can be lost), at most every 3 s
+        # (Kafka's default): a member learns of a rebalance at its next heartbeat, so when another member leaves
+        # the group, this bounds how long its partitions wait for a new owner.
+        "heartbeat_interval_ms": max(1, min(settings.kafka_session_timeout_ms // 3, _HEARTBEAT_MAX_MS)),
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "max_partition_fetch_bytes": _MAX_PARTITION_FETCH_BYTES,
         "fetch_max_bytes": _FETCH_MAX_BYTES,

@@ -81,8 +81,11 @@ class PreparedBatch:
 
 @dataclass(slots=True)
 class DecidedEvent:
-    """Per-event result, for metrics and the caller's bookkeeping."""
+    """Per-event result, for metrics, the flag log line and the caller's bookkeeping."""
 
+    event_id: str
+    decision_id: str
+    severity: str | None
     event_timestamp_ms: int
     outcome: Outcome
     reason: str | None
@@ -275,6 +278,9 @@ class BatchScreener:
                 outputs.append(OutputRecord(self.topics.flagged, key, self.flagged_encoder.encode(flagged)))
             decided.append(
                 DecidedEvent(
+                    event_id=event_id,
+                    decision_id=did,
+                    severity=verdict.severity,
                     event_timestamp_ms=record.timestamp,
                     outcome=verdict.outcome,
                     reason=verdict.reason,

@@ -38,6 +38,7 @@ from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, OutputRecord, PreparedBatch
 from aml_screener.screener.settings import FailureMode, Settings
+from aml_screener.screening.decision import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -625,6 +626,19 @@ class Screener:
                 asset = asset if asset in known_assets else "other"
                 for match in event.matches:
                     metrics.flags.labels(match["list"], match["category"], asset, event.chain or "unknown").inc()
+                if event.outcome is Outcome.FLAGGED:
+                    # One line per hit for the analyst's trail: ids and lists, never the account or the address.
+                    log.warning(
+                        "withdrawal flagged",
+                        extra={
+                            "event_id": event.event_id,
+                            "decision_id": event.decision_id,
+                            "severity": event.severity,
+                            "lists": sorted({match["list"] for match in event.matches}),
+                            "asset": asset,
+                            "chain": event.chain,
+                        },
+                    )
                 if event.usd_value is not None:
                     category = event.matches[0]["category"]
                     metrics.flagged_usd.labels(category, asset).inc(max(0.0, event.usd_value))

@@ -1,0 +1,131 @@
+"""The one accounting oracle every fault scenario is judged by, and the table row it reports.
+
+Given the known input stream (each event's expected outcome comes from the generator, which knows which addresses
+are listed) and everything the screeners produced:
+
+- lost: an input event without a decision (or, for an undecodable record, without its dead letter) — must be 0;
+- wrong_clear: a listed address decided `CLEAR` even once — must be 0;
+- wrong_outcome: any decision other than the expected one (FLAGGED / CLEAR / UNSCREENABLE) — must be 0;
+- flagged: the set of event ids on the flagged topic is exactly the set of listed events;
+- duplicates: decisions beyond the first per event (at-least-once); each must carry the same decision id, which is
+  how a consumer recognises it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aml_screener.devstack.generator import Expected, GeneratedEvent
+from tests.integration.harness import Outputs
+
+
+@dataclass
+class Row:
+    scenario: str
+    events_in: int
+    decisions_out: int
+    dead_letters: int
+    lost: int
+    duplicates: int
+    wrong_clear: int
+    wrong_outcome: int
+    flagged_mismatch: int
+    longest_pause_s: float
+    notes: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def cells(self) -> list[str]:
+        return [
+            self.scenario,
+            f"{self.events_in:,}",
+            f"{self.decisions_out:,}",
+            f"{self.dead_letters:,}",
+            str(self.lost),
+            f"{self.duplicates:,}",
+            str(self.wrong_clear),
+            f"{self.longest_pause_s:.1f} s",
+            self.notes,
+        ]
+
+
+HEADER = [
+    "scenario",
+    "events in",
+    "decisions out",
+    "dead letters",
+    "lost",
+    "duplicates",
+    "listed but clear",
+    "longest pause",
+    "fault",
+]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def longest_pause(decisions: list[dict[str, Any]]) -> float:
+    """Longest gap, in seconds, between consecutive decisions (by the time they were decided)."""
+    times = sorted(_seconds(decision["timings"]["decided_at"]) for decision in decisions)
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def _seconds(value: Any) -> float:
+    """decided_at is a timestamp-micros: a datetime when decoded with logical types, else an int."""
+    return value.timestamp() if isinstance(value, datetime) else value / 1e6
+
+
+def account(scenario: str, events: list[GeneratedEvent], outputs: Outputs, notes: str = "") -> Row:
+    by_event = outputs.decisions_by_event()
+    dead_by_key = Counter(record.key.decode() if record.key else "" for record in outputs.dead_letters)
+    problems: list[str] = []
+    lost = wrong_clear = wrong_outcome = 0
+    for event in events:
+        if event.expected is Expected.DEAD_LETTER:
+            if not dead_by_key.get(event.event_id):
+                lost += 1
+            continue
+        decisions = by_event.get(event.event_id, [])
+        if not decisions:
+            lost += 1
+            continue
+        outcomes = {decision["decision"] for decision in decisions}
+        if event.expected is Expected.FLAGGED and "CLEAR" in outcomes:
+            wrong_clear += 1
+        if outcomes != {event.expected.value}:
+            wrong_outcome += 1
+        if len({decision["decision_id"] for decision in decisions}) != 1:
+            problems.append(f"{event.event_id}: duplicates with different decision ids")
+    expected_flagged = {event.event_id for event in events if event.expected is Expected.FLAGGED}
+    flagged = {record["event_id"] for record in outputs.flagged}
+    mismatch = len(expected_flagged ^ flagged)
+    duplicates = outputs.duplicates()
+    return Row(
+        scenario=scenario,
+        events_in=len(events),
+        decisions_out=len(outputs.decisions),
+        dead_letters=len(outputs.dead_letters),
+        lost=lost,
+        duplicates=duplicates,
+        wrong_clear=wrong_clear,
+        wrong_outcome=wrong_outcome,
+        flagged_mismatch=mismatch,
+        longest_pause_s=longest_pause(outputs.decisions),
+        notes=notes,
+        problems=problems,
+    )
+
+
+def assert_sound(row: Row) -> None:
+    assert row.lost == 0, f"{row.scenario}: {row.lost} events lost"
+    assert row.wrong_clear == 0, f"{row.scenario}: {row.wrong_clear} listed addresses decided CLEAR"
+    assert row.wrong_outcome == 0, f"{row.scenario}: {row.wrong_outcome} events with a wrong outcome"
+    assert row.flagged_mismatch == 0, f"{row.scenario}: flagged set off by {row.flagged_mismatch} events"
+    assert not row.problems, f"{row.scenario}: " + "; ".join(row.problems[:5])
