@@ -221,6 +221,10 @@ class OutputReader:
             bootstrap_servers=stack.bootstrap_servers.split(","),
             api_version=KAFKA_PYTHON_API_VERSION,
             enable_auto_commit=False,
+            # The mock broker holds an empty fetch for the whole fetch.max.wait.ms: with the default 500 ms, a
+            # reader of partitions spread over three brokers falls far behind a fast screener.
+            fetch_max_wait_ms=10,
+            max_poll_records=10_000,
         )
         partitions = [
             TopicPartition(topic, partition)
