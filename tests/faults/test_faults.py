@@ -77,6 +77,19 @@ class PacedLoad(threading.Thread):
         self.join(60)
         return self.events[: self.sent]
 
+    def stop_after_faults(self, minimum: int = 0) -> list[GeneratedEvent]:
+        """The faults are over, and the stream must still have been flowing: keep it going one more second (and
+        until `minimum` events were sent), then stop. Returns the events sent (the oracle's input)."""
+        assert self.is_alive(), f"the faults outlasted the stream ({self.sent} sent, error {self.error!r})"
+        time.sleep(1.0)
+        while self.sent < minimum and self.is_alive():
+            time.sleep(0.1)
+        return self.stop()
+
+
+# Scenarios whose faults take a while draw from a pool larger than they need and stop the stream after the faults.
+POOL = max(2 * EVENTS, 40_000)
+
 
 def workload(cluster: EmbeddedStack, seed: int, count: int = EVENTS) -> list[GeneratedEvent]:
     return generate(load_watchlist(cluster.redis_url), count, seed=seed, hit_share=0.05)
@@ -112,27 +125,28 @@ def rss_bytes(pid: int) -> int:
 
 def test_screeners_killed_with_sigkill_mid_batch_lose_nothing(cluster, screeners, reader, report):
     rng = random.Random(SEED)
-    events = workload(cluster, seed=SEED)
+    pool = workload(cluster, seed=SEED, count=POOL)
     current = screeners("kill-0", AML_KAFKA_MAX_POLL_RECORDS="500")
     current.wait_assigned()
-    load = PacedLoad(cluster.bootstrap_servers, events)
+    load = PacedLoad(cluster.bootstrap_servers, pool)
     load.start()
     kills = 3
     for index in range(1, kills + 1):
         time.sleep(rng.uniform(0.8, 2.0))
         current.kill()  # SIGKILL: no drain, no commit, no LeaveGroup
         current = screeners(f"kill-{index}", AML_KAFKA_MAX_POLL_RECORDS="500")
+    events = load.stop_after_faults(EVENTS)
     finish("SIGKILL x3 mid-batch, restart", events, reader, report, f"{kills} x SIGKILL + restart", load=load)
     assert {decision["screener"] for decision in reader.outputs.decisions} >= {"kill-0", f"kill-{kills}"}
     assert current.terminate() == 0
 
 
 def test_broker_failover_and_injected_request_errors_lose_nothing(cluster, screeners, reader, report, group):
-    events = workload(cluster, seed=SEED + 1)
+    pool = workload(cluster, seed=SEED + 1, count=POOL)
     screener = screeners("failover")
     screener.wait_assigned()
     kafka = cluster.kafka
-    load = PacedLoad(cluster.bootstrap_servers, events)
+    load = PacedLoad(cluster.bootstrap_servers, pool)
     load.start()
     time.sleep(1.5)
     victim = kafka.partition_leader(INPUT, 0)
@@ -152,6 +166,7 @@ def test_broker_failover_and_injected_request_errors_lose_nothing(cluster, scree
     for api, codes in errors.items():
         kafka.push_request_errors(api, codes)
     injected = sum(len(codes) for codes in errors.values())
+    events = load.stop_after_faults(EVENTS)
     notes = (
         f"broker {victim} down 3 s (input p0 leader {victim}->{moved}, coordinator was {coordinator}); "
         f"{injected} injected errors on Produce/Fetch/OffsetCommit/Heartbeat/FindCoordinator"
@@ -202,10 +217,10 @@ def test_output_topic_refusing_writes_commits_nothing_past_unacknowledged_output
 
 
 def test_redis_killed_and_restarted_then_paused_never_clears_and_resumes(cluster, screeners, reader, report):
-    events = workload(cluster, seed=SEED + 3)
+    pool = workload(cluster, seed=SEED + 3, count=POOL)
     screener = screeners("redis")
     screener.wait_assigned()
-    load = PacedLoad(cluster.bootstrap_servers, events)
+    load = PacedLoad(cluster.bootstrap_servers, pool)
     load.start()
     time.sleep(1.5)
     cluster.redis.kill()  # SIGKILL; the append-only file keeps the watchlist
@@ -216,6 +231,7 @@ def test_redis_killed_and_restarted_then_paused_never_clears_and_resumes(cluster
     time.sleep(1)
     cluster.redis.pause_clients(3_000)  # Redis slow: every command waits 3 s (the screener times out at 0.5 s)
     screener.wait_until(lambda: screener.probe("/readyz")[1]["fail_closed"], 10, "fail closed while Redis is slow")
+    events = load.stop_after_faults(EVENTS)
     notes = "redis-server SIGKILL, down 2 s, restart (AOF); then CLIENT PAUSE 3 s"
     finish("Redis killed/restarted + paused", events, reader, report, notes, load=load)
     assert screener.metric("aml_screener_fail_closed_pauses_total", reason="redis_unavailable") >= 2
@@ -239,10 +255,7 @@ def test_rebalance_storm_1_3_1_while_events_flow(cluster, screeners, reader, rep
         for screener in extra:
             assert screener.terminate() == 0, "a member leaving during the storm exits cleanly"
         time.sleep(1)
-    time.sleep(2)
-    assert load.is_alive(), f"the storm outlasted the load: {load.sent} sent, error {load.error!r}"
-    events = load.stop()
-    assert len(events) >= EVENTS
+    events = load.stop_after_faults(EVENTS)
     notes = f"{members} members joined (each got partitions) and left, in {STORM_WAVES} wave(s)"
     finish(f"rebalance storm 1->3->1 (x{STORM_WAVES})", events, reader, report, notes, load=load)
     deciders = {decision["screener"] for decision in reader.outputs.decisions}

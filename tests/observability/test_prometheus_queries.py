@@ -4,13 +4,15 @@ Grafana cannot run here, so this is how we know the panels show something: the s
 sanctions hits, unscreenable and malformed records and one short watchlist outage; Prometheus (Debian package,
 free loopback port, 1 s scrapes, alerts.yml loaded) scrapes it; then each panel target is sent the way Grafana's
 Prometheus data source sends it (range query over the run, or instant query at its end, built-in and template
-variables expanded) and must return at least one finite value. Each alert expression must run, every rule must be
-evaluated by Prometheus without error, and the sanctions-hit alert must fire.
+variables expanded) and must return at least one finite value. Each alert expression must run and its condition,
+read as a 0/1 signal, must return data (every alert watches series that exist); every rule must be evaluated by
+Prometheus without error, and the sanctions-hit alert must fire.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -83,6 +85,15 @@ def test_every_dashboard_query_and_alert_expression_returns_data() -> None:
         results = {}
         for rule in alert_rules():
             results[rule["alert"]] = run.prometheus.query(rule["expr"], at=end)
+        # Beyond running: every alert is backed by live series. Its condition turned into a 0/1 signal (each
+        # comparison made a `bool` comparison, `absent(x)` read as `x`) must return data, so no alert watches a
+        # metric name or label the screener does not export.
+        silent = [
+            rule["alert"]
+            for rule in alert_rules()
+            if not finite_values(run.prometheus.query(as_signal(rule["expr"]), at=end))
+        ]
+        assert not silent, f"alerts whose inputs have no data: {silent}"
         sanctions = results["AmlSanctionsHit"]
         assert sanctions, "AmlSanctionsHit returns the hits"
         assert {series["metric"]["list"] for series in sanctions} == {"ofac-sdn"}
@@ -102,3 +113,47 @@ def test_every_dashboard_query_and_alert_expression_returns_data() -> None:
         assert "AmlSanctionsHit" in firing
         # A healthy screener with every event decided: the availability pages stay quiet.
         assert not firing & {"AmlScreenerAbsent", "AmlScreenerNotReady", "AmlScreenerFailOpen", "AmlWatchlistEmpty"}
+
+
+_COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
+
+
+def as_signal(expr: str) -> str:
+    """The alert condition as a 0/1 series over the series it reads: `a > 5` -> `a > bool 5`, `absent(x)` -> `(x)`,
+    `offset 10m` dropped (a test Prometheus has seconds of history), a trailing `unless ...` dropped (with `bool`
+    its right side always matches). Label matchers, inside braces, are left alone."""
+    expr = _drop_top_level_unless(expr.replace("absent(", "("))
+    expr = re.sub(r"\s+offset\s+\d+[smhdw]", "", expr)
+    out: list[str] = []
+    depth, i = 0, 0
+    while i < len(expr):
+        char = expr[i]
+        depth += (char == "{") - (char == "}")
+        op = next((c for c in _COMPARISONS if depth == 0 and expr.startswith(c, i)), None)
+        if op is None:
+            out.append(char)
+            i += 1
+            continue
+        out.append(op + " bool")
+        i += len(op)
+        if expr[i:].lstrip().startswith("bool"):
+            i = expr.index("bool", i) + len("bool")
+    return "".join(out)
+
+
+def _drop_top_level_unless(expr: str) -> str:
+    depth = 0
+    for match in re.finditer(r"[()]|\sunless\s", expr):
+        token = match.group()
+        if token in "()":
+            depth += 1 if token == "(" else -1
+        elif depth == 0:
+            return expr[: match.start()]
+    return expr
+
+
+def test_alert_conditions_become_signals() -> None:
+    assert as_signal('absent(up{job="a"} == 1)') == '(up{job="a"} == bool 1)'
+    assert as_signal('x{a!="b"} >= 0.5 and y < bool 2') == 'x{a!="b"} >= bool 0.5 and y < bool 2'
+    assert as_signal("rate(x[6h] offset 10m) > 1\nunless z == 1") == "rate(x[6h]) > bool 1"
+    assert as_signal("(a unless b offset 5m) > 0") == "(a unless b) > bool 0", "a nested unless stays"
