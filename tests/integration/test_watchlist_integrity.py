@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from aml_screener.cli import main
 from aml_screener.devstack.address_factory import random_address
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.screener.errors import LookupUnavailable
@@ -159,3 +160,19 @@ def test_a_damaged_table_whose_source_is_gone_leaves_the_active_version_failing_
     assert store.active_version() == first.version
     with pytest.raises(LookupUnavailable, match="lost or altered"):
         WatchlistLookup(client, store.keys).lookup([])
+
+
+def test_cli_load_refuses_a_shrunk_reload_unless_told_and_says_why(server, store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AML_REDIS_URL", server.url)
+    full = addresses(40)
+    path = write_list(tmp_path / "stolen_ETH.txt", full)
+    args = ["watchlist", "load", "--list", "stolen", "--category", "theft"]
+    assert main([*args, str(path)]) == 0
+    write_list(path, full[:4])
+    assert main([*args, str(path)]) == 1
+    printed = capsys.readouterr()
+    assert "refusing a shrink from 40 to 4 keys" in printed.out + printed.err
+    assert listed(store, full[-1]), "the previous list stays in force"
+    assert main([*args, "--max-shrink", "1", str(path)]) == 0
+    assert not listed(store, full[-1])
+    assert main([*args, "--max-shrink", "2", str(path)]) == 2

@@ -71,6 +71,12 @@ def add_watchlist_commands(parser: argparse.ArgumentParser, settings_factory: Se
     load.add_argument("--program", action="append", default=[], help="program/label (repeatable), e.g. DPRK3")
     load.add_argument("--published-at", help="publication date of the list (ISO 8601)")
     load.add_argument("--overridable", action="store_true", help="the allowlist may downgrade this list's matches")
+    load.add_argument(
+        "--max-shrink",
+        type=float,
+        default=0.5,
+        help="refuse a reload that lost more than this share of the list's addresses (default 0.5; 1 = any)",
+    )
     load.add_argument("--redis-url", help="override AML_REDIS_URL")
     load.add_argument("--show-rejected", action="store_true", help="print every rejected line")
     load.set_defaults(func=lambda args: cmd_load(args, settings_factory))
@@ -230,6 +236,9 @@ def cmd_sync(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
 
 
 def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
+    if not 0 <= args.max_shrink <= 1:
+        print("watchlist load: --max-shrink must be a number from 0 to 1", file=sys.stderr)
+        return 2
     if args.manifest:
         from aml_screener.watchlist.sources.address_list import ManifestSource
 
@@ -241,6 +250,7 @@ def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
             list=manifest.name,
             category=manifest.category,
             overridable=args.overridable,
+            max_shrink=args.max_shrink,
         )
     else:
         if not args.files or not args.list_name or not args.category:
@@ -259,6 +269,7 @@ def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
             entry_name=args.entry_name,
             programs=tuple(args.program),
             published_at=args.published_at,
+            max_shrink=args.max_shrink,
         )
     try:
         result = run_sync(_store(args, settings_factory), [config], keep_other_sources=True)
