@@ -11,9 +11,9 @@ from decimal import Decimal
 from hypothesis import strategies as st
 
 from aml_screener.screener.codec import WithdrawalEncoder
-from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
+from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
+from tests.pipeline_support import CATALOG
 
-CATALOG = SchemaCatalog()
 _ENTRY = CATALOG.current(WITHDRAWAL_REQUESTED)
 ENCODER = WithdrawalEncoder(_ENTRY.schema, _ENTRY.schema_id)
 

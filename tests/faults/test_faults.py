@@ -22,9 +22,8 @@ from aml_screener.devstack.mock_kafka import ApiKey, KafkaError
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import WithdrawalDecoder
 from aml_screener.screener.errors import DecodeError
-from aml_screener.screener.schemas import LocalSchemaRepository
 from tests.faults.oracle import Row, account, assert_sound
-from tests.faults.poison import CATALOG, mutate, valid_payload
+from tests.faults.poison import mutate, valid_payload
 from tests.integration.harness import (
     INPUT,
     TOPICS,
@@ -36,6 +35,7 @@ from tests.integration.harness import (
     produce_raw,
 )
 from tests.integration.harness import load_bundled_watchlist as load_watchlist
+from tests.pipeline_support import CATALOG, REPOSITORY
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -314,7 +314,7 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
 ):
     rng = random.Random(SEED + 6)
     events = workload(cluster, seed=SEED + 6)
-    decoder = WithdrawalDecoder(LocalSchemaRepository(CATALOG), CATALOG, max_message_bytes=65_536)
+    decoder = WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65_536)
     poison: dict[str, str] = {}  # key -> the reason the real decoder gives
     values: list[tuple[bytes | None, bytes | None]] = []
     while len(poison) < len(events) // 10:

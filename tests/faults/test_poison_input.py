@@ -4,47 +4,20 @@ screened (exactly one decision) or dead-lettered with a stable reason, a bounded
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from aml_screener.screener.codec import FramedReader, RecordEncoder, WithdrawalDecoder
+from aml_screener.screener.codec import FramedReader
 from aml_screener.screener.errors import DeadLetterReason
 from aml_screener.screener.lookup import LookupResult
-from aml_screener.screener.pipeline import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, BatchScreener, Topics
-from aml_screener.screener.schemas import SCREENING_DECISION, WITHDRAWAL_FLAGGED, LocalSchemaRepository
-from tests.faults.poison import CATALOG, payloads
+from aml_screener.screener.pipeline import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON
+from tests.faults.poison import payloads
+from tests.pipeline_support import REPOSITORY, Record, batch_screener
 
 pytestmark = pytest.mark.faults
 
-REPOSITORY = LocalSchemaRepository(CATALOG)
 READER = FramedReader(REPOSITORY)
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-
-def screener() -> BatchScreener:
-    decision, flagged = CATALOG.current(SCREENING_DECISION), CATALOG.current(WITHDRAWAL_FLAGGED)
-    return BatchScreener(
-        decoder=WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65_536),
-        decision_encoder=RecordEncoder(decision.schema, decision.schema_id),
-        flagged_encoder=RecordEncoder(flagged.schema, flagged.schema_id),
-        topics=Topics("decisions", "flagged", "dlq"),
-        instance_id="fuzz",
-        lookup=lambda keys: LookupResult("v-fuzz", 1, {}, 0.0),
-    )
-
-
-SCREENER = screener()
+SCREENER = batch_screener(lambda keys: LookupResult("v-fuzz", 1, {}, 0.0), instance_id="fuzz")
 REASONS = {reason.value for reason in DeadLetterReason}
 
 

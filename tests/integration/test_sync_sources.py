@@ -20,19 +20,15 @@ from kafka import KafkaConsumer, TopicPartition
 from aml_screener.cli import main
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
-from aml_screener.screener.codec import FramedReader, RecordEncoder, WithdrawalDecoder, WithdrawalEncoder
+from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
-from aml_screener.screener.pipeline import BatchScreener, Topics
 from aml_screener.screener.schemas import (
-    SCREENING_DECISION,
-    WITHDRAWAL_FLAGGED,
     WITHDRAWAL_REQUESTED,
-    LocalSchemaRepository,
-    SchemaCatalog,
 )
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import SourceConfig, load_config, run_sync
+from tests.pipeline_support import CATALOG, REPOSITORY, TOPICS, Record, batch_screener
 from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration
@@ -159,28 +155,9 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
         ),
     ]
     run_sync(store, sources)
-    catalog = SchemaCatalog()
-    repository = LocalSchemaRepository(catalog)
-    lookup = WatchlistLookup(store.redis, WatchlistKeys())
-    screener = BatchScreener(
-        decoder=WithdrawalDecoder(repository, catalog, 65536),
-        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, 4),
-        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, 3),
-        topics=Topics("d", "f", "q"),
-        instance_id="t",
-        lookup=lookup.lookup,
-    )
-    encoder = WithdrawalEncoder(catalog.current(WITHDRAWAL_REQUESTED).schema, 1)
-
-    @dataclass(frozen=True)
-    class Record:
-        topic: str
-        partition: int
-        offset: int
-        timestamp: int
-        key: bytes | None
-        value: bytes | None
-
+    screener = batch_screener(WatchlistLookup(store.redis, WatchlistKeys()).lookup)
+    entry = CATALOG.current(WITHDRAWAL_REQUESTED)
+    encoder = WithdrawalEncoder(entry.schema, entry.schema_id)
     records = [
         Record(
             "in",
@@ -204,8 +181,10 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
         for i, (name, address) in enumerate([("hot", hot_wallet), ("stolen", stolen), ("lazarus", lazarus)])
     ]
     done = screener.complete(screener.prepare(records))
-    reader = FramedReader(repository)
-    decisions = {d["event_id"]: d for d in (reader.decode(o.value)[1] for o in done.outputs if o.topic == "d")}
+    reader = FramedReader(REPOSITORY)
+    decisions = {
+        d["event_id"]: d for d in (reader.decode(o.value)[1] for o in done.outputs if o.topic == TOPICS.decisions)
+    }
     assert decisions["hot"]["decision"] == "CLEAR"
     assert [m["list"] for m in decisions["hot"]["overridden"]] == ["thefts"], "explainable: what was downgraded"
     assert decisions["hot"]["allowlisted"][0]["entry_id"] == "ops-1"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aml_screener.screener.codec import FramedReader, RecordEncoder, WithdrawalDecoder, WithdrawalEncoder
+from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.errors import DeadLetterReason, LookupUnavailable
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import (
@@ -19,37 +18,17 @@ from aml_screener.screener.pipeline import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
     BatchScreener,
-    Normalizer,
-    Topics,
 )
 from aml_screener.screener.schemas import (
-    SCREENING_DECISION,
-    WITHDRAWAL_FLAGGED,
     WITHDRAWAL_REQUESTED,
-    LocalSchemaRepository,
-    SchemaCatalog,
 )
 from aml_screener.screening.decision import DECISION_NAMESPACE, decision_id
 from aml_screener.screening.watchlist import Listing
+from tests.pipeline_support import CATALOG, REPOSITORY, Record, batch_screener
 
 LAZARUS = "0x098B716B8Aaf21512996dC57EB0615e2383E2f96"
 LAZARUS_KEY = "evm:" + LAZARUS.lower()
 CLEAN_EVM = "0x52908400098527886e0f7030069857d2e4169ee7"
-TOPICS = Topics("decisions", "flagged", "dlq")
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-
-CATALOG = SchemaCatalog()
-REPOSITORY = LocalSchemaRepository(CATALOG)
 READER = FramedReader(REPOSITORY)
 LAZARUS_MATCH = Listing(
     list="ofac-sdn",
@@ -69,20 +48,7 @@ def make_screener(watchlist: dict[str, list[dict]], version: str = "v-test", cal
             calls.append(list(keys))
         return LookupResult(version, max(1, len(watchlist)), {k: watchlist[k] for k in keys if k in watchlist}, 0.001)
 
-    return BatchScreener(
-        decoder=WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65536),
-        decision_encoder=RecordEncoder(
-            CATALOG.current(SCREENING_DECISION).schema, CATALOG.current(SCREENING_DECISION).schema_id
-        ),
-        flagged_encoder=RecordEncoder(
-            CATALOG.current(WITHDRAWAL_FLAGGED).schema, CATALOG.current(WITHDRAWAL_FLAGGED).schema_id
-        ),
-        topics=TOPICS,
-        instance_id="unit",
-        lookup=lookup,
-        normalizer=Normalizer(),
-        clock_us=lambda: 1_700_000_000_000_000,
-    )
+    return batch_screener(lookup, instance_id="unit")
 
 
 def withdrawal(event_id: str, network: str, address: str, **extra) -> bytes:
