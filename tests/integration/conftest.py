@@ -8,8 +8,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
+from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.stack import EmbeddedStack
+from aml_screener.watchlist.store import WatchlistStore
 from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess
 
 pytestmark = pytest.mark.integration
@@ -55,3 +58,20 @@ def reader_factory() -> Iterator[Callable[[EmbeddedStack], OutputReader]]:
     yield make
     for output_reader in readers:
         output_reader.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of its own, for watchlist tests that need no broker."""
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(server.url, decode_responses=True)
+
+
+@pytest.fixture
+def store(client: redis.Redis) -> WatchlistStore:
+    return WatchlistStore(client)

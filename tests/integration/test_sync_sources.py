@@ -14,11 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.cli import main
-from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
@@ -26,7 +24,6 @@ from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
 )
 from aml_screener.watchlist.keys import WatchlistKeys
-from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import SourceConfig, load_config, run_sync
 from tests.pipeline_support import CATALOG, REPOSITORY, TOPICS, Record, batch_screener
 from tests.shared_data import watchlist_data_dir
@@ -37,12 +34,6 @@ DATA = watchlist_data_dir()
 XML = DATA / "ofac_sdn_advanced_xml_2024-09-26" / "sdn_advanced.xml.bz2"
 CSV = DATA / "ofac_sdn_csv_2024-05-03" / "sdn.csv"
 LAZARUS_KEY = "evm:0x098b716b8aaf21512996dc57eb0615e2383e2f96"
-
-
-@pytest.fixture
-def store() -> Iterator[WatchlistStore]:
-    with RedisServer() as server:
-        yield WatchlistStore(redis.Redis.from_url(server.url, decode_responses=True))
 
 
 @pytest.mark.skipif(not XML.is_file() or not CSV.is_file(), reason="shared OFAC data not present")

@@ -11,11 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import redis
 
 from aml_screener.cli import main
 from aml_screener.devstack.address_factory import random_address
-from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize_key
@@ -27,22 +25,6 @@ from tests.shared_data import watchlist_data_dir
 pytestmark = pytest.mark.integration
 
 OFAC_XML_DIR = watchlist_data_dir() / "ofac_sdn_advanced_xml_2024-09-26"
-
-
-@pytest.fixture
-def server():
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    return redis.Redis.from_url(server.url, decode_responses=True)
-
-
-@pytest.fixture
-def store(client):
-    return WatchlistStore(client)
 
 
 def addresses(count: int, seed: int = 1) -> list[str]:

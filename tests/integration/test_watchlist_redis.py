@@ -11,7 +11,6 @@ import redis
 
 from aml_screener.cli import main
 from aml_screener.demo.sample import load_sample
-from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.integration
 OFAC_LISTS = watchlist_data_dir() / "ofac_0xB10C_lists_2024-09-27"
 LAZARUS = "0x098B716B8Aaf21512996dC57EB0615e2383E2f96"
 OTHER = "0x52908400098527886e0f7030069857d2e4169ee7"
-
-
-@pytest.fixture
-def server():
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    return redis.Redis.from_url(server.url, decode_responses=True)
-
-
-@pytest.fixture
-def store(client):
-    return WatchlistStore(client)
 
 
 def entry(address: str, *, list_name: str = "l", entry_id: str = "1", category: str = "sanctions", asset="ETH"):
