@@ -14,7 +14,7 @@ import pytest
 
 from aml_screener.devstack.stack import EmbeddedStack
 from tests.faults.oracle import Row, markdown_table
-from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess
+from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess, screener_processes
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -39,16 +39,8 @@ def group() -> str:
 
 @pytest.fixture
 def screeners(cluster: EmbeddedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
-    started: list[ScreenerProcess] = []
-
-    def start(instance: str, **env: Any) -> ScreenerProcess:
-        process = ScreenerProcess(cluster, group=group, instance=instance, env=env).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
+    with screener_processes(cluster, group) as start:
+        yield start
 
 
 @pytest.fixture

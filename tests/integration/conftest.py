@@ -13,7 +13,7 @@ import redis
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.watchlist.store import WatchlistStore
-from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess
+from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess, screener_processes
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +26,8 @@ def stack() -> Iterator[EmbeddedStack]:
 
 @pytest.fixture
 def screeners(stack: EmbeddedStack) -> Iterator[Callable[..., ScreenerProcess]]:
-    started: list[ScreenerProcess] = []
-    group = f"aml-screener-test-{uuid.uuid4().hex[:8]}"
-
-    def start(instance: str = "s1", *, target: EmbeddedStack | None = None, **env: Any) -> ScreenerProcess:
-        process = ScreenerProcess(target or stack, group=group, instance=instance, env=env).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
+    with screener_processes(stack, f"aml-screener-test-{uuid.uuid4().hex[:8]}") as start:
+        yield start
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,24 @@ class ScreenerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def screener_processes(stack: EmbeddedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
+    """`start(instance, *, target=None, **AML_env)` runs a screener of `group`; every one started is killed on exit,
+    so a failing test leaves nothing running."""
+    started: list[ScreenerProcess] = []
+
+    def start(instance: str = "s1", *, target: EmbeddedStack | None = None, **env: Any) -> ScreenerProcess:
+        process = ScreenerProcess(target or stack, group=group, instance=instance, env=env).start()
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.close()
 
 
 @dataclass
