@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -199,7 +200,7 @@ def _resolve_chain(row: Row, source: str) -> str | Rejection | None:
         return Rejection(source, f"line {row.line}", row.values.get("address", ""), None, "unknown_chain", detail)
 
 
-class _CustomCsvSource:
+class _CustomCsvSource(ABC):
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()  # documented optional columns (others are ignored)
     forbidden: Mapping[str, str] = MappingProxyType({})  # column -> why a file with it is refused
@@ -223,8 +224,9 @@ class _CustomCsvSource:
                 continue
             yield self._item(row)
 
-    def _item(self, row: Row) -> SourceEntry | Rejection:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _item(self, row: Row) -> SourceEntry | Rejection:
+        """One data row as an entry, or a rejection with its reason."""
 
     def _reject(self, row: Row, reason: str, detail: str, asset: str | None = None) -> Rejection:
         return Rejection(self.source, f"line {row.line}", row.values.get("address", ""), asset, reason, detail)
