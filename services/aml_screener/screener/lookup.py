@@ -40,7 +40,7 @@ class ActiveVersion:
     tables: tuple[str, ...]
     overridable: frozenset[str]
     meta: dict[str, Any]
-    recorded_sizes: tuple[int | None, ...] = ()  # per table, the key count the sync recorded (None: unknown)
+    recorded_sizes: tuple[int | None, ...]  # per table, the key count the sync recorded (None: unknown)
 
 
 class WatchlistLookup:
@@ -123,7 +123,7 @@ class WatchlistLookup:
         address_keys: Sequence[str],
         started: float,
     ) -> LookupResult:
-        for table, size, recorded in zip(active.tables, sizes, active.recorded_sizes or sizes, strict=True):
+        for table, size, recorded in zip(active.tables, sizes, active.recorded_sizes, strict=True):
             if not size:
                 raise LookupUnavailable(
                     "empty_watchlist", f"table {table} of active version {active.version} is missing or empty"
