@@ -58,7 +58,7 @@ def test_every_network_has_generators_for_its_address_kinds() -> None:
     assert kinds_for("bitcoin") == ("p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr")
     assert kinds_for("litecoin") == ("p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr")
     assert kinds_for("tron") == ("tron",)
-    assert kinds_for("zcash") == ("p2pkh", "p2sh")
+    assert kinds_for("zcash") == ("p2pkh", "p2sh", "tex", "sapling", "unified")
     assert kinds_for("bitcoin-cash") == tuple(CASHADDR_KINDS)
     assert kinds_for("bnb-beacon-chain") == ("bnb",)
     assert kinds_for("xrp-ledger") == ("classic", "x-address")
@@ -171,6 +171,15 @@ def test_case_variants_all_map_to_one_key(network: str, kind: str) -> None:
         elif kind in ("x-address", "integrated", "muxed"):
             assert variants[0] == address and len(variants) == 2
             assert normalize(network, variants[1]).kind in ("classic", "standard", "account")
+        elif network == "litecoin" and kind == "p2sh":
+            # the "M..." and the legacy "3..." form of one script hash
+            assert variants[0] == address and sorted(v[0] for v in variants) == ["3", "M"]
+        elif network == "zcash" and kind in ("p2pkh", "tex"):
+            # a t1 address and the TEX address of its hash (ZIP-320), TEX in either case
+            assert variants[0] == address and len(variants) == 3
+            assert sum(v.startswith("t1") for v in variants) == 1
+        elif network == "zcash" and kind in ("sapling", "unified"):
+            assert variants == [address.lower(), address.upper()]
         else:
             assert variants == [address]
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from aml_screener.devstack.address_factory import case_variants, cashaddr_address, random_address, segwit_address
 from aml_screener.screening.addresses import (
     MAX_ADDRESS_LENGTH,
+    MAX_UNIFIED_ADDRESS_LENGTH,
     ChainFamily,
     InvalidAddress,
     NormalizedAddress,
@@ -84,6 +85,10 @@ def bch_key_of_legacy(legacy: str) -> str:
 def expected_b58_key(network: str, address: str) -> str:
     if network == "bitcoin-cash":
         return bch_key_of_legacy(address)
+    raw = base58.b58decode_check(address)
+    if network == "litecoin" and raw[0] == 0x05:
+        # Litecoin's legacy P2SH version: the same script as the current "M..." form, which is the key.
+        return "ltc:" + base58.b58encode_check(b"\x32" + raw[1:]).decode()
     return f"{resolve_network(network).family.value}:{address}"
 
 
@@ -515,10 +520,11 @@ def test_networks_sharing_version_bytes_still_get_separate_keys() -> None:
     assert normalize("verge", doge_or_xvg).key == f"xvg:{doge_or_xvg}"
     assert normalize("dogecoin", doge_or_xvg).key == f"doge:{doge_or_xvg}"
     p2sh = "3LtcaPbCj87CwJHnRX3vh7c2y9RZQqeSy8"
-    # Litecoin still accepts its legacy 0x05 P2SH form; Bitcoin Cash keys it by its CashAddr form.
+    # Litecoin still accepts its legacy 0x05 P2SH form, keyed by the current "M..." form of the same script;
+    # Bitcoin Cash keys it by its CashAddr form.
     assert {normalize(n, p2sh).key for n in ("bitcoin", "litecoin", "bitcoin-cash", "bitcoin-sv")} == {
         f"btc:{p2sh}",
-        f"ltc:{p2sh}",
+        "ltc:" + base58.b58encode_check(b"\x32" + base58.b58decode_check(p2sh)[1:]).decode(),
         bch_key_of_legacy(p2sh),
         f"bsv:{p2sh}",
     }
@@ -609,8 +615,8 @@ def test_to_checksum_address_rejects_non_hex() -> None:
         ("\t0xd8da6bf26964af9d7eed9e03e53415d37aa96045", "whitespace"),
         ("TFdTr9C3BqQrzKBXqSxJfAZFTh8UwBAfSg\u00a0", "whitespace"),
         ("\u30001A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa", "whitespace"),
-        ("1" * (MAX_ADDRESS_LENGTH + 1), "too_long"),
-        (" " * 200, "too_long"),
+        ("1" * (MAX_UNIFIED_ADDRESS_LENGTH + 1), "too_long"),
+        (" " * (MAX_UNIFIED_ADDRESS_LENGTH + 100), "too_long"),
         ("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNа", "bad_characters"),  # Cyrillic a  # noqa: RUF001
         ("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa\x00", "bad_characters"),
         ("0xd8da6bf26964af9d7eed9e03e53415d37aa9604\x7f", "bad_characters"),
@@ -623,6 +629,10 @@ def test_generic_rejections_come_first_on_every_network(network: str, address: s
 
 def test_128_characters_is_not_too_long_yet() -> None:
     assert reason_of("bitcoin", "1" * MAX_ADDRESS_LENGTH) != "too_long"
+    assert reason_of("bitcoin", "1" * (MAX_ADDRESS_LENGTH + 1)) == "too_long"
+    # Zcash unified addresses can be several hundred characters long: only Zcash looks at longer input.
+    assert reason_of("zcash", "u" * (MAX_ADDRESS_LENGTH + 1)) != "too_long"
+    assert reason_of("zcash", "u" * (MAX_UNIFIED_ADDRESS_LENGTH + 1)) == "too_long"
 
 
 def test_error_message_names_network_and_problem_and_is_bounded() -> None:
@@ -812,7 +822,8 @@ def test_base58check_round_trip_keeps_the_exact_string(case: tuple[str, str, str
     assert result.key == expected_b58_key(network, encoded)
     assert result.kind == kind
     if network != "bitcoin-cash":  # displayed in its CashAddr form (see test_addresses_formats.py)
-        assert result.display == encoded
+        # the exact string, except a legacy version byte (Litecoin "3..."), shown in the current form
+        assert result.display == expected_b58_key(network, encoded).partition(":")[2]
     if network == "tron":
         assert encoded.startswith("T") and len(encoded) == 34
 
@@ -846,7 +857,7 @@ def test_base58_decoder_agrees_with_the_base58_package(
             text = text[:pos] + text[pos + 1 :]
     assume(text)
     try:
-        accepted = normalize(network, text).key == f"{resolve_network(network).family.value}:{text}"
+        accepted = normalize(network, text).key == expected_b58_key(network, text)
     except InvalidAddress:
         accepted = False
     assert accepted == reference_base58_valid(network, text)

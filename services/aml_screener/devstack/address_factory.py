@@ -6,7 +6,8 @@ addresses. The network parameters (version bytes, HRPs) come from the table in
 (Bitcoin and XRP alphabets) is produced with the ``base58`` package, bech32/bech32m with the BIP-350 reference
 algorithm below, CashAddr with the spec's reference checksum, Monero Base58 with ``base58``'s integer codec per
 block, Stellar StrKey with the standard library's base32 and CRC, so the generator can serve as a check on the
-normalizer rather than mirroring its bugs.
+normalizer rather than mirroring its bugs. Zcash unified addresses use the domain's F4Jumble permutation (a
+published algorithm, checked against the official zcash-test-vectors in tests) with the bech32m encoder below.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from Crypto.Hash import keccak
 from aml_screener.screening.addresses import (
     AddressFormat,
     Network,
+    f4jumble,
     known_networks,
     normalize,
     resolve_network,
@@ -45,6 +47,8 @@ __all__ = [
     "random_address",
     "segwit_address",
     "stellar_address",
+    "tex_address",
+    "unified_address",
 ]
 
 #: Spellings of an EVM address: all-lowercase, uppercase body (lowercase "0x"), EIP-55 checksummed.
@@ -69,6 +73,11 @@ CASHADDR_KINDS: Final[dict[str, tuple[int, int]]] = {
 }
 #: Monero kinds and their mainnet network tags.
 MONERO_KINDS: Final[dict[str, int]] = {"standard": 18, "integrated": 19, "subaddress": 42}
+#: Zcash bech32 kinds: TEX (ZIP-320), Sapling, unified address (ZIP-316).
+ZCASH_BECH32_KINDS: Final = ("tex", "sapling", "unified")
+_ZCASH_P2PKH_VERSION: Final = b"\x1c\xb8"
+# ZIP-316 receiver typecodes and lengths: P2PKH, P2SH, Sapling, Orchard.
+_UA_RECEIVERS: Final = {0x00: 20, 0x01: 20, 0x02: 43, 0x03: 43}
 
 _B58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _XRP_ALPHABET: Final = base58.RIPPLE_ALPHABET.decode(
@@ -98,8 +107,9 @@ def kinds_for(network: str) -> tuple[str, ...]:
     """The address kinds :func:`random_address` can produce for ``network``."""
     net = resolve_network(network)
     kinds = [kind for fmt in net.formats for kind in _format_kinds(net, fmt)]
-    # Segwit comes before Base58 in the format order, but Base58 kinds have always been listed first.
-    return tuple(sorted(dict.fromkeys(kinds), key=lambda k: k in SEGWIT_KINDS))
+    # Segwit and Zcash's bech32 formats come before Base58 in the format order, but Base58 kinds have always been
+    # listed first.
+    return tuple(sorted(dict.fromkeys(kinds), key=lambda k: k in SEGWIT_KINDS or k in ZCASH_BECH32_KINDS))
 
 
 def random_address(network: str, rng: random.Random, *, kind: str | None = None, style: str | None = None) -> str:
@@ -138,6 +148,7 @@ _KINDS_BY_FORMAT: Final[dict[AddressFormat, tuple[str, ...]]] = {
     AddressFormat.MONERO_BASE58: tuple(MONERO_KINDS),
     AddressFormat.SOLANA_BASE58: ("account",),
     AddressFormat.STRKEY: ("account", "muxed"),
+    AddressFormat.ZCASH_BECH32: ZCASH_BECH32_KINDS,
 }
 
 
@@ -199,6 +210,41 @@ def _gen_solana(net: Network, kind: str, style: str | None, rng: random.Random) 
     return base58.b58encode(rng.randbytes(32)).decode("ascii")
 
 
+def _gen_zcash_bech32(kind: str, style: str | None, rng: random.Random) -> str:
+    if kind == "tex":
+        return _bech32_style(tex_address(rng.randbytes(20)), style)
+    if kind == "sapling":
+        return _bech32_style(_bech32_encode("zs", _to_5bit(rng.randbytes(43)), _BECH32_CONST), style)
+    # A unified address: at least one shielded receiver, at most one transparent one (ZIP-316).
+    shielded = rng.choice([[0x02], [0x03], [0x02, 0x03]])
+    transparent = rng.choice([[], [0x00], [0x01]])
+    items = {code: rng.randbytes(_UA_RECEIVERS[code]) for code in transparent + shielded}
+    return _bech32_style(unified_address(items), style)
+
+
+def _compact_size(value: int) -> bytes:
+    """Zcash/Bitcoin CompactSize: one byte below 0xFD, else a marker and 2, 4 or 8 little-endian bytes."""
+    if value < 0xFD:
+        return bytes([value])
+    for marker, width in ((0xFD, 2), (0xFE, 4), (0xFF, 8)):
+        if value < 1 << (8 * width):
+            return bytes([marker]) + value.to_bytes(width, "little")
+    raise ValueError(f"{value} does not fit a CompactSize")
+
+
+def tex_address(pubkey_hash: bytes) -> str:
+    """ZIP-320 TEX address of a 20-byte P2PKH hash: bech32m, HRP "tex"."""
+    return _bech32_encode("tex", _to_5bit(pubkey_hash), _BECH32M_CONST)
+
+
+def unified_address(items: dict[int, bytes], hrp: str = "u") -> str:
+    """ZIP-316 unified address of typecode -> raw receiver: TLV items in typecode order, the HRP padded to 16
+    bytes, F4Jumble, bech32m."""
+    raw = b"".join(_compact_size(code) + _compact_size(len(item)) + item for code, item in sorted(items.items()))
+    raw += hrp.encode("ascii").ljust(16, b"\0")
+    return _bech32_encode(hrp, _to_5bit(f4jumble(raw)), _BECH32M_CONST)
+
+
 def _gen_stellar(net: Network, kind: str, style: str | None, rng: random.Random) -> str:
     _single_spelling(style)
     return stellar_address(rng.randbytes(32), rng.getrandbits(64) if kind == "muxed" else None)
@@ -215,6 +261,7 @@ _GENERATORS: Final[dict[AddressFormat, Callable[[Network, str, str | None, rando
     AddressFormat.MONERO_BASE58: _gen_monero,
     AddressFormat.SOLANA_BASE58: _gen_solana,
     AddressFormat.STRKEY: _gen_stellar,
+    AddressFormat.ZCASH_BECH32: lambda net, kind, style, rng: _gen_zcash_bech32(kind, style, rng),
 }
 
 
@@ -224,8 +271,9 @@ def case_variants(network: str, address: str) -> list[str]:
     EVM: lowercase, uppercase body (lowercase "0x"), EIP-55. Bech32: lowercase and uppercase. Bitcoin Cash:
     every CashAddr spelling (prefix or not, either case) of the plain and the token-aware type, and the legacy
     form where one exists. TRON: Base58Check and the hex spellings. An XRP X-address, a Monero integrated
-    address and a Stellar muxed account: the address and its underlying account. Other Base58 formats are
-    case-sensitive, so only the address itself.
+    address and a Stellar muxed account: the address and its underlying account. Litecoin P2SH: the "3..." and the
+    "M..." form. Zcash: TEX, Sapling and unified addresses in either case, TEX and the t1 address of its hash.
+    Other Base58 formats are case-sensitive, so only the address itself.
     """
     normalized = normalize(network, address)
     formats = resolve_network(network).formats
@@ -249,6 +297,20 @@ def case_variants(network: str, address: str) -> list[str]:
         variants = [address, monero_address(MONERO_KINDS["standard"], keys[1:33], keys[33:65])]
     elif normalized.kind == "muxed":
         variants = [address, stellar_address(_strkey_decode(address)[1:33])]
+    elif normalized.kind in ("tex", "sapling", "unified"):
+        variants = [address.lower(), address.upper()]
+        if normalized.kind == "tex":  # the t1 address of the same hash is where TEX funds land
+            variants.append(base58.b58encode_check(_ZCASH_P2PKH_VERSION + normalized.payload).decode("ascii"))
+    elif normalized.family.value == "zec" and normalized.kind == "p2pkh":
+        pubkey_hash = base58.b58decode_check(address)[2:]
+        variants = [address, tex_address(pubkey_hash), tex_address(pubkey_hash).upper()]
+    elif normalized.kind == "p2sh" and len(resolve_network(network).base58_versions) > len(
+        {kind for _version, kind in resolve_network(network).base58_versions}
+    ):
+        # A kind with two version bytes in use (Litecoin P2SH "3..." and "M..."): each spells the same script.
+        script_hash = base58.b58decode_check(address)[1:]
+        versions = [v for v, k in resolve_network(network).base58_versions if k == "p2sh"]
+        variants = [address, *(base58.b58encode_check(v + script_hash).decode("ascii") for v in versions)]
     else:
         variants = [address]
     return list(dict.fromkeys(variants))
@@ -421,7 +483,7 @@ def _known_hrps() -> set[str]:
         hrp
         for name in known_networks()
         if (hrp := resolve_network(name).segwit_hrp or resolve_network(name).bech32_hrp) is not None
-    }
+    } | {"tex", "zs", "u"}
 
 
 def _bech32_polymod(values: list[int]) -> int:

@@ -41,7 +41,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
 
@@ -51,23 +51,33 @@ _T = TypeVar("_T")
 
 __all__ = [
     "MAX_ADDRESS_LENGTH",
+    "MAX_UNIFIED_ADDRESS_LENGTH",
     "AddressFormat",
     "ChainFamily",
     "InvalidAddress",
     "Network",
     "NormalizedAddress",
     "UnsupportedNetwork",
+    "encode_unified_address",
+    "f4jumble",
+    "f4jumble_inv",
+    "key_for",
     "known_networks",
     "networks_for_asset",
     "normalize",
     "normalize_key",
     "normalize_listed",
+    "parse_key",
     "resolve_network",
     "to_checksum_address",
 ]
 
-#: Longest input looked at at all; anything longer is rejected before any parsing work.
+#: Longest input looked at at all (on networks without longer formats); anything longer is rejected before any
+#: parsing work.
 MAX_ADDRESS_LENGTH: Final = 128
+#: Longest Zcash unified address looked at. ZIP-316 sets no maximum; three receivers and the revision-2 metadata
+#: take about 230 characters, the longest official test vector (with unknown item types) 509.
+MAX_UNIFIED_ADDRESS_LENGTH: Final = 1024
 
 
 class ChainFamily(StrEnum):
@@ -78,7 +88,7 @@ class ChainFamily(StrEnum):
     LITECOIN = "ltc"
     DOGECOIN = "doge"
     DASH = "dash"
-    ZCASH = "zec"  # transparent t-addresses only
+    ZCASH = "zec"  # transparent t-addresses, TEX, Sapling and unified addresses
     BITCOIN_GOLD = "btg"
     BITCOIN_CASH = "bch"  # CashAddr and legacy Base58, keyed by the CashAddr form
     BITCOIN_SV = "bsv"
@@ -105,6 +115,7 @@ class AddressFormat(StrEnum):
     MONERO_BASE58 = "monero-base58"  # Monero block-wise Base58 with a Keccak-256 checksum
     SOLANA_BASE58 = "solana-base58"  # Base58 of a 32-byte public key, no checksum
     STRKEY = "strkey"  # Stellar SEP-23 StrKey (base32 + CRC16-XModem)
+    ZCASH_BECH32 = "zcash-bech32"  # Zcash TEX (ZIP-320), Sapling "zs1" and unified addresses (ZIP-316)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +124,22 @@ class NormalizedAddress:
 
     family: ChainFamily
     key: str  # f"{family.value}:{canonical}"
-    # EIP-55 for EVM, lowercase for bech32, "bitcoincash:" + lowercase CashAddr for Bitcoin Cash (also for
-    # legacy input), the Base58Check form for TRON (also for hex input), the exact string otherwise.
+    # EIP-55 for EVM, lowercase for bech32 (also Zcash TEX, Sapling and unified addresses), "bitcoincash:" +
+    # lowercase CashAddr for Bitcoin Cash (also for legacy input), the Base58Check form for TRON (also for hex
+    # input), Litecoin's legacy P2SH "3..." in its current "M..." form, the exact string otherwise.
     display: str
     # "evm"; "p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr", "segwit"; Bitcoin Cash also "p2sh32" and the
     # token-aware "p2pkh-tokens", "p2sh-tokens", "p2sh32-tokens"; "tron"; "bnb"; XRP "classic", "x-address";
-    # Monero "standard", "integrated", "subaddress"; Solana "account"; Stellar "account", "muxed".
+    # Monero "standard", "integrated", "subaddress"; Solana "account"; Stellar "account", "muxed"; Zcash also
+    # "tex", "sapling", "orchard" (a receiver of a unified address) and "unified".
     kind: str
+    # The bytes the key names, where a related address can be derived from them (screening/related.py): the
+    # 20-byte hash of P2PKH/P2SH/P2WPKH (version bytes stripped), the witness program, the 20-byte EVM or TRON
+    # account, the 32-byte Solana key, a Zcash receiver's raw bytes. Empty where nothing derives from it.
+    # Derived from the key, so not part of equality.
+    payload: bytes = field(default=b"", compare=False)
+    # Zcash unified address: its receivers, each a NormalizedAddress of its own (empty otherwise).
+    receivers: tuple[NormalizedAddress, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +156,7 @@ class Network:
     segwit_hrp: str | None = None  # BIP-173 human-readable part, lowercase
     bech32_hrp: str | None = None  # plain (non-segwit) bech32 human-readable part, lowercase
     aliases: tuple[str, ...] = ()
+    max_length: int = 0  # longest input looked at (0: MAX_ADDRESS_LENGTH)
 
 
 class InvalidAddress(ValueError):
@@ -153,6 +174,11 @@ class InvalidAddress(ValueError):
 
     def __reduce__(self) -> tuple[type[InvalidAddress], tuple[str, str, str, str]]:
         return (type(self), (self.reason, self.network, self.address, str(self)))
+
+    @property
+    def specificity(self) -> int:
+        """How far parsing got before it failed: of several failures, the highest is the one to report."""
+        return _SPECIFICITY.get(self.reason, 0)
 
 
 class UnsupportedNetwork(ValueError):
@@ -195,7 +221,8 @@ _NETWORK_TABLE: Final[tuple[Network, ...]] = (
     Network("bitcoin", ChainFamily.BITCOIN, "Bitcoin", _SEGWIT_B58,
             base58_versions=((b"\x00", "p2pkh"), (b"\x05", "p2sh")),
             segwit_hrp="bc", aliases=("btc", "xbt")),
-    # Litecoin P2SH moved from 0x05 ("3...") to 0x32 ("M..."); wallets and lists still carry the legacy form.
+    # Litecoin P2SH moved from 0x05 ("3...") to 0x32 ("M..."); wallets and lists still carry the legacy form. Both
+    # spell the same output script, so both are keyed by the first (current) version of the kind: "M...".
     Network("litecoin", ChainFamily.LITECOIN, "Litecoin", _SEGWIT_B58,
             base58_versions=((b"\x30", "p2pkh"), (b"\x32", "p2sh"), (b"\x05", "p2sh")),
             segwit_hrp="ltc", aliases=("ltc",)),
@@ -203,9 +230,12 @@ _NETWORK_TABLE: Final[tuple[Network, ...]] = (
             base58_versions=((b"\x1e", "p2pkh"), (b"\x16", "p2sh")), aliases=("doge",)),
     Network("dash", ChainFamily.DASH, "Dash", _B58,
             base58_versions=((b"\x4c", "p2pkh"), (b"\x10", "p2sh"))),
-    # Zcash transparent addresses have a two-byte version: t1 = 1CB8 (P2PKH), t3 = 1CBD (P2SH).
-    Network("zcash", ChainFamily.ZCASH, "Zcash", _B58,
-            base58_versions=((b"\x1c\xb8", "p2pkh"), (b"\x1c\xbd", "p2sh")), aliases=("zec",)),
+    # Zcash transparent addresses have a two-byte version: t1 = 1CB8 (P2PKH), t3 = 1CBD (P2SH). TEX (ZIP-320),
+    # Sapling (zs1) and unified addresses (ZIP-316, up to several hundred characters) are bech32/bech32m and are
+    # claimed first by their human-readable part.
+    Network("zcash", ChainFamily.ZCASH, "Zcash", (AddressFormat.ZCASH_BECH32, AddressFormat.BASE58CHECK),
+            base58_versions=((b"\x1c\xb8", "p2pkh"), (b"\x1c\xbd", "p2sh")), aliases=("zec",),
+            max_length=MAX_UNIFIED_ADDRESS_LENGTH),
     Network("bitcoin-gold", ChainFamily.BITCOIN_GOLD, "Bitcoin Gold", _B58,
             base58_versions=((b"\x26", "p2pkh"), (b"\x17", "p2sh")), aliases=("btg", "bitcoingold")),
     # Bitcoin Cash and Bitcoin SV kept Bitcoin's legacy version bytes. Bitcoin Cash's legacy form is keyed by
@@ -361,7 +391,7 @@ def _parse_evm(net: Network, address: str) -> NormalizedAddress:
     lower, display = _evm_lower_body(net, address)
     if display is None:
         display = "0x" + _eip55_body(lower)
-    return NormalizedAddress(ChainFamily.EVM, "evm:0x" + lower, display, "evm")
+    return NormalizedAddress(ChainFamily.EVM, "evm:0x" + lower, display, "evm", bytes.fromhex(lower))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -447,7 +477,7 @@ def _b58check_versioned(net: Network, address: str) -> tuple[bytes, str]:
     payload = raw[:-4]
     if hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] != raw[-4:]:  # see _b58check_payload
         raise _invalid(net, address, "bad_checksum", "the Base58Check checksum does not match (typo?)")
-    versions, version_len, expected = _B58_PARAMS[net.name]
+    versions, version_len, expected, _canonical = _B58_PARAMS[net.name]
     if size != expected:
         raise _invalid(
             net,
@@ -466,9 +496,21 @@ def _b58check_versioned(net: Network, address: str) -> tuple[bytes, str]:
     return payload, kind
 
 
+def _b58check_encode(payload: bytes) -> str:
+    return _b58_encode(payload + _sha256d_checksum(payload), _B58_ALPHABET)
+
+
 def _parse_base58check(net: Network, address: str) -> NormalizedAddress:
-    _payload, kind = _b58check_versioned(net, address)
-    return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, kind)
+    payload, kind = _b58check_versioned(net, address)
+    _versions, version_len, _expected, canonical = _B58_PARAMS[net.name]
+    body = payload[version_len:]
+    current = canonical[kind]
+    if payload[:version_len] != current:
+        # A kind with two version bytes in use (Litecoin P2SH "3..." and "M..."): the same output script, so the
+        # key is the spelling with the kind's current version, whichever was typed.
+        spelled = _b58check_encode(current + body)
+        return NormalizedAddress(net.family, f"{net.family.value}:{spelled}", spelled, kind, body)
+    return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, kind, body)
 
 
 def _claims_any(net: Network, address: str) -> bool:
@@ -503,7 +545,7 @@ def _parse_tron_hex(net: Network, address: str) -> NormalizedAddress:
         raise _invalid(net, address, "bad_version", "a TRON hex address starts with the mainnet prefix byte 41")
     raw = bytes.fromhex(lower)
     display = _b58_encode(raw + _sha256d_checksum(raw), _B58_ALPHABET)
-    return NormalizedAddress(net.family, f"{net.family.value}:{display}", display, "tron")
+    return NormalizedAddress(net.family, f"{net.family.value}:{display}", display, "tron", raw[1:])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -557,10 +599,10 @@ def _parse_solana(net: Network, address: str) -> NormalizedAddress:
         # Characters first, so that e.g. a hex string reads as "not Base58" rather than "wrong length".
         _b58_decode(net, address, _B58_DIGITS, _B58_ALPHABET)
         raise _invalid(net, address, "bad_length", f"a Solana address has 32 to 44 characters, not {len(address)}")
-    size = len(_b58_decode(net, address, _B58_DIGITS, _B58_ALPHABET))
-    if size != 32:
-        raise _invalid(net, address, "bad_length", f"it decodes to {size} bytes, not a 32-byte public key")
-    return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, "account")
+    raw = _b58_decode(net, address, _B58_DIGITS, _B58_ALPHABET)
+    if len(raw) != 32:
+        raise _invalid(net, address, "bad_length", f"it decodes to {len(raw)} bytes, not a 32-byte public key")
+    return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, "account", raw)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -607,15 +649,54 @@ def _hrp_state(hrp: str) -> int:
     return _polymod(1, expanded)
 
 
+def _hrp_state_of(net: Network, hrp: str) -> int:
+    # The network's own HRP state is precomputed; Zcash has several HRPs (TEX, Sapling, unified).
+    state = _HRP_STATES.get(net.name)
+    return state if state is not None and _HRPS[net.name] == hrp else _hrp_state(hrp)
+
+
+def _to_5bit(data: bytes) -> bytes:
+    """8-bit bytes -> 5-bit groups, the last one zero-padded (BIP-173 ``convertbits(data, 8, 5, True)``)."""
+    groups = (len(data) * 8 + 4) // 5
+    value = int.from_bytes(data, "big") << (groups * 5 - len(data) * 8)
+    return bytes((value >> (5 * i)) & 31 for i in range(groups - 1, -1, -1))
+
+
+def _from_5bit(net: Network, address: str, data_part: str) -> bytes:
+    """5-bit groups (as bech32 characters) -> bytes; BIP-173: at most 4 padding bits, all zero."""
+    n_bits = len(data_part) * 5
+    pad_bits = n_bits % 8
+    value = int(data_part.translate(_BECH32_TO_BASE32), 32) if data_part else 0
+    if pad_bits > 4:
+        raise _invalid(net, address, "bad_length", "its data part has a superfluous 5-bit group")
+    if value & ((1 << pad_bits) - 1):
+        raise _invalid(net, address, "bad_encoding", "the padding bits of its data part are not zero")
+    return (value >> pad_bits).to_bytes(n_bits // 8, "big")
+
+
+def _bech32_encode(hrp: str, values: bytes, const: int) -> str:
+    """hrp + "1" + data + checksum (BIP-173 with const 1, BIP-350 bech32m with its constant), lowercase."""
+    checksum = _polymod(_hrp_state(hrp), values + bytes(6)) ^ const
+    tail = bytes((checksum >> (5 * (5 - i))) & 31 for i in range(6))
+    return f"{hrp}1{(values + tail).translate(_BECH32_FROM_VALUES).decode('ascii')}"
+
+
+def _segwit_encode(hrp: str, version: int, program: bytes) -> str:
+    # BIP-350: witness version 0 uses bech32, versions 1..16 bech32m.
+    return _bech32_encode(hrp, bytes([version]) + _to_5bit(program), _BECH32_CONST if version == 0 else _BECH32M_CONST)
+
+
 def _claims_segwit(net: Network, address: str) -> bool:
     sep = address.find("1")
     return sep > 0 and address[:sep].lower() in _KNOWN_BECH32_HRPS
 
 
-def _bech32_decode(net: Network, address: str, hrp: str, min_values: int) -> tuple[str, str, bytes, bool]:
+def _bech32_decode(
+    net: Network, address: str, hrp: str, min_values: int, *, max_length: int = _BECH32_MAX_LENGTH
+) -> tuple[str, str, bytes, bool]:
     """BIP-173/BIP-350 string checks: (lowercase address, data part, 5-bit values, is bech32m)."""
-    if len(address) > _BECH32_MAX_LENGTH:
-        raise _invalid(net, address, "bad_length", f"a bech32 address has at most {_BECH32_MAX_LENGTH} characters")
+    if len(address) > max_length:
+        raise _invalid(net, address, "bad_length", f"a bech32 address has at most {max_length} characters")
     lower = address.lower()
     # BIP-173: decoders must not accept strings mixing upper and lower case; all-uppercase is valid.
     if address != lower and address != address.upper():
@@ -637,7 +718,7 @@ def _bech32_decode(net: Network, address: str, hrp: str, min_values: int) -> tup
         raise _invalid(net, address, "bad_characters", f"{bad!r} is not a bech32 character")
     if len(values) < min_values:
         raise _invalid(net, address, "bad_length", f"the data part is too short for a {net.title} address")
-    residue = _polymod(_HRP_STATES[net.name], values)
+    residue = _polymod(_hrp_state_of(net, hrp), values)
     if residue == _BECH32_CONST:
         is_bech32m = False
     elif residue == _BECH32M_CONST:
@@ -684,7 +765,8 @@ def _parse_segwit(net: Network, address: str) -> NormalizedAddress:
         kind = "p2tr"  # BIP-341 taproot
     else:
         kind = "segwit"  # future witness versions / lengths: valid to send to, not yet defined
-    return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, kind)
+    program = (program_int >> pad_bits).to_bytes(program_len, "big")
+    return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, kind, program)
 
 
 def _parse_bech32_account(net: Network, address: str) -> NormalizedAddress:
@@ -757,11 +839,8 @@ _CASHADDR_TEST_PREFIX_STATES: Final = {p: _cashaddr_prefix_state(p) for p in ("b
 
 def _cashaddr_encode(version: int, hash_bytes: bytes) -> str:
     """Lowercase CashAddr payload (no prefix) of a version byte and hash, with its checksum."""
-    data = bytes([version]) + hash_bytes
-    groups = (len(data) * 8 + 4) // 5
     # spec: the data is padded to the right with zero bits to complete the last 5-bit group.
-    value = int.from_bytes(data, "big") << (groups * 5 - len(data) * 8)
-    values = bytes((value >> (5 * i)) & 31 for i in range(groups - 1, -1, -1))
+    values = _to_5bit(bytes([version]) + hash_bytes)
     checksum = _cashaddr_polymod(_CASHADDR_PREFIX_STATE, values + bytes(8)) ^ 1
     values += bytes((checksum >> (5 * i)) & 31 for i in range(7, -1, -1))
     return values.translate(_BECH32_FROM_VALUES).decode("ascii")
@@ -838,7 +917,8 @@ def _parse_cashaddr(net: Network, address: str) -> NormalizedAddress:
         )
     # Token-aware types pay the same locking script as their plain type: key them by the plain form.
     canonical = payload if type_bits < 2 else _cashaddr_encode(version - (2 << 3), data[1:])
-    return NormalizedAddress(net.family, f"{net.family.value}:{canonical}", f"{_CASHADDR_PREFIX}:{payload}", kind)
+    display = f"{_CASHADDR_PREFIX}:{payload}"
+    return NormalizedAddress(net.family, f"{net.family.value}:{canonical}", display, kind, data[1:])
 
 
 def _parse_bch_legacy(net: Network, address: str) -> NormalizedAddress:
@@ -846,7 +926,8 @@ def _parse_bch_legacy(net: Network, address: str) -> NormalizedAddress:
     # are one address (spec, "Examples of address translation"): key and display are the CashAddr form.
     payload, kind = _b58check_versioned(net, address)
     canonical = _cashaddr_encode(_LEGACY_TO_CASHADDR_VERSION[kind], payload[1:])
-    return NormalizedAddress(net.family, f"{net.family.value}:{canonical}", f"{_CASHADDR_PREFIX}:{canonical}", kind)
+    display = f"{_CASHADDR_PREFIX}:{canonical}"
+    return NormalizedAddress(net.family, f"{net.family.value}:{canonical}", display, kind, payload[1:])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -993,6 +1074,216 @@ def _parse_stellar(net: Network, address: str) -> NormalizedAddress:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Zcash: TEX (ZIP-320), Sapling, unified addresses (ZIP-316)
+# --------------------------------------------------------------------------------------------------------
+
+# ZIP-320: a TEX address is bech32m, HRP "tex", of the 20-byte P2PKH hash; funds sent to it reach the t1 address
+# of the same hash (only from transparent inputs), so it is keyed by that t1 address.
+_ZCASH_TEX_HRP: Final = "tex"
+# Sapling payment address: bech32 (BIP-173, not bech32m), HRP "zs", 11-byte diversifier + 32-byte pk_d. Longer
+# than 90 characters is allowed by no Zcash spec, so the BIP-173 limit applies.
+_ZCASH_SAPLING_HRP: Final = "zs"
+_ZCASH_RECEIVER_BYTES: Final = 43
+# ZIP-316 unified addresses: "u" (revisions 0/1), and the revision 2 forms of the zcash-test-vectors suite: "tu"
+# (may carry a transparent receiver) and "zu" (shielded receivers only).
+_ZCASH_UA_HRP: Final = "u"
+_ZCASH_UA_HRPS: Final = frozenset({"u", "tu", "zu"})
+_ZCASH_NOT_ADDRESSES: Final = {
+    "utest": "a testnet unified address",
+    "uregtest": "a regtest unified address",
+    "textest": "a testnet TEX address",
+    "ztestsapling": "a testnet Sapling address",
+    "zregtestsapling": "a regtest Sapling address",
+    "uview": "a unified full viewing key, not an address",
+    "uviewtest": "a testnet unified full viewing key, not an address",
+    "uivk": "a unified incoming viewing key, not an address",
+    "uivktest": "a testnet unified incoming viewing key, not an address",
+    "zxviews": "a Sapling extended full viewing key, not an address",
+    "zivks": "a Sapling incoming viewing key, not an address",
+}
+_ZCASH_CLAIMED_HRPS: Final = frozenset({_ZCASH_TEX_HRP, _ZCASH_SAPLING_HRP, *_ZCASH_UA_HRPS, *_ZCASH_NOT_ADDRESSES})
+# ZIP-316 item typecodes and their fixed lengths; metadata typecodes are 0xC0..0xFC, of which 0xE0..0xFC are
+# "MUST understand" (a decoder that does not know one must reject the address). Revision 2 defines the
+# expiry height (0xE0, 4 bytes) and expiry time (0xE1, 8 bytes); they do not change where funds go.
+_UA_P2PKH: Final = 0x00
+_UA_P2SH: Final = 0x01
+_UA_SAPLING: Final = 0x02
+_UA_ORCHARD: Final = 0x03
+_UA_LENGTHS: Final = {_UA_P2PKH: 20, _UA_P2SH: 20, _UA_SAPLING: 43, _UA_ORCHARD: 43, 0xE0: 4, 0xE1: 8}
+_UA_METADATA: Final = range(0xC0, 0xFD)
+_UA_MUST_UNDERSTAND: Final = range(0xE0, 0xFD)
+_UA_KNOWN_R2_METADATA: Final = frozenset({0xE0, 0xE1})
+_UA_PADDING_BYTES: Final = 16
+_UA_MIN_BYTES: Final = 48  # F4Jumble's minimum message length (ZIP-316)
+_ZCASH_VERSION_P2PKH: Final = b"\x1c\xb8"
+_ZCASH_VERSION_P2SH: Final = b"\x1c\xbd"
+# F4Jumble (ZIP-316, "Jumbling"): a 4-round Feistel network over BLAKE2b with these personalizations.
+_F4_HASH_BYTES: Final = 64
+_F4_H_PERSONAL: Final = b"UA_F4Jumble_H"
+_F4_G_PERSONAL: Final = b"UA_F4Jumble_G"
+
+
+def _xor(left: bytes, right: bytes) -> bytes:
+    return (int.from_bytes(left, "big") ^ int.from_bytes(right, "big")).to_bytes(len(left), "big")
+
+
+def _f4_h(round_index: int, data: bytes, size: int) -> bytes:
+    person = _F4_H_PERSONAL + bytes([round_index, 0, 0])
+    return hashlib.blake2b(data, digest_size=size, person=person).digest()
+
+
+def _f4_g(round_index: int, data: bytes, size: int) -> bytes:
+    blocks = (size + _F4_HASH_BYTES - 1) // _F4_HASH_BYTES
+    return b"".join(
+        hashlib.blake2b(
+            data, digest_size=_F4_HASH_BYTES, person=_F4_G_PERSONAL + bytes([round_index]) + j.to_bytes(2, "little")
+        ).digest()
+        for j in range(blocks)
+    )[:size]
+
+
+def f4jumble(message: bytes) -> bytes:
+    """ZIP-316 F4Jumble of ``message`` (at least 48 bytes)."""
+    left_len = min(_F4_HASH_BYTES, len(message) // 2)
+    a, b = message[:left_len], message[left_len:]
+    x = _xor(b, _f4_g(0, a, len(b)))
+    y = _xor(a, _f4_h(0, x, left_len))
+    d = _xor(x, _f4_g(1, y, len(x)))
+    c = _xor(y, _f4_h(1, d, left_len))
+    return c + d
+
+
+def f4jumble_inv(message: bytes) -> bytes:
+    """The inverse of :func:`f4jumble`."""
+    left_len = min(_F4_HASH_BYTES, len(message) // 2)
+    c, d = message[:left_len], message[left_len:]
+    y = _xor(c, _f4_h(1, d, left_len))
+    x = _xor(d, _f4_g(1, y, len(d)))
+    a = _xor(y, _f4_h(0, x, left_len))
+    b = _xor(x, _f4_g(0, a, len(x)))
+    return a + b
+
+
+def _ua_padding(hrp: str) -> bytes:
+    return hrp.encode("ascii").ljust(_UA_PADDING_BYTES, b"\0")
+
+
+def _compact_size(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Zcash CompactSize at ``pos``: (value, next position), or None when truncated or not minimally encoded."""
+    if pos >= len(data):
+        return None
+    first = data[pos]
+    if first < 0xFD:
+        return first, pos + 1
+    width, minimum = {0xFD: (2, 0xFD), 0xFE: (4, 0x10000), 0xFF: (8, 0x100000000)}[first]
+    end = pos + 1 + width
+    if end > len(data):
+        return None
+    value = int.from_bytes(data[pos + 1 : end], "little")
+    return (value, end) if value >= minimum else None
+
+
+def encode_unified_address(items: dict[int, bytes], hrp: str = _ZCASH_UA_HRP) -> str:
+    """ZIP-316 encoding of typecode -> raw item (the inverse of what :func:`normalize` decodes)."""
+    # Every typecode and length used here is below 0xFD, so each CompactSize is a single byte.
+    if any(typecode >= 0xFD or len(item) >= 0xFD for typecode, item in items.items()):
+        raise ValueError("typecodes and item lengths must be below 0xFD")
+    raw = b"".join(bytes([typecode, len(item)]) + item for typecode, item in sorted(items.items()))
+    raw += _ua_padding(hrp)
+    return _bech32_encode(hrp, _to_5bit(f4jumble(raw)), _BECH32M_CONST)
+
+
+def _zcash_receiver(typecode: int, item: bytes) -> NormalizedAddress:
+    """One receiver as an address of its own: t1/t3, a Sapling zs1 address, an Orchard-only unified address."""
+    if typecode in (_UA_P2PKH, _UA_P2SH):
+        kind, version = ("p2pkh", _ZCASH_VERSION_P2PKH) if typecode == _UA_P2PKH else ("p2sh", _ZCASH_VERSION_P2SH)
+        spelled = _b58check_encode(version + item)
+    elif typecode == _UA_SAPLING:
+        kind, spelled = "sapling", _bech32_encode(_ZCASH_SAPLING_HRP, _to_5bit(item), _BECH32_CONST)
+    else:
+        # Orchard receivers have no encoding of their own: the unified address holding only that receiver is it.
+        kind, spelled = "orchard", encode_unified_address({_UA_ORCHARD: item})
+    return NormalizedAddress(ChainFamily.ZCASH, f"zec:{spelled}", spelled, kind, item)
+
+
+def _parse_unified(net: Network, address: str, hrp: str) -> NormalizedAddress:
+    limit = net.max_length or MAX_ADDRESS_LENGTH
+    lower, data_part, _values, is_bech32m = _bech32_decode(net, address, hrp, 8, max_length=limit)
+    if not is_bech32m:
+        raise _invalid(net, address, "bad_checksum", "it has a bech32 checksum; unified addresses use bech32m")
+    raw = _from_5bit(net, address, data_part[:-6])
+    if len(raw) < _UA_MIN_BYTES:
+        raise _invalid(net, address, "bad_length", f"it decodes to {len(raw)} bytes, a unified address has 48 or more")
+    decoded = f4jumble_inv(raw)
+    if decoded[-_UA_PADDING_BYTES:] != _ua_padding(hrp):
+        raise _invalid(net, address, "bad_encoding", "its unjumbled padding does not match (not a unified address)")
+    items: dict[int, bytes] = {}
+    body = decoded[:-_UA_PADDING_BYTES]
+    pos = 0
+    previous = -1
+    while pos < len(body):
+        typecode_at = _compact_size(body, pos)
+        length_at = _compact_size(body, typecode_at[1]) if typecode_at else None
+        if typecode_at is None or length_at is None or length_at[1] + length_at[0] > len(body):
+            raise _invalid(net, address, "bad_encoding", "its items are truncated or not minimally encoded")
+        typecode, (length, start) = typecode_at[0], length_at
+        expected = _UA_LENGTHS.get(typecode)
+        if expected is not None and length != expected:
+            raise _invalid(net, address, "bad_encoding", f"item type {typecode:#x} has {length} bytes, not {expected}")
+        if typecode <= previous:
+            raise _invalid(net, address, "bad_encoding", "its items are not in ascending typecode order")
+        if typecode in _UA_MUST_UNDERSTAND and (hrp == _ZCASH_UA_HRP or typecode not in _UA_KNOWN_R2_METADATA):
+            raise _invalid(net, address, "bad_version", f"it carries metadata {typecode:#x} that must be understood")
+        items[typecode] = body[start : start + length]
+        previous = typecode
+        pos = start + length
+    if _UA_P2PKH in items and _UA_P2SH in items:
+        raise _invalid(net, address, "bad_encoding", "it has both a P2PKH and a P2SH receiver")
+    if hrp == "zu" and (_UA_P2PKH in items or _UA_P2SH in items):
+        raise _invalid(net, address, "bad_encoding", "a shielded-only unified address has a transparent receiver")
+    if not any(typecode not in _UA_METADATA for typecode in items):
+        raise _invalid(net, address, "bad_encoding", "it has no receiver")
+    receivers = tuple(
+        _zcash_receiver(typecode, item)
+        for typecode, item in items.items()
+        if typecode in (_UA_P2PKH, _UA_P2SH, _UA_SAPLING, _UA_ORCHARD)
+    )
+    # Unknown receiver types (future pools) cannot be screened: nothing can be listed under them yet.
+    return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, "unified", b"", receivers)
+
+
+def _claims_zcash_bech32(net: Network, address: str) -> bool:
+    # The HRPs have no '1', so in a valid string the first '1' is the separator; a t-address ("t1...") has the
+    # HRP-like prefix "t", which is none of these.
+    first = address.find("1")
+    return first > 0 and address[:first].lower() in _ZCASH_CLAIMED_HRPS
+
+
+def _parse_zcash_bech32(net: Network, address: str) -> NormalizedAddress:
+    hrp = address[: address.find("1")].lower()
+    other = _ZCASH_NOT_ADDRESSES.get(hrp)
+    if other is not None:
+        reason = "bad_hrp" if "test" in hrp or "regtest" in hrp else "bad_version"
+        raise _invalid(net, address, reason, f"it is {other}")
+    if hrp in _ZCASH_UA_HRPS:
+        return _parse_unified(net, address, hrp)
+    lower, data_part, _values, is_bech32m = _bech32_decode(net, address, hrp, 7)
+    raw = _from_5bit(net, address, data_part[:-6])
+    if hrp == _ZCASH_TEX_HRP:
+        if not is_bech32m:
+            raise _invalid(net, address, "bad_checksum", "it has a bech32 checksum; TEX addresses use bech32m")
+        if len(raw) != 20:
+            raise _invalid(net, address, "bad_length", f"a TEX address holds a 20-byte hash, not {len(raw)} bytes")
+        t_address = _b58check_encode(_ZCASH_VERSION_P2PKH + raw)
+        return NormalizedAddress(net.family, f"{net.family.value}:{t_address}", lower, "tex", raw)
+    if is_bech32m:
+        raise _invalid(net, address, "bad_checksum", "it has a bech32m checksum; Sapling addresses use bech32")
+    if len(raw) != _ZCASH_RECEIVER_BYTES:
+        raise _invalid(net, address, "bad_length", f"a Sapling address holds 43 bytes, not {len(raw)}")
+    return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, "sapling", raw)
+
+
+# --------------------------------------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------------------------------------
 
@@ -1011,6 +1302,7 @@ _FORMATS: Final[dict[AddressFormat, tuple[_Claims, _Parse]]] = {
     AddressFormat.MONERO_BASE58: (_claims_any, _parse_monero),
     AddressFormat.SOLANA_BASE58: (_claims_any, _parse_solana),
     AddressFormat.STRKEY: (_claims_any, _parse_stellar),
+    AddressFormat.ZCASH_BECH32: (_claims_zcash_bech32, _parse_zcash_bech32),
 }
 
 
@@ -1072,14 +1364,18 @@ def _build_lookup() -> dict[str, _Entry]:
 _LOOKUP: Final = _build_lookup()
 
 
-def _b58_params(net: Network) -> tuple[dict[bytes, str], int, int]:
-    """(version -> kind, version length, decoded length = version + 20-byte hash + 4-byte checksum)."""
+def _b58_params(net: Network) -> tuple[dict[bytes, str], int, int, dict[str, bytes]]:
+    """(version -> kind, version length, decoded length = version + 20-byte hash + 4-byte checksum,
+    kind -> its current version: the first listed, which keys every version of that kind)."""
     versions = dict(net.base58_versions)
     lengths = {len(v) for v in versions}
     if len(lengths) != 1:
         raise RuntimeError(f"{net.name}: Base58 versions must all have the same length")
     version_len = lengths.pop()
-    return versions, version_len, version_len + 20 + 4
+    canonical: dict[str, bytes] = {}
+    for version, kind in net.base58_versions:
+        canonical.setdefault(kind, version)
+    return versions, version_len, version_len + 20 + 4, canonical
 
 
 _B58_PARAMS: Final = {n.name: _b58_params(n) for n in _NETWORK_TABLE if n.base58_versions}
@@ -1104,8 +1400,9 @@ def _precheck(net: Network, address: str) -> None:
     """Generic rejections, before any format-specific work. Input is never repaired."""
     if not address:
         raise _invalid(net, address, "empty", "the address is empty")
-    if len(address) > MAX_ADDRESS_LENGTH:
-        raise _invalid(net, address, "too_long", f"it is longer than {MAX_ADDRESS_LENGTH} characters")
+    limit = net.max_length or MAX_ADDRESS_LENGTH
+    if len(address) > limit:
+        raise _invalid(net, address, "too_long", f"it is longer than {limit} characters")
     # Same definition of whitespace as str.strip(), but O(1): the screener must not silently strip input.
     if address[0].isspace() or address[-1].isspace():
         raise _invalid(net, address, "whitespace", "it has leading or trailing whitespace")
@@ -1153,6 +1450,62 @@ def normalize_key(network: str, address: str) -> str:
     return entry.parse(address).key
 
 
+# The network whose spelling a key of each family uses: the first network of the family in the table.
+_FAMILY_NETWORK: Final[dict[str, Network]] = {}
+for _net in _NETWORK_TABLE:
+    _FAMILY_NETWORK.setdefault(_net.family.value, _net)
+
+
+def parse_key(key: str) -> NormalizedAddress:
+    """The address a lookup key names (with its kind and payload), e.g. for deriving related addresses from it.
+
+    Raises :class:`UnsupportedNetwork` for an unknown family and :class:`InvalidAddress` for a string that is not
+    a key :func:`normalize` produces.
+    """
+    family, _sep, canonical = key.partition(":")
+    net = _FAMILY_NETWORK.get(family)
+    if net is None:
+        raise UnsupportedNetwork(family, f"{_shown(key)} is not an address key (unknown family {family!r})")
+    return normalize(net.name, canonical)
+
+
+def key_for(family: ChainFamily, kind: str, payload: bytes) -> str:
+    """The key of the destination of ``kind`` with ``payload`` (see :attr:`NormalizedAddress.payload`).
+
+    Supported: EVM "evm"; TRON "tron"; the Base58Check kinds of every Bitcoin-family network ("p2pkh",
+    "p2sh"; Bitcoin Cash as CashAddr); segwit "p2wpkh", "p2wsh", "p2tr" where the family has an HRP; Zcash
+    "sapling" and "orchard" receivers; Solana "account". Anything else raises ValueError.
+    """
+    net = _FAMILY_NETWORK[family.value]
+    special = _KEY_ENCODERS.get((family, kind))
+    spelled: str | None = None
+    if special is not None and len(payload) == special[0]:
+        spelled = special[1](payload)
+    elif (segwit := _SEGWIT_KINDS.get(kind)) is not None and net.segwit_hrp is not None and len(payload) == segwit[1]:
+        spelled = _segwit_encode(net.segwit_hrp, segwit[0], payload)
+    elif (params := _B58_PARAMS.get(net.name)) is not None and kind in params[3] and len(payload) == 20:
+        spelled = _b58check_encode(params[3][kind] + payload)
+    if spelled is None:
+        raise ValueError(f"no {family.value} key for a {kind!r} destination of {len(payload)} bytes")
+    return f"{family.value}:{spelled}"
+
+
+# (family, kind) -> (payload length, spelling of the key's body) where the generic Base58Check/segwit rules do
+# not apply.
+_KEY_ENCODERS: Final[dict[tuple[ChainFamily, str], tuple[int, Callable[[bytes], str]]]] = {
+    (ChainFamily.EVM, "evm"): (20, lambda payload: "0x" + payload.hex()),
+    (ChainFamily.BITCOIN_CASH, "p2pkh"): (20, lambda payload: _cashaddr_encode(0x00, payload)),
+    (ChainFamily.BITCOIN_CASH, "p2sh"): (20, lambda payload: _cashaddr_encode(0x08, payload)),
+    (ChainFamily.SOLANA, "account"): (32, lambda payload: _b58_encode(payload, _B58_ALPHABET)),
+    (ChainFamily.ZCASH, "sapling"): (_ZCASH_RECEIVER_BYTES, lambda raw: _zcash_receiver(_UA_SAPLING, raw).display),
+    (ChainFamily.ZCASH, "orchard"): (_ZCASH_RECEIVER_BYTES, lambda raw: _zcash_receiver(_UA_ORCHARD, raw).display),
+}
+
+
+# Segwit kind -> (witness version, program length).
+_SEGWIT_KINDS: Final = {"p2wpkh": (0, 20), "p2wsh": (0, 32), "p2tr": (1, 32)}
+
+
 def networks_for_asset(asset: str) -> tuple[str, ...]:
     """Candidate networks, most likely first, for a watchlist ticker (OFAC style); () if unknown."""
     return _ASSET_NETWORKS.get(asset.upper(), ())
@@ -1184,7 +1537,7 @@ def _first_candidate(asset: str, address: str, parse: Callable[[str, str], _T]) 
         except InvalidAddress as exc:
             errors.append(exc)
     # max() keeps the first of equally specific failures, i.e. the most likely network wins ties.
-    best = max(errors, key=lambda exc: _SPECIFICITY.get(exc.reason, 0))
+    best = max(errors, key=lambda exc: exc.specificity)
     if len(errors) == 1:
         raise best
     raise InvalidAddress(
