@@ -250,3 +250,29 @@ def test_comments_file_is_passed_to_the_ofac_csv_parser(capsys, monkeypatch, tmp
     assert code == 1 and seen["comments"] == comments.read_bytes()
     code, _, err = run(capsys, "--format", "ofac-csv", "--comments", str(comments), str(BLOCKLIST), str(BLOCKLIST))
     assert code == 2 and "exactly one FILE" in err
+
+
+@needs_lists
+def test_a_plain_evm_list_needs_no_asset(capsys, tmp_path):
+    """An exchange's file of 0x addresses, named without an asset: one key per address on every EVM chain."""
+    lines = (OFAC_LISTS / "sanctioned_addresses_ETH.txt").read_text().split()
+    path = tmp_path / "stolen-funds.txt"
+    path.write_text("\n".join(lines) + "\n")
+    code, entries, err = run(capsys, "--format", "address-list", "--category", "theft", str(path))
+    assert code == 0, err
+    assert len(entries) == len(lines) == 152 and "rejected: 0" in err
+    assert {e["chain"] for e in entries} == {"evm"} and {e["asset"] for e in entries} == {None}
+    assert [e["key"] for e in entries] == ["evm:" + line.lower() for line in lines]
+
+
+def test_an_asset_less_list_keeps_what_names_its_chain_and_rejects_what_several_chains_share(capsys, tmp_path):
+    path = tmp_path / "mixed.txt"
+    tron = "TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"
+    segwit = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+    legacy = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"  # Bitcoin, Bitcoin Cash and Bitcoin SV alike
+    bad_eip55 = "0x098B716B8Aaf21512996dC57EB0615e2383E2F96"
+    path.write_text("\n".join([tron, segwit, legacy, bad_eip55]) + "\n")
+    code, entries, err = run(capsys, "--format", "address-list", "--category", "theft", str(path))
+    assert code == 0
+    assert [(e["address"], e["chain"]) for e in entries] == [(tron, "trx"), (segwit, "btc")]
+    assert "ambiguous_network" in err and "bad_eip55_checksum" in err

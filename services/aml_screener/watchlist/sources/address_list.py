@@ -2,8 +2,10 @@
 
 This is the format of public OFAC extracts (`sanctioned_addresses_<ASSET>.txt` / `.json`) and of many exchange
 exports. The asset ticker comes from the command line or from the file name (`..._<ASSET>.txt`,
-`<name>.<ASSET>.txt`). Every address is normalized with the same function the screener uses; an address that
-does not validate is reported with its reason, never silently dropped.
+`<name>.<ASSET>.txt`, a known ticker only); without one, each address is kept under the one chain family its format
+names (a plain EVM list needs no asset) and rejected as `ambiguous_network` where several families share its
+format. Every address is normalized with the same function the screener uses; an address that does not validate is
+reported with its reason, never silently dropped.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aml_screener.screening.addresses import networks_for_asset
 from aml_screener.screening.watchlist import Listing
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry, normalize_unlabelled
 
 _ASSET_IN_NAME = re.compile(r"[_.\-]([A-Za-z0-9]{2,10})\.(?:txt|json|lst|csv)$")
 
 
 def asset_from_filename(path: Path) -> str | None:
+    """The ticker a file's name ends with (``..._XBT.txt``), if it is a ticker we know: ``stolen-funds.txt`` is
+    not a list of "FUNDS"."""
     match = _ASSET_IN_NAME.search(path.name)
-    return match.group(1).upper() if match else None
+    if match is None or not networks_for_asset(match.group(1)):
+        return None
+    return match.group(1).upper()
 
 
 def read_addresses(path: Path) -> Iterator[tuple[int, str]]:
@@ -103,17 +110,12 @@ class AddressListSource:
                     listed_asset=ticker,
                     published_at=self._published_at,
                 )
+                location = f"{file_name} line {line}"
                 if ticker is None:
-                    yield Rejection(
-                        source_name,
-                        f"line {line}",
-                        address,
-                        None,
-                        "unknown_asset",
-                        "no asset given and none in the file name (e.g. name_ETH.txt)",
-                    )
+                    # No asset: kept where the format names one chain family (a plain EVM list needs none).
+                    yield normalize_unlabelled(address, listing=listing, location=location)
                     continue
-                yield normalize_entry(ticker, address, listing=listing, location=f"{file_name} line {line}")
+                yield normalize_entry(ticker, address, listing=listing, location=location)
 
 
 class ManifestSource:

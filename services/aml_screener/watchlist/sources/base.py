@@ -159,6 +159,42 @@ def normalize_entry(
     return Rejection(listing.source, location, address, asset, reason, detail)
 
 
+def normalize_unlabelled(address: str, *, listing: Listing, location: str) -> SourceEntry | Rejection:
+    """Normalize an address published without an asset: kept when exactly one chain family's format accepts it.
+
+    A plain EVM list needs no asset (``0x`` + 40 hex digits is one key on every EVM chain), nor does anything else
+    whose format names its chain (TRON, bech32 of one chain, CashAddr, XRP, Monero, Stellar, Zcash). Strings
+    several families accept (a legacy ``1...`` is Bitcoin, Bitcoin Cash and Bitcoin SV alike; ``D...`` Dogecoin
+    and Verge) are rejected as ``ambiguous_network``, and Solana is never guessed (no checksum: see
+    ``_NEVER_REHOME``).
+    """
+    if address[:2] == "0x" and len(address) == 42:  # the common case: no other format starts so
+        try:
+            key = normalize_key("ethereum", address)
+        except InvalidAddress as exc:
+            return Rejection(listing.source, location, address, None, exc.reason, str(exc))
+        return SourceEntry(key, key.partition(":")[0], listing)
+    accepted: dict[str, NormalizedAddress] = {}
+    best: InvalidAddress | None = None
+    for network in rehome_networks():
+        try:
+            normalized = normalize(network, address)
+        except InvalidAddress as exc:
+            if best is None or exc.specificity > best.specificity:
+                best = exc
+            continue
+        accepted.setdefault(normalized.family.value, normalized)
+    if len(accepted) == 1:
+        (normalized,) = accepted.values()
+        return SourceEntry(normalized.key, normalized.family.value, listing)
+    if accepted:
+        families = ", ".join(sorted(accepted))
+        detail = f"valid on several chains ({families}) and listed without an asset: give --asset (or 'asset')"
+        return Rejection(listing.source, location, address, None, "ambiguous_network", detail)
+    assert best is not None  # every network rejected it
+    return Rejection(listing.source, location, address, None, best.reason, f"no asset given, and {best}")
+
+
 def collect(items: Iterable[SourceEntry | Rejection]) -> tuple[list[SourceEntry], list[Rejection], ParseReport]:
     """Materialize a (small) parse, e.g. for tests and the inspection command's summary."""
     entries: list[SourceEntry] = []
