@@ -235,7 +235,7 @@ def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
     }
     value = encoder.encode(decision)
     schema_id, decoded = FramedReader(repository).decode(value)
-    assert schema_id == decision_entry.schema_id == 4
+    assert schema_id == decision_entry.schema_id == 5
     assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
     assert decoded["decision"] == "FLAGGED"
 

@@ -6,8 +6,9 @@ they run atomically, an answer under `active == cached` is a consistent snapshot
 active version moved (a sync finished), the screener reads the new version's metadata and repeats the lookup
 against it: hot reload at the next batch, without pausing. Anything doubtful raises LookupUnavailable, which
 makes the caller fail closed: no active version, missing metadata, a table missing or empty, a table whose size
-differs from the count its version recorded (Redis lost or altered data), an unparsable entry, an unreachable or
-slow Redis.
+differs from the count its version recorded (Redis lost or altered data), a table built under another key scheme
+(an older release's normalization or relations: it may lack keys this one looks up), an unparsable entry, an
+unreachable or slow Redis.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 import redis
 
 from aml_screener.screener.errors import LookupUnavailable
+from aml_screener.screening.related import KEY_SCHEME_VERSION
 from aml_screener.screening.watchlist import decode_matches
 from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
+from aml_screener.watchlist.store import outdated_key_schemes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +98,17 @@ class WatchlistLookup:
             raise LookupUnavailable("empty_watchlist", f"active version {version} has no tables")
         lists = json.loads(raw.get("lists") or "{}")
         overridable = frozenset(name for name, info in lists.items() if info.get("overridable"))
+        sources = json.loads(raw.get("sources") or "{}")
+        outdated = outdated_key_schemes(sources, json.loads(raw.get("tables") or "{}"))
+        if outdated:
+            raise LookupUnavailable(
+                "key_scheme_mismatch",
+                f"version {version}: the tables of {', '.join(outdated)} were built under another key scheme than "
+                f"this screener's ({KEY_SCHEME_VERSION}) and may lack keys it looks up; run `aml-screener watchlist "
+                "sync` with this release",
+            )
         recorded = {
-            info["table"]: int(info["keys"])
-            for info in json.loads(raw.get("sources") or "{}").values()
-            if info.get("table") and info.get("keys")
+            info["table"]: int(info["keys"]) for info in sources.values() if info.get("table") and info.get("keys")
         }
         return ActiveVersion(version, tables, overridable, raw, tuple(recorded.get(table) for table in tables))
 

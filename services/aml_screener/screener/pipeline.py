@@ -1,5 +1,9 @@
 """Screening of one batch: decode -> normalize -> look up (one round trip) -> decide -> encode outputs.
 
+Each destination is looked up under its own key and the keys of listed addresses related to it
+(screening/related.py: the TRON twin of an EVM account, the other spellings of a key hash, a unified address's
+receivers), all in the batch's one round trip; screening/matching.py turns what was found into the matches.
+
 No Kafka here: the consumer loop hands in the polled records and sends the returned outputs. The batch is split
 in two steps so that a watchlist outage can be waited out without redoing work and without deciding anything:
 `prepare` (decode + normalize: needs no watchlist) and `complete` (lookup + decide + encode). `complete` raises
@@ -16,8 +20,15 @@ from typing import Any, Protocol
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, usd_value_of
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
 from aml_screener.screener.lookup import LookupResult
-from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_key
+from aml_screener.screening.addresses import (
+    MAX_ADDRESS_LENGTH,
+    InvalidAddress,
+    UnsupportedNetwork,
+    normalize_for_lookup,
+)
 from aml_screener.screening.decision import Outcome, Verdict, decide, decision_id, summarize, unscreenable
+from aml_screener.screening.matching import collect_matches
+from aml_screener.screening.related import RelatedKey, related_to, screening_keys
 
 # Normalization results are cached per (network, address): real withdrawal traffic repeats destinations
 # (exchange deposit addresses, payment processors). Bounded: the cache is dropped when it reaches this size.
@@ -68,6 +79,7 @@ class _Screenable:
     event: dict[str, Any]
     address_key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
     failure: str | None  # reason when the address could not be normalized
+    related: tuple[tuple[str, str], ...]  # (key, relation) of listed addresses related to the destination
 
 
 @dataclass(slots=True)
@@ -116,15 +128,19 @@ class Topics:
 
 
 class Normalizer:
-    """`normalize_key` (the lookup key only: no EIP-55 display form to compute) with a bounded cache.
+    """The destination's lookup key (`normalize_for_lookup`: no EIP-55 display form to compute) and the keys of
+    listed addresses related to it (`related_to`), with bounded caches.
 
-    Returns (key, None) or (None, reason). The cache maps str -> str ("!" + reason for failures) on purpose: a
-    dict holding only strings is not tracked by Python's garbage collector, so a cache of 200,000 entries adds
-    nothing to full collections (with tuples it added tens of milliseconds to each, measured under load).
+    Returns (key, None) or (None, reason). The caches map str -> str ("!" + reason for failures; related keys as
+    "key relation" pairs joined by tabs) on purpose: a dict holding only strings is not tracked by Python's
+    garbage collector, so a cache of 200,000 entries adds nothing to full collections (with tuples it added tens
+    of milliseconds to each, measured under load). Inputs longer than the usual address limit (Zcash unified
+    addresses) are not cached: a hostile producer must not fill the cache with kilobyte strings.
     """
 
     def __init__(self, max_entries: int = _NORMALIZE_CACHE_MAX) -> None:
         self._cache: dict[str, str] = {}
+        self._related: dict[str, str] = {}
         self._max = max_entries
 
     def __call__(self, network: str, address: str) -> tuple[str | None, str | None]:
@@ -132,17 +148,39 @@ class Normalizer:
         hit = self._cache.get(cache_key)
         if hit is None:
             try:
-                hit = normalize_key(network, address)
+                normalized = normalize_for_lookup(network, address)
             except UnsupportedNetwork:
                 hit = "!unsupported_network"
             except InvalidAddress as exc:
                 hit = f"!invalid_address:{exc.reason}"
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[cache_key] = hit
+            else:
+                hit = normalized.key
+                if hit not in self._related:  # computed here, from the parse already done
+                    self._remember_related(hit, related_to(normalized))
+            if len(address) <= MAX_ADDRESS_LENGTH:
+                if len(self._cache) >= self._max:
+                    self._cache.clear()
+                self._cache[cache_key] = hit
         if hit[0] == "!":
             return None, hit[1:]
         return hit, None
+
+    def related(self, key: str) -> tuple[tuple[str, str], ...]:
+        """(key, relation) of the listed addresses that make destination ``key`` a match, other than itself."""
+        packed = self._related.get(key)
+        if packed is None:
+            packed = self._remember_related(key, screening_keys(key))
+        if not packed:
+            return ()
+        return tuple(tuple(pair.split(" ", 1)) for pair in packed.split("\t"))  # type: ignore[misc]
+
+    def _remember_related(self, key: str, related: tuple[RelatedKey, ...]) -> str:
+        packed = "\t".join(f"{item.key} {item.relation}" for item in related)  # StrEnum: formats as its value
+        if len(key) <= MAX_ADDRESS_LENGTH:
+            if len(self._related) >= self._max:
+                self._related.clear()
+            self._related[key] = packed
+        return packed
 
 
 class BatchScreener:
@@ -183,16 +221,24 @@ class BatchScreener:
             decoded.append((record, schema_id, event))
         normalized_at = time.perf_counter()
         normalize = self.normalize
+        related_of = normalize.related
         screenable = []
         for record, schema_id, event in decoded:
             address, failure = normalize(event["network"], event["destination_address"])
-            screenable.append(_Screenable(record, schema_id, event, address, failure))
+            related = related_of(address) if address is not None else ()
+            screenable.append(_Screenable(record, schema_id, event, address, failure, related))
         done = time.perf_counter()
         return PreparedBatch(records, screenable, dead, normalized_at - started, done - normalized_at)
 
     def complete(self, batch: PreparedBatch) -> CompletedBatch:
         """Look up, decide and encode. Raises LookupUnavailable (then nothing was decided)."""
-        keys = list({item.address_key for item in batch.screenable if item.address_key is not None})
+        wanted: dict[str, None] = {}
+        for item in batch.screenable:
+            if item.address_key is not None:
+                wanted[item.address_key] = None
+                for key, _relation in item.related:
+                    wanted[key] = None
+        keys = list(wanted)
         result: LookupResult | None = None
         if batch.screenable:
             # Even a batch of only unscreenable events checks the watchlist: every decision records the version.
@@ -221,8 +267,10 @@ class BatchScreener:
             verdict: Verdict
             if address_key is None:
                 verdict = unscreenable(item.failure or "invalid_address")
+            elif not matches_by_key:
+                verdict = decide(None, overridable)  # nothing of the batch is listed: the common case, no work
             else:
-                verdict = decide(matches_by_key.get(address_key), overridable)
+                verdict = decide(collect_matches(address_key, item.related, matches_by_key), overridable)
             event_id = event["event_id"]
             did = decision_id(event_id, version)
             source = {
@@ -241,7 +289,9 @@ class BatchScreener:
                 "decision": verdict.outcome,  # a StrEnum: its value is the Avro symbol
                 "reason": verdict.reason,
                 "chain_family": family,
+                "address": event["destination_address"],
                 "address_key": address_key,
+                "checked_keys": [{"key": key, "relation": relation} for key, relation in item.related],
                 "severity": verdict.severity,
                 "matches": matches,
                 "allowlisted": verdict.allowlisted,

@@ -135,11 +135,22 @@ class SchemaCatalog:
             named.setdefault(_fullname(raw, None), raw)
         for fullname, schema_id in registry.get("current", {}).items():
             named[fullname] = raw_by_file[registry["schemas"][str(schema_id)]]
+        # A schema may use a newer version of a shared type than the first-listed one ("uses"): the
+        # ScreeningDecision v3 embeds WatchlistMatch v2 while ids 2 and 4 stay exactly as published with v1.
+        uses: dict[str, list[str]] = {
+            file: files for file, files in registry.get("uses", {}).items() if not file.startswith("_")
+        }
+        for files in uses.values():
+            for shared in files:
+                raw_by_file.setdefault(shared, json.loads((self.directory / shared).read_text()))
         self._by_id: dict[int, CatalogEntry] = {}
         for key, file in registry["schemas"].items():
             raw = raw_by_file[file]
             fullname = _fullname(raw, None)
-            others = {name: value for name, value in named.items() if name != fullname}
+            scope = dict(named)
+            for shared in uses.get(file, ()):
+                scope[_fullname(raw_by_file[shared], None)] = raw_by_file[shared]
+            others = {name: value for name, value in scope.items() if name != fullname}
             self._by_id[int(key)] = CatalogEntry(int(key), fullname, file, inline_named_types(raw, others))
         self._current = {name: int(schema_id) for name, schema_id in registry.get("current", {}).items()}
 

@@ -1,8 +1,11 @@
 """The watchlist entry model: one listing of one address by one source, with the provenance an analyst needs.
 
-A listing serializes to exactly the fields of the Avro `WatchlistMatch` record, so a hit read from Redis goes
-into decisions and flagged events without conversion. Several listings can share one normalized key (the same
-address on several lists, or under several assets of one list).
+A listing serializes to the fields of the Avro `WatchlistMatch` record that a list states; the screener adds how
+it matched (screening/matching.py) and the hit goes into decisions and flagged events without other conversion.
+Several listings can share one normalized key (the same address on several lists, or under several assets of one
+list). A listing the loader *derived* (stored under a related address's key, screening/related.py) carries the
+relation and the listed address's own key; plain listings leave both out of the stored JSON (at ten million keys
+two null fields would cost hundreds of megabytes of Redis).
 """
 
 from __future__ import annotations
@@ -48,14 +51,22 @@ _SEVERITY_BY_CATEGORY = {
 }
 
 
-def severity_of(category: str) -> Severity:
-    return _SEVERITY_BY_CATEGORY.get(category, Severity.LOW)
+_BY_RANK = {rank: severity for severity, rank in _SEVERITY_RANK.items()}
+
+
+def severity_of(category: str, match_type: str = "direct") -> Severity:
+    """Severity of a match: by category; a related address (match type ``related``: the listed key holder's other
+    address, screening/related.py) one level below a direct match, never below low."""
+    severity = _SEVERITY_BY_CATEGORY.get(category, Severity.LOW)
+    if match_type == "related":
+        return _BY_RANK[max(0, _SEVERITY_RANK[severity] - 1)]
+    return severity
 
 
 def highest_severity(matches: Iterable[Mapping[str, Any]]) -> Severity | None:
     best: Severity | None = None
     for match in matches:
-        severity = severity_of(match["category"])
+        severity = severity_of(match["category"], match.get("match_type") or "direct")
         if best is None or _SEVERITY_RANK[severity] > _SEVERITY_RANK[best]:
             best = severity
     return best
@@ -74,9 +85,13 @@ class Listing:
     programs: tuple[str, ...] = field(default=())
     listed_asset: str | None = None
     published_at: int | None = None  # milliseconds since the epoch
+    # Set only on a listing the loader derived for a related address (screening/related.py): the relation, and
+    # the key of the address the list published (the table key is the related address's).
+    relation: str | None = None
+    listed_key: str | None = None
 
     def as_match(self) -> dict[str, Any]:
-        return {
+        match: dict[str, Any] = {
             "list": self.list,
             "category": self.category,
             "source": self.source,
@@ -87,6 +102,10 @@ class Listing:
             "listed_address": self.listed_address,
             "published_at": self.published_at,
         }
+        if self.relation is not None:
+            match["relation"] = self.relation
+            match["listed_key"] = self.listed_key
+        return match
 
     @classmethod
     def from_match(cls, match: Mapping[str, Any]) -> Listing:
@@ -100,12 +119,17 @@ class Listing:
             programs=tuple(match.get("programs") or ()),
             listed_asset=match.get("listed_asset"),
             published_at=match.get("published_at"),
+            relation=match.get("relation"),
+            listed_key=match.get("listed_key"),
         )
 
 
 def encode_matches(listings: Iterable[Listing]) -> str:
     """The Redis value for one address key: a JSON array of matches, in a stable order."""
-    ordered = sorted(listings, key=lambda item: (item.list, item.entry_id, item.listed_asset or "", item.source))
+    ordered = sorted(
+        listings,
+        key=lambda item: (item.list, item.entry_id, item.listed_asset or "", item.source, item.relation or ""),
+    )
     return json.dumps([item.as_match() for item in ordered], separators=(",", ":"), ensure_ascii=False)
 
 

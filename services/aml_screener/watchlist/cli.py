@@ -13,16 +13,19 @@ from typing import Any
 import redis
 
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
+from aml_screener.screening.matching import collect_matches
+from aml_screener.screening.related import ListingRelations, screening_keys
 from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
 from aml_screener.watchlist.keys import WatchlistKeys
-from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError
+from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError, outdated_key_schemes
 from aml_screener.watchlist.sync import (
     SourceConfig,
     SyncConfigError,
     SyncFailed,
     SyncResult,
     load_config,
+    load_relations,
     run_sync,
 )
 
@@ -85,7 +88,10 @@ def add_watchlist_commands(parser: argparse.ArgumentParser, settings_factory: Se
     status.add_argument("--redis-url", help="override AML_REDIS_URL")
     status.set_defaults(func=lambda args: cmd_status(args, settings_factory))
 
-    check = sub.add_parser("check", help="look an address up in the active watchlist version (exit 4 if listed)")
+    check = sub.add_parser(
+        "check",
+        help="look an address up in the active watchlist version as the screener does (exit 4 if listed)",
+    )
     check.add_argument("network", help="network of the address, e.g. ethereum, tron, bitcoin")
     check.add_argument("address")
     check.add_argument("--redis-url", help="override AML_REDIS_URL")
@@ -127,11 +133,13 @@ def _settings(args: argparse.Namespace, settings_factory: SettingsFactory) -> An
     return settings_factory(**overrides)
 
 
-def _store(args: argparse.Namespace, settings_factory: SettingsFactory) -> WatchlistStore:
+def _store(
+    args: argparse.Namespace, settings_factory: SettingsFactory, relations: ListingRelations | None = None
+) -> WatchlistStore:
     from aml_screener.screener.app import redis_client
 
     settings = _settings(args, settings_factory)
-    return WatchlistStore(redis_client(settings), WatchlistKeys(settings.watchlist_key_prefix))
+    return WatchlistStore(redis_client(settings), WatchlistKeys(settings.watchlist_key_prefix), relations)
 
 
 def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
@@ -218,11 +226,12 @@ def _print_result(result: SyncResult, as_json: bool, show_rejected: bool = False
 def cmd_sync(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
     try:
         configs = load_config(args.config)
+        relations = load_relations(args.config)
     except SyncConfigError as exc:
         print(f"watchlist sync: {exc}", file=sys.stderr)
         return 2
     settings = _settings(args, settings_factory)
-    store = _store(args, settings_factory)
+    store = _store(args, settings_factory, relations)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     publish = _kafka_publisher(args.kafka_topic, settings) if args.kafka_topic else None
     try:
@@ -298,12 +307,29 @@ def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
         print(f"unscreenable: {exc}")
         return 3
     store = _store(args, settings_factory)
-    version = store.active_version()
-    if version is None:
+    meta = store.active_meta()
+    if meta is None:
         print("no active watchlist version")
         return 1
-    matches = store.lookup(version, normalized.key)
-    print(json.dumps({"key": normalized.key, "version": version, "matches": matches}, indent=2))
+    outdated = outdated_key_schemes(meta.sources, meta.tables)
+    if outdated:
+        print(f"watchlist built under another key scheme ({', '.join(outdated)}): run `watchlist sync` first")
+        return 1
+    # The screener's own rules: the destination's key, the keys of listed addresses related to it, and the
+    # matches they give (screening/related.py, screening/matching.py).
+    related = [(item.key, item.relation.value) for item in screening_keys(normalized.key)]
+    found = {key: store.lookup(meta.version, key) for key in (normalized.key, *(key for key, _ in related))}
+    matches = collect_matches(normalized.key, related, found)
+    answer = {
+        "network": args.network,
+        "address": args.address,
+        "key": normalized.key,
+        "kind": normalized.kind,
+        "checked_keys": [{"key": key, "relation": relation} for key, relation in related],
+        "version": meta.version,
+        "matches": matches,
+    }
+    print(json.dumps(answer, indent=2))
     return 4 if matches else 0
 
 

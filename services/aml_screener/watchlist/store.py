@@ -1,7 +1,10 @@
 """Writing and reading watchlist versions in Redis (the write side; key layout in keys.py).
 
 - `TableWriter` streams one source's entries into a new table in bounded memory (chunks of 5,000), merging
-  listings that share an address key, and names the finished table by a digest of its content.
+  listings that share an address key, and names the finished table by a digest of its content. Every listing is
+  also stored under the keys of the related addresses that only the list side can derive
+  (`screening.related.listing_keys`: P2SH-P2WPKH of a listed key hash, Solana token accounts, unified-address
+  receivers), marked with the relation; the table records under which key scheme it was built.
 - `WatchlistStore.activate` records a version = one table per source (+ stats), and makes it active with one
   atomic MULTI. Identical content gives no new version.
 - Old versions are kept for a while (`KEEP_VERSIONS`), then deleted with the tables no kept version uses.
@@ -20,6 +23,7 @@ from typing import Any
 
 import redis
 
+from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, listing_entries
 from aml_screener.screening.watchlist import Listing, decode_matches, encode_matches
 from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
 from aml_screener.watchlist.sources.base import SourceEntry
@@ -54,6 +58,8 @@ class TableInfo:
     digest: str
     keys: int  # distinct address keys
     listings: int
+    # ListingRelations.fingerprint() of the rules it was built under; None: unknown (built by an older release).
+    key_scheme: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.key, "digest": self.digest, "keys": self.keys, "listings": self.listings}
@@ -62,10 +68,13 @@ class TableInfo:
 class TableWriter:
     """Streams entries into a new, immutable table for one source."""
 
-    def __init__(self, client: redis.Redis, keys: WatchlistKeys, source: str) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: WatchlistKeys, source: str, relations: ListingRelations | None = None
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.source = source
+        self.relations = relations or ListingRelations()
         self.temp = keys.table(source, f"build-{uuid.uuid4().hex}")
         self._buffer: dict[str, list[Listing]] = {}
         self._buffered = 0
@@ -74,10 +83,11 @@ class TableWriter:
         self.count_listings = 0
 
     def add(self, entry: SourceEntry) -> None:
-        listings = self._buffer.setdefault(entry.key, [])
-        if entry.listing not in listings:
-            listings.append(entry.listing)
-            self._buffered += 1
+        for key, listing in listing_entries(entry.key, entry.listing, self.relations):
+            listings = self._buffer.setdefault(key, [])
+            if listing not in listings:
+                listings.append(listing)
+                self._buffered += 1
         if self._buffered >= _CHUNK:
             self.flush()
 
@@ -123,7 +133,7 @@ class TableWriter:
             self.redis.delete(self.temp)  # the same content is already there
         else:
             self.redis.rename(self.temp, final)  # new, or a damaged copy (lost keys) replaced atomically
-        return TableInfo(final, digest, self.count_keys, self.count_listings)
+        return TableInfo(final, digest, self.count_keys, self.count_listings, self.relations.fingerprint())
 
     def abort(self) -> None:
         self.redis.delete(self.temp)
@@ -171,6 +181,18 @@ class VersionMeta:
         return frozenset(name for name, info in self.lists.items() if info.get("overridable"))
 
 
+def outdated_key_schemes(sources: Mapping[str, Mapping[str, Any]], tables: Iterable[str]) -> list[str]:
+    """The sources (of a version's ``tables``) whose table was built under another key scheme than this release's
+    (``screening.related.KEY_SCHEME_VERSION``), as "name (scheme)": such a table may lack keys this release looks
+    up, so it must not be read as complete."""
+    outdated = []
+    for name in tables:
+        scheme = str(sources.get(name, {}).get("key_scheme") or "")
+        if scheme.partition(":")[0] != str(KEY_SCHEME_VERSION):
+            outdated.append(f"{name} ({scheme or 'built by an older release'})")
+    return outdated
+
+
 def new_version_id(now: float, tables: Mapping[str, str]) -> str:
     """Sortable and self-describing: UTC build time plus a digest of the tables, e.g. 20261123T194500Z-3f2a1c9d04be."""
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
@@ -189,9 +211,12 @@ class TableDiff:
 class WatchlistStore:
     """Versioned watchlist in Redis. Expects a client created with decode_responses=True."""
 
-    def __init__(self, client: redis.Redis, keys: WatchlistKeys | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: WatchlistKeys | None = None, relations: ListingRelations | None = None
+    ) -> None:
         self.redis = client
         self.keys = keys or WatchlistKeys()
+        self.relations = relations or ListingRelations()
 
     # --- reading ---------------------------------------------------------------------------------------
     def active_version(self) -> str | None:
@@ -231,7 +256,7 @@ class WatchlistStore:
 
     # --- writing ---------------------------------------------------------------------------------------
     def table_writer(self, source: str) -> TableWriter:
-        return TableWriter(self.redis, self.keys, source)
+        return TableWriter(self.redis, self.keys, source, self.relations)
 
     def activate(
         self,
@@ -239,10 +264,22 @@ class WatchlistStore:
         sources: Mapping[str, dict[str, Any]],
         lists: Mapping[str, dict[str, Any]],
     ) -> tuple[VersionMeta, bool]:
-        """Make a version of these tables active. Returns (meta, created); identical tables -> (active, False)."""
+        """Make a version of these tables active. Returns (meta, created); identical tables -> (active, False).
+
+        Each table's key scheme is recorded in its source's stats (`key_scheme`), which screeners check."""
         parent = self.active_meta()
+        sources = {name: dict(stats) for name, stats in sources.items()}
+        for name, info in tables.items():
+            if info.key_scheme is not None:
+                sources.setdefault(name, {})["key_scheme"] = info.key_scheme
         table_keys = {name: info.key for name, info in sorted(tables.items())}
-        if parent is not None and parent.tables == table_keys and parent.lists == dict(lists):
+        schemes = {name: sources.get(name, {}).get("key_scheme") for name in table_keys}
+        if (
+            parent is not None
+            and parent.tables == table_keys
+            and parent.lists == dict(lists)
+            and {name: parent.sources.get(name, {}).get("key_scheme") for name in table_keys} == schemes
+        ):
             return parent, False
         now = time.time()
         meta = VersionMeta(

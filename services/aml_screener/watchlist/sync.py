@@ -36,6 +36,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from aml_screener.screening.related import ListingRelations, SolanaMint
 from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.sources.address_list import AddressListSource, ManifestSource
 from aml_screener.watchlist.sources.base import ParseReport, Rejection, Source, SourceEntry, decompressing
@@ -156,6 +157,44 @@ def load_config(path: Path) -> list[SourceConfig]:
     if len(set(names)) != len(names):
         raise SyncConfigError(f"{path}: source names must be unique")
     return sources
+
+
+def load_relations(path: Path) -> ListingRelations:
+    """The `[related]` table of a sync configuration: which Solana mints' associated token accounts of a listed
+    wallet are stored as related addresses. Absent: the defaults (USDC, USDT, PYUSD); `solana_mint = []`: none.
+
+        [[related.solana_mint]]
+        name = "USDC"
+        mint = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+        token_program = "token"          # or "token-2022"
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SyncConfigError(f"{path}: {exc}") from None
+    related = document.get("related", {})
+    if not isinstance(related, dict):
+        raise SyncConfigError(f"{path}: [related] must be a table")
+    unknown = set(related) - {"solana_mint"}
+    if unknown:
+        raise SyncConfigError(f"{path}: [related] has unknown keys {sorted(unknown)}; known: solana_mint")
+    if "solana_mint" not in related:
+        return ListingRelations()
+    raw_mints = related["solana_mint"]
+    if not isinstance(raw_mints, list):
+        raise SyncConfigError(f"{path}: related.solana_mint must be an array of tables ([[related.solana_mint]])")
+    mints = []
+    for index, raw in enumerate(raw_mints):
+        where = f"{path}: related.solana_mint[{index}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("mint"), str):
+            raise SyncConfigError(f"{where}: expected a table with 'mint' (a Base58 Solana address)")
+        try:
+            mints.append(
+                SolanaMint(str(raw.get("name", raw["mint"])), raw["mint"], str(raw.get("token_program", "token")))
+            )
+        except ValueError as exc:
+            raise SyncConfigError(f"{where}: {exc}") from None
+    return ListingRelations(tuple(mints))
 
 
 def make_source(config: SourceConfig) -> Source:
@@ -389,7 +428,7 @@ def run_sync(
             configured = {config.name for config in configs}
             for name, kept_table in active.tables.items():
                 if name not in configured and store.redis.exists(kept_table):
-                    tables[name] = _existing_table(store, kept_table)
+                    tables[name] = _existing_table(store, kept_table, active.sources.get(name, {}).get("key_scheme"))
                     stats[name] = active.sources.get(name, {})
             for list_name, info in active.lists.items():
                 kept = [name for name in info.get("sources", []) if name in tables and name not in configured]
@@ -434,6 +473,16 @@ def _sync_source(
     state = store.source_state(config.name)
     previous_table = previous_tables.get(config.name)
     damaged = False
+    scheme = store.relations.fingerprint()
+    built_under = state.get("key_scheme") or None  # of the previous table; None: built by an older release
+    if previous_table is not None and built_under != scheme:
+        # Keys are computed differently now (a new release, other Solana mints): the previous table may lack keys
+        # this release looks up, so the source is fetched unconditionally and rebuilt.
+        log.info(
+            "key scheme changed: rebuilding the source's table",
+            extra={"source": config.name, "built_under": built_under, "now": scheme},
+        )
+        state = {name: value for name, value in state.items() if name not in ("etag", "last_modified")}
     if previous_table is not None and int(store.redis.hlen(previous_table)) != recorded_keys.get(config.name):
         # Redis lost or altered the table (restart without persistence, eviction, tampering): rebuild it from
         # the source, fetched unconditionally, rather than trusting what is left.
@@ -455,19 +504,26 @@ def _sync_source(
             previous_table is not None
             and state.get("content_sha256") == fetched.sha256
             and state.get("table") == previous_table
+            and built_under == scheme
         )
         if unchanged:
             if previous_table is None:
                 raise WatchlistWriteError("the server says unchanged, but there is no previous table")  # noqa: TRY301
             store.set_source_state(config.name, {**fetched.validators, "status": "unchanged"})
-            return SourceResult(config.name, "unchanged", _existing_table(store, previous_table))
+            return SourceResult(config.name, "unchanged", _existing_table(store, previous_table, built_under))
         table, report, rejected = _build_table(
             store, config, local=local, fetched=fetched, progress=progress, keep_rejected=keep_rejected
         )
         _check_shrink(config, recorded_keys.get(config.name) if previous_table else None, table)
         store.set_source_state(
             config.name,
-            {**fetched.validators, "content_sha256": fetched.sha256, "status": "updated", "table": table.key},
+            {
+                **fetched.validators,
+                "content_sha256": fetched.sha256,
+                "status": "updated",
+                "table": table.key,
+                "key_scheme": table.key_scheme,
+            },
         )
         return SourceResult(config.name, "updated", table, report, rejected=rejected)
     except (OSError, EOFError, ValueError, urllib.error.URLError, WatchlistWriteError) as exc:
@@ -479,7 +535,10 @@ def _sync_source(
         )
         if previous_table is not None and store.redis.exists(previous_table):
             return SourceResult(
-                config.name, "failed-kept-previous", _existing_table(store, previous_table), error=error
+                config.name,
+                "failed-kept-previous",
+                _existing_table(store, previous_table, built_under),
+                error=error,
             )
         if damaged:
             raise SyncFailed(
@@ -614,12 +673,12 @@ def _sha256_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _existing_table(store: WatchlistStore, table: str) -> TableInfo:
+def _existing_table(store: WatchlistStore, table: str, key_scheme: str | None) -> TableInfo:
     keys = int(store.redis.hlen(table))
     if keys == 0:
         raise WatchlistWriteError(f"previous table {table} is missing")
     digest = table.rsplit(":", 1)[1]
-    return TableInfo(table, digest, keys, keys)
+    return TableInfo(table, digest, keys, keys, key_scheme)
 
 
 def _source_stats(result: SourceResult, configs: list[SourceConfig], now: float) -> dict[str, Any]:
