@@ -84,3 +84,21 @@ def test_allowlist_downgrades_only_overridable_lists_and_never_sanctions():
 def test_an_allowlist_entry_alone_is_not_a_hit():
     verdict = decide([allow()])
     assert verdict.outcome is Outcome.CLEAR and verdict.allowlisted == [allow()]
+
+
+def test_an_allowlist_entry_found_through_a_related_address_allows_nothing():
+    # The exchange allowlisted its hot wallet; a withdrawal goes to the wallet's TRON twin, which a theft list has.
+    related_allow = allow() | {"match_type": "related", "relation": "same_account"}
+    theft = match("theft", "hacks")
+    verdict = decide([theft, related_allow], overridable=frozenset({"hacks"}))
+    assert verdict.outcome is Outcome.FLAGGED and list(verdict.matches) == [theft] and not verdict.allowlisted
+    alone = decide([related_allow])
+    assert alone.outcome is Outcome.CLEAR and not alone.allowlisted and not alone.matches
+
+
+def test_a_related_match_is_one_severity_level_below_a_direct_one():
+    related = match("sanctions") | {"match_type": "related", "relation": "same_account"}
+    assert decide([related]).severity is Severity.HIGH
+    assert decide([related, match("sanctions")]).severity is Severity.CRITICAL
+    assert decide([match("scam") | {"match_type": "related"}]).severity is Severity.LOW
+    assert decide([match("internal") | {"match_type": "related"}]).severity is Severity.LOW

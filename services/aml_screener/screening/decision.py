@@ -68,12 +68,15 @@ def decide(matches: Sequence[Mapping[str, Any]] | None, overridable: frozenset[s
 
     Allowlist entries (category "allow": the exchange's known-safe addresses) are not hits. They downgrade only
     matches from lists the operator marked overridable, and never a sanctions match: an OFAC-listed address stays
-    FLAGGED even if someone put it on the allowlist.
+    FLAGGED even if someone put it on the allowlist. Only the allowlisted address itself counts: an allowlist
+    entry found through a related address (the TRON twin of an allowlisted EVM wallet) allows nothing.
     """
     if not matches:
         return _CLEAR
-    allow = [m for m in matches if m["category"] == ALLOW]
+    allow = [m for m in matches if m["category"] == ALLOW and m.get("match_type", "direct") == "direct"]
     block = [m for m in matches if m["category"] != ALLOW]
+    if not block:
+        return Verdict(Outcome.CLEAR, None, (), allowlisted=allow) if allow else _CLEAR
     if not allow:
         return Verdict(Outcome.FLAGGED, highest_severity(block), block)
     overridden = [m for m in block if m["list"] in overridable and m["category"] != Category.SANCTIONS.value]
