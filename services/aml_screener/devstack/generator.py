@@ -2,7 +2,9 @@
 
 Given the listings of a watchlist and a seed, produces WithdrawalRequested records across several networks:
 a configurable share goes to listed addresses (EVM ones under random case variants — lowercase, upper-case
-hex, EIP-55 — and on any EVM network), a share has invalid addresses or unknown networks (must be decided
+hex, EIP-55 — and on any EVM network; every other spelling their chain allows) or, for a fifth of those, to an
+address related to a listed one (the TRON twin of a listed EVM account, the P2WPKH or Bitcoin Cash twin of a listed
+Bitcoin key hash: screening/related.py), a share has invalid addresses or unknown networks (must be decided
 UNSCREENABLE), a share is malformed bytes (must be dead-lettered), the rest goes to random valid addresses
 (must be CLEAR). Each generated event carries its expected outcome, so tests and the demo can check the
 screener's output exactly: no misses, no false hits.
@@ -24,10 +26,13 @@ from aml_screener.screener.codec import HEADER, WithdrawalEncoder
 from aml_screener.screening.addresses import (
     ChainFamily,
     InvalidAddress,
+    network_of_key,
     networks_for_asset,
     normalize,
     normalize_listed,
+    resolve_network,
 )
+from aml_screener.screening.related import ListingRelations, Relation, listing_keys, screening_keys
 from aml_screener.screening.watchlist import Listing
 
 
@@ -92,6 +97,22 @@ def listed_targets(listings: Sequence[tuple[str, Listing]]) -> list[ListedTarget
     return targets
 
 
+def related_targets(targets: Sequence[ListedTarget]) -> list[ListedTarget]:
+    """Addresses related to listed ones (a related match each), one target per destination key, on the network of
+    its family and spelled as its key. Unified-address receivers are left out: they are direct matches."""
+    seen = {target.key for target in targets}
+    related: list[ListedTarget] = []
+    for key in dict.fromkeys(target.key for target in targets):
+        for item in (*screening_keys(key), *listing_keys(key, ListingRelations())):
+            if item.relation is Relation.UNIFIED_RECEIVER or item.key in seen:
+                continue
+            seen.add(item.key)
+            network = network_of_key(item.key)
+            family = resolve_network(network).family
+            related.append(ListedTarget(network, item.key.partition(":")[2], item.key, family))
+    return related
+
+
 def _valid_on(network: str, address: str, key: str) -> bool:
     try:
         return normalize(network, address).key == key
@@ -120,6 +141,7 @@ class WithdrawalGenerator:
         invalid_share: float = 0.005,
         malformed_share: float = 0.002,
         clean_pool: int = 100_000,
+        related_share: float = 0.2,
     ) -> None:
         if not 0 <= hit_share + invalid_share + malformed_share <= 1:
             raise ValueError("shares must add up to at most 1")
@@ -128,10 +150,12 @@ class WithdrawalGenerator:
         self.targets = listed_targets(listings)
         if hit_share and not self.targets:
             raise ValueError("hit_share > 0 needs at least one listed address")
+        self.related = related_targets(self.targets)
+        self.related_share = related_share if self.related else 0.0
         self.hit_share = hit_share
         self.invalid_share = invalid_share
         self.malformed_share = malformed_share
-        self._listed_keys = {target.key for target in self.targets}
+        self._listed_keys = {target.key for target in (*self.targets, *self.related)}
         networks = [network for network, _, _ in _CLEAN_TRAFFIC]
         weights = [weight for _, _, weight in _CLEAN_TRAFFIC]
         self._pool: list[tuple[str, str, str]] = []
@@ -174,7 +198,8 @@ class WithdrawalGenerator:
             return self._unscreenable(event_id, now_ms)
         roll -= self.invalid_share
         if roll < self.hit_share:
-            target = rng.choice(self.targets)
+            related = rng.random() < self.related_share
+            target = rng.choice(self.related if related else self.targets)
             spelling = rng.choice(case_variants(target.network, target.address))
             asset = rng.choice(_ASSET_FOR_NETWORK.get(target.network, ("USDT",)))
             value = self.encoder.encode(self._record(event_id, target.network, asset, spelling, now_ms))

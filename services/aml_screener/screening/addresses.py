@@ -63,6 +63,7 @@ __all__ = [
     "f4jumble_inv",
     "key_for",
     "known_networks",
+    "network_of_key",
     "networks_for_asset",
     "normalize",
     "normalize_for_lookup",
@@ -1491,6 +1492,14 @@ def parse_key(key: str) -> NormalizedAddress:
     if net is None:
         raise UnsupportedNetwork(family, f"{_shown(key)} is not an address key (unknown family {family!r})")
     return normalize(net.name, canonical)
+
+
+def network_of_key(key: str) -> str:
+    """The network whose spelling a key's body is (the first network of its family), e.g. "tron" for "trx:T..."."""
+    net = _FAMILY_NETWORK.get(key.partition(":")[0])
+    if net is None:
+        raise UnsupportedNetwork(key, f"{_shown(key)} is not an address key")
+    return net.name
 
 
 def key_for(family: ChainFamily, kind: str, payload: bytes) -> str:
