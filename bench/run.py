@@ -47,18 +47,20 @@ from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.watchlist.store import WatchlistStore
+from bench import related_cost
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
 
 
-def worker(*args: str, timeout: float = 600) -> dict[str, Any]:
+def worker(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.workers", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
         **child_process_kwargs(),
     )
     if out.returncode != 0:
@@ -287,6 +289,60 @@ def part_c(watchlist_size: int, events: int, rounds: int, seed: int, work: Path)
     return out
 
 
+def part_d(events: int, rounds: int, seed: int, sync_size: int, work: Path) -> dict[str, Any]:
+    """Related-address matching, relations on vs off side by side (bench/related_cost.py)."""
+    out: dict[str, Any] = {"pipeline_cpu": related_cost.pipeline_cpu(50_000, 5, seed)}
+    print("  " + related_cost.summary_lines(out)[0] + "\n  " + related_cost.summary_lines(out)[1], flush=True)
+    with _stack_with_watchlist() as stack:
+        prefill(stack, events, seed)
+        rates: dict[str, list[float]] = {"on": [], "off": []}
+        for index in range(rounds):
+            for mode in ("off", "on"):
+                result = worker(
+                    "screener",
+                    stack.bootstrap_servers,
+                    stack.redis_url,
+                    str(events),
+                    f"related-{mode}-{index}",
+                    env={related_cost.AML_BENCH_RELATIONS: mode},
+                )
+                rates[mode].append(result["per_second"])
+            print(f"  round {index + 1}: relations off {rates['off'][-1]:,.0f}/s on {rates['on'][-1]:,.0f}/s")
+        out["screener"] = {**rates, "ratio_on_off": statistics.median(rates["on"]) / statistics.median(rates["off"])}
+        path = work / "synthetic_XBT.txt"
+        worker("synthetic_list", str(path), str(sync_size), str(seed), "xbt")
+        config = work / "xbt.toml"
+        config.write_text(
+            f'[[source]]\nname = "synthetic"\nformat = "address-list"\nlocation = "{path}"\ncategory = "theft"\n'
+        )
+        syncs: dict[str, dict[str, Any]] = {}
+        for mode in ("off", "on"):
+            before = _redis_used_memory(stack.redis_url)
+            syncs[mode] = worker(
+                "sync", stack.redis_url, f"xbt-{mode}:{{wl}}", str(config), env={related_cost.AML_BENCH_RELATIONS: mode}
+            )
+            syncs[mode]["redis_used_memory_mb"] = (_redis_used_memory(stack.redis_url) - before) / 2**20
+        out["sync"] = {"addresses": sync_size, **syncs}
+        if OFAC_XML.is_file():
+            ofac = work / "ofac.toml"
+            ofac.write_text(f'[[source]]\nname = "ofac-sdn"\nformat = "ofac-xml"\nlocation = "{OFAC_XML}"\n')
+            ofac_seconds: dict[str, list[float]] = {"on": [], "off": []}
+            for index in range(rounds):
+                for mode in ("off", "on"):
+                    result = worker(
+                        "sync",
+                        stack.redis_url,
+                        f"ofac-{mode}-{index}:{{wl}}",
+                        str(ofac),
+                        env={related_cost.AML_BENCH_RELATIONS: mode},
+                    )
+                    ofac_seconds[mode].append(result["seconds"])
+            out["ofac_xml_sync_seconds"] = ofac_seconds
+    for line in related_cost.summary_lines(out)[2:]:
+        print("  " + line, flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -299,6 +355,8 @@ def main() -> int:
     parser.add_argument("--watchlist-size", type=int, default=10_000_000)
     parser.add_argument("--skip-watchlist-scale", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-related", action="store_true")
+    parser.add_argument("--related-sync-size", type=int, default=500_000)
     args = parser.parse_args()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
     if not args.skip_throughput:
@@ -319,6 +377,10 @@ def main() -> int:
         print(f"part C: watchlist scale (OFAC XML; synthetic {args.watchlist_size:,} addresses)", flush=True)
         with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
             report["watchlist_scale"] = part_c(args.watchlist_size, args.events, args.rounds, args.seed, Path(work))
+    if not args.skip_related:
+        print("part D: related-address matching, relations on vs off", flush=True)
+        with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
+            report["related"] = part_d(args.events, args.rounds, args.seed, args.related_sync_size, Path(work))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import base58
 import redis
 from confluent_kafka import Producer
 from fastavro import parse_schema, schemaless_reader
@@ -45,6 +46,7 @@ from aml_screener.screener.settings import Settings
 from aml_screener.watchlist.keys import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import load_config, run_sync
+from bench.related_cost import disable_relations_if_asked
 
 DEFAULT_TOPICS = ("withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq")
 
@@ -214,13 +216,16 @@ def sync(redis_url: str, prefix: str, config_path: str) -> dict[str, Any]:
     }
 
 
-def synthetic_list(path: str, count: str, seed: str) -> dict[str, Any]:
-    """A plain ETH address list of `count` random addresses (lowercase hex)."""
+def synthetic_list(path: str, count: str, seed: str, kind: str = "eth") -> dict[str, Any]:
+    """A list of `count` random addresses: "eth" lowercase hex, or "xbt" Bitcoin P2PKH (Base58Check)."""
     rng = random.Random(int(seed))
     started = time.perf_counter()
     with open(path, "w", encoding="ascii") as out:
         for _ in range(int(count)):
-            out.write(f"0x{rng.getrandbits(160):040x}\n")
+            if kind == "xbt":
+                out.write(base58.b58encode_check(b"\x00" + rng.randbytes(20)).decode("ascii") + "\n")
+            else:
+                out.write(f"0x{rng.getrandbits(160):040x}\n")
     return {"seconds": time.perf_counter() - started, "count": int(count)}
 
 
@@ -234,4 +239,5 @@ WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 if __name__ == "__main__":
+    disable_relations_if_asked()  # AML_BENCH_RELATIONS=off: part D's side-by-side "off" rounds
     print(json.dumps(WORKERS[sys.argv[1]](*sys.argv[2:])), flush=True)
