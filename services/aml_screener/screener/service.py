@@ -189,6 +189,7 @@ class Screener:
             log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
             while not self._stop.is_set():
                 self.state.heartbeat()
+                self._retry_fail_open()
                 # While outputs are in flight, poll briefly so their acknowledgements (and commits) are not
                 # delayed by an idle topic.
                 timeout_ms = _IN_FLIGHT_POLL_MS if self._inflight else self.settings.kafka_poll_timeout_ms
@@ -526,6 +527,19 @@ class Screener:
             self._fail_open_backoff = min(self._fail_open_backoff * 2, self.settings.lookup_retry_max_seconds)
         self._fail_open_reason = exc.reason
         self._fail_open_retry_at = now + self._fail_open_backoff
+
+    def _retry_fail_open(self) -> None:
+        """In fail-open mode, probe the watchlist when the back-off is due, whether or not records arrive: the
+        bypass must end as soon as the watchlist answers, not only when the next batch happens to come after
+        the retry time (an idle topic would otherwise keep the screener in fail-open, not ready, for ever)."""
+        if self._fail_open_since is None or time.monotonic() < self._fail_open_retry_at:
+            return
+        try:
+            result = self.lookup.check()
+        except LookupUnavailable as exc:
+            self._enter_fail_open(exc)
+            return
+        self._leave_fail_closed(result.version, result.size)
 
     def _leave_fail_closed(self, version: str, size: int) -> None:
         if self._fail_open_since is not None:
