@@ -60,11 +60,25 @@ def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> 
     return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
 
 
-def produce(bootstrap: str, events: Iterable[GeneratedEvent], topic: str = INPUT) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False})
+def produce(
+    bootstrap: str,
+    events: Iterable[GeneratedEvent],
+    topic: str = INPUT,
+    *,
+    config: Mapping[str, Any] | None = None,
+    partition: int | None = None,
+) -> int:
+    """Produce generated events with confluent-kafka's Producer (`config` adds producer settings, e.g.
+    compression.type); to `partition` when given, else by key."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False, **(config or {})}
+    )
     count = 0
     for event in events:
-        producer.produce(topic, event.value, event.key)
+        if partition is None:
+            producer.produce(topic, event.value, event.key)
+        else:
+            producer.produce(topic, event.value, event.key, partition=partition)
         producer.poll(0)
         count += 1
     assert producer.flush(30) == 0, "test input not fully delivered"

@@ -75,7 +75,7 @@ class Components:
 
 def build(settings: Settings, metrics: Metrics | None = None, state: ServiceState | None = None) -> Components:
     metrics = metrics or Metrics()
-    state = state or ServiceState(stall_seconds=max(60.0, settings.kafka_max_poll_interval_ms / 1000))
+    state = state or ServiceState(stall_seconds=settings.health_stall_seconds)
     catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
     repository = schema_repository(settings, catalog)
     decision_schema = catalog.current(SCREENING_DECISION).schema
@@ -130,7 +130,7 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
     """Run until SIGTERM/SIGINT (or `stop_requested`, set by a signal that arrived during start-up); return the
     process exit code."""
     metrics = Metrics()
-    state = ServiceState()
+    state = ServiceState(stall_seconds=settings.health_stall_seconds)
     health = (
         HealthServer(settings.http_host, settings.http_port, state, metrics).start() if settings.http_port else None
     )

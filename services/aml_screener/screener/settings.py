@@ -131,9 +131,13 @@ class Settings(BaseSettings):
         2, ge=0, le=1_000, description="Producer batching delay for outputs (latency vs throughput)."
     )
     kafka_compression: str = Field(
-        "none",
+        "zstd",
         pattern=r"^(none|gzip|snappy|lz4|zstd)$",
-        description="Compression of output records: none, gzip, snappy, lz4 or zstd.",
+        description=(
+            "Compression of output records: none, gzip, snappy, lz4 or zstd. zstd by default: measured 2.2x smaller "
+            "than uncompressed decisions (lz4 1.45x) at the same producer CPU; consumers need zstd support "
+            "(Kafka >= 2.1 clients; docs/architecture.md, 'Compression')."
+        ),
     )
     kafka_delivery_timeout_ms: int = Field(
         30_000,
@@ -217,6 +221,15 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING, ERROR.")
     log_format: LogFormat = Field(LogFormat.JSON, description="'json' (one object per line) or 'text'.")
+    health_stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3_600,
+        description=(
+            "/healthz turns 503 when the consumer loop has not come round, has been failing, or an input partition "
+            "has been unreadable for longer than this (a fail-closed wait is healthy)."
+        ),
+    )
     shutdown_timeout_seconds: float = Field(
         20.0, gt=0, le=3_600, description="Bound on draining the current batch after SIGTERM."
     )
