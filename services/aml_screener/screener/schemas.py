@@ -159,8 +159,9 @@ class SchemaCatalog:
 class SchemaRepository(Protocol):
     """Resolves writer schemas by id (inputs) and ids for our output schemas."""
 
-    def writer_schema(self, schema_id: int) -> Schema:
-        """Self-contained writer schema for `schema_id`; UnknownSchemaId or SchemaSourceUnavailable."""
+    def writer_schema(self, schema_id: int) -> Any:
+        """Self-contained writer schema for `schema_id` (any Avro schema: a record, a union, a primitive...);
+        UnknownSchemaId or SchemaSourceUnavailable."""
         ...
 
     def output_schema_id(self, subject: str, schema: Schema) -> int:
