@@ -85,10 +85,16 @@ def produce(
     return count
 
 
-def produce_raw(bootstrap: str, values: Iterable[tuple[bytes | None, bytes | None]], topic: str = INPUT) -> None:
+def produce_raw(
+    bootstrap: str,
+    values: Iterable[tuple[bytes | None, bytes | None]],
+    topic: str = INPUT,
+    *,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "log.connection.close": False})
     for key, value in values:
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, headers=headers)
     assert producer.flush(30) == 0
 
 
@@ -223,6 +229,7 @@ class Outputs:
     """Everything the screeners produced, decoded."""
 
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    decision_values: list[bytes] = field(default_factory=list)  # the framed bytes of each decision, as read
     flagged: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)  # raw kafka-python records (value = original bytes)
     held: list[Any] = field(default_factory=list)  # raw records passed on unscreened (fail-open mode)
@@ -279,6 +286,8 @@ class OutputReader:
                     self.schema_ids[schema_id] += 1
                     target = self.outputs.decisions if tp.topic == DECISIONS else self.outputs.flagged
                     target.append(decoded)
+                    if tp.topic == DECISIONS:
+                        self.outputs.decision_values.append(record.value)
 
     def read_until(self, predicate: Callable[[Outputs], bool], timeout: float, what: str) -> Outputs:
         deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -394,11 +395,19 @@ class Screener:
         backoff = _FIRST_BACKOFF_SECONDS
         while True:
             try:
-                return self.batch.prepare(records)
+                prepared = self.batch.prepare(records)
             except SchemaSourceUnavailable as exc:
                 self._enter_fail_closed(LookupUnavailable("schema_registry_unavailable", str(exc)))
                 self._hold_for(backoff, abandon_on_stop=True)
                 backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                continue
+            if backoff > _FIRST_BACKOFF_SECONDS and not prepared.screenable:
+                # The registry is back but nothing in this batch consults the watchlist (only dead letters), which
+                # is what would otherwise end the fail-closed state: check the watchlist here.
+                with contextlib.suppress(LookupUnavailable):
+                    result = self.lookup.check()
+                    self._leave_fail_closed(result.version, result.size)
+            return prepared
 
     def _complete(self, prepared: PreparedBatch) -> CompletedBatch:
         if self._fail_open_since is not None and time.monotonic() < self._fail_open_retry_at:
