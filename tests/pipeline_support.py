@@ -26,6 +26,7 @@ class Record:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes | None]] | None = None
 
 
 def batch_screener(

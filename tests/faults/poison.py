@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 import struct
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -81,3 +83,121 @@ def payloads() -> st.SearchStrategy[bytes]:
         st.integers(0, 2**32),
     )
     return st.one_of(st.binary(max_size=600), framed, mutated)
+
+
+# --- generated writer schemas -------------------------------------------------------------------------------------
+# A producer may write with any schema registered under the input subject: an older or newer version, a union
+# around the record, a primitive, one whose named types live in other subjects (Confluent schema references).
+# `writer_cases()` draws such a schema, a value written with it, and whether the reader schema can resolve it
+# (known by construction, not by asking the code under test).
+
+_READER = _ENTRY.schema  # WithdrawalRequested, self-contained
+_PRIMITIVE_VALUES = {"null": None, "boolean": True, "int": 7, "long": 2**40, "float": 1.5, "double": 2.5}
+
+
+@dataclass(frozen=True)
+class WriterCase:
+    """A writer schema (JSON), schemas it references by name (full name -> JSON, as a registry's `references`
+    resolve), a datum written with it, and whether a WithdrawalRequested reader must decide it."""
+
+    schema: Any
+    references: dict[str, Any]
+    datum: Any
+    resolvable: bool
+    what: str
+
+
+def _base_datum(event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "exchange_id": "upbit-kr",
+        "account_id": "acct-1",
+        "asset": "USDT",
+        "network": "ethereum",
+        "destination_address": "0x52908400098527886e0f7030069857d2e4169ee7",
+        "destination_tag": None,
+        "amount": Decimal("12.5"),
+        "usd_value": Decimal("12.50"),
+        "requested_at": 1_700_000_000_000,
+        "metadata": {"channel": "api"},
+    }
+
+
+@st.composite
+def writer_cases(draw: st.DrawFn) -> WriterCase:
+    event_id = draw(st.text(min_size=1, max_size=20))
+    fields = [dict(field) for field in _READER["fields"]]
+    datum = _base_datum(event_id)
+    resolvable = True
+    what: list[str] = []
+    references: dict[str, Any] = {}
+    # Evolution in both directions: an older writer lacks fields the reader has defaults for; a newer one has
+    # fields the reader does not know (of any type, also a named record type defined in another subject).
+    for field in list(fields):
+        if "default" in field and draw(st.booleans()):
+            fields.remove(field)
+            datum.pop(field["name"])
+            what.append(f"-{field['name']}")
+    if draw(st.booleans()):
+        required = [field for field in fields if "default" not in field]
+        dropped = draw(st.sampled_from(required))
+        fields.remove(dropped)
+        datum.pop(dropped["name"])
+        resolvable = False
+        what.append(f"-required {dropped['name']}")
+    for index in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["string", "long", "array", "map", "reference", "union"]))
+        name = f"extra_{index}"
+        if kind == "string":
+            fields.append({"name": name, "type": "string"})
+            datum[name] = draw(st.text(max_size=10))
+        elif kind == "long":
+            fields.append({"name": name, "type": "long", "default": 0})
+            datum[name] = draw(st.integers(-(2**63), 2**63 - 1))
+        elif kind == "array":
+            fields.append({"name": name, "type": {"type": "array", "items": "string"}})
+            datum[name] = draw(st.lists(st.text(max_size=5), max_size=3))
+        elif kind == "map":
+            fields.append({"name": name, "type": {"type": "map", "values": "long"}})
+            datum[name] = {"k": 1}
+        elif kind == "reference":
+            full = f"com.example.exchange.ClientInfo{index}"
+            references[full] = {
+                "type": "record",
+                "name": full.rpartition(".")[2],
+                "namespace": "com.example.exchange",
+                "fields": [{"name": "ip", "type": "string"}, {"name": "device", "type": ["null", "string"]}],
+            }
+            fields.append({"name": name, "type": full})
+            datum[name] = {"ip": "10.0.0.1", "device": None}
+        else:
+            fields.append({"name": name, "type": ["null", "string", "long"], "default": None})
+            datum[name] = draw(st.sampled_from([None, "x", 5]))
+        what.append(f"+{kind}")
+    fields = draw(st.permutations(fields))  # field order is not part of resolution
+    # Promotions the reader must accept (string <-> bytes is allowed by Avro, but not for logical-type fields).
+    if draw(st.booleans()):
+        for field in fields:
+            if field["name"] == "exchange_id":
+                field["type"] = "bytes"
+                datum["exchange_id"] = datum["exchange_id"].encode()
+                what.append("exchange_id as bytes")
+    record = {
+        "type": "record",
+        "name": "WithdrawalRequested",
+        "namespace": "aml_screener.events",
+        "fields": fields,
+    }
+    shape = draw(st.sampled_from(["record", "nullable", "nullable-null", "union-string", "primitive"]))
+    what.append(shape)
+    if shape == "record":
+        return WriterCase(record, references, datum, resolvable, " ".join(what))
+    if shape == "nullable":  # ["null", WithdrawalRequested], the record branch written
+        return WriterCase(["null", record], references, datum, resolvable, " ".join(what))
+    if shape == "nullable-null":  # the same union, its null branch written: nothing to decide
+        return WriterCase([record, "null"], references, None, False, " ".join(what))
+    if shape == "union-string":
+        return WriterCase(["string", record], references, datum, resolvable, " ".join(what))
+    primitive = draw(st.sampled_from(["string", *sorted(_PRIMITIVE_VALUES)]))
+    value = draw(st.text(max_size=10)) if primitive == "string" else _PRIMITIVE_VALUES[primitive]
+    return WriterCase(primitive, {}, value, False, " ".join(what))

@@ -3,14 +3,17 @@ process a test starts, so a failing test leaves nothing running."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from aml_screener.devstack.redis_server import RedisServer
+from aml_screener.devstack.schema_registry import ApicurioRegistry
 from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.watchlist.store import WatchlistStore
 from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess, screener_processes
@@ -49,6 +52,27 @@ def reader_factory() -> Iterator[Callable[[EmbeddedStack], OutputReader]]:
     yield make
     for output_reader in readers:
         output_reader.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+# Users of the session's registry: (password, Apicurio role).
+REGISTRY_USERS = {
+    "admin": ("admin-secret", "sr-admin"),
+    "reader": ("reader-secret", "sr-readonly"),
+}
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApicurioRegistry]:
+    """One real Apicurio Registry per test session (a JVM: about 3 s to start, ~300 MB), with basic auth, on a
+    free loopback port; fetched into <repo>/.cache by the first use. Its log is copied into pytest's temporary
+    directory (kept for the last runs) when the session ends, for failed tests."""
+    registry = ApicurioRegistry(cache_dir=REPO / ".cache", users=REGISTRY_USERS)
+    try:
+        yield registry.start()
+    finally:
+        shutil.copy(registry.log_path, tmp_path_factory.getbasetemp() / "apicurio-registry.log")
+        registry.close()
 
 
 @pytest.fixture

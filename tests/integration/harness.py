@@ -60,21 +60,41 @@ def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> 
     return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
 
 
-def produce(bootstrap: str, events: Iterable[GeneratedEvent], topic: str = INPUT) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False})
+def produce(
+    bootstrap: str,
+    events: Iterable[GeneratedEvent],
+    topic: str = INPUT,
+    *,
+    config: Mapping[str, Any] | None = None,
+    partition: int | None = None,
+) -> int:
+    """Produce generated events with confluent-kafka's Producer (`config` adds producer settings, e.g.
+    compression.type); to `partition` when given, else by key."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False, **(config or {})}
+    )
     count = 0
     for event in events:
-        producer.produce(topic, event.value, event.key)
+        if partition is None:
+            producer.produce(topic, event.value, event.key)
+        else:
+            producer.produce(topic, event.value, event.key, partition=partition)
         producer.poll(0)
         count += 1
     assert producer.flush(30) == 0, "test input not fully delivered"
     return count
 
 
-def produce_raw(bootstrap: str, values: Iterable[tuple[bytes | None, bytes | None]], topic: str = INPUT) -> None:
+def produce_raw(
+    bootstrap: str,
+    values: Iterable[tuple[bytes | None, bytes | None]],
+    topic: str = INPUT,
+    *,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "log.connection.close": False})
     for key, value in values:
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, headers=headers)
     assert producer.flush(30) == 0
 
 
@@ -209,6 +229,7 @@ class Outputs:
     """Everything the screeners produced, decoded."""
 
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    decision_values: list[bytes] = field(default_factory=list)  # the framed bytes of each decision, as read
     flagged: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)  # raw kafka-python records (value = original bytes)
     held: list[Any] = field(default_factory=list)  # raw records passed on unscreened (fail-open mode)
@@ -265,6 +286,8 @@ class OutputReader:
                     self.schema_ids[schema_id] += 1
                     target = self.outputs.decisions if tp.topic == DECISIONS else self.outputs.flagged
                     target.append(decoded)
+                    if tp.topic == DECISIONS:
+                        self.outputs.decision_values.append(record.value)
 
     def read_until(self, predicate: Callable[[Outputs], bool], timeout: float, what: str) -> Outputs:
         deadline = time.monotonic() + timeout

@@ -554,3 +554,19 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_devstack_prints_every_setting_the_projects_own_screeners_get(stack):
+    """`aml-screener devstack` prints what the demo and the tests give their screeners on the embedded broker."""
+    from aml_screener.devstack.cli import screener_settings
+    from aml_screener.devstack.screener_process import screener_env
+
+    own = screener_env(stack.bootstrap_servers, stack.redis_url, 9400)
+    expected = {
+        key: value
+        for key, value in own.items()
+        if key.startswith("AML_") and not key.startswith("AML_HTTP") and os.environ.get(key) != value
+    }
+    printed = screener_settings(stack)
+    assert {key: printed[key] for key in expected} == expected
+    assert {"AML_KAFKA_API_VERSION", "AML_KAFKA_SESSION_TIMEOUT_MS", "AML_KAFKA_FETCH_MAX_WAIT_MS"} <= set(printed)

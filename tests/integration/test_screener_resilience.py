@@ -170,8 +170,17 @@ def test_fail_open_mode_passes_events_unscreened_to_the_hold_topic_never_clear(s
         assert not held_ids & set(by_event), "a held event has no decision: never `clear`"
         assert screener.metric("aml_screener_held_total", reason="redis_unavailable") == len(held_ids)
         stack.redis.start()
+        # Resumption must not wait for traffic: with the input topic idle, the screener probes the watchlist on
+        # its back-off (at most AML_LOOKUP_RETRY_MAX_SECONDS = 0.5 s here) and leaves fail-open by itself.
+        screener.wait_until(lambda: screener.probe("/readyz")[0] == 200, 20, "ready again with no traffic")
+        assert screener.metric("aml_screener_fail_open_active") == 0
+        assert "watchlist available again: screening resumes (fail-open bypass ends)" in {
+            line["msg"] for line in screener.log_lines()
+        }
         produce(stack.bootstrap_servers, after)
         reader.read_until(all_decided(after), 45, "screening resumes when the watchlist is back")
+        reader.settle(0.5)
+        assert len(reader.outputs.held) == len(held_ids), "nothing held once the watchlist answers again"
         assert screener.metric("aml_screener_fail_open_active") == 0
         assert screener.probe("/readyz")[0] == 200
         assert screener.terminate() == 0

@@ -173,6 +173,43 @@ def test_wrong_type_is_reported(catalog, decoder):
     assert caught.value.reason is DeadLetterReason.WRONG_TYPE
 
 
+class _WriterSchemas:
+    """Writer schemas by id on top of the catalog (what a registry would answer)."""
+
+    def __init__(self, catalog: SchemaCatalog, schemas: dict[int, Any]) -> None:
+        self.catalog, self.schemas = catalog, schemas
+
+    def writer_schema(self, schema_id: int) -> Any:
+        return self.schemas.get(schema_id) or self.catalog.by_id(schema_id).schema
+
+    def output_schema_id(self, subject: str, schema: Any) -> int:
+        raise NotImplementedError
+
+
+def _frame(schema: Any, schema_id: int, datum: Any) -> bytes:
+    stream = io.BytesIO()
+    stream.write(HEADER.pack(0, schema_id))
+    schemaless_writer(stream, parse_schema(schema, {}), datum)
+    return stream.getvalue()
+
+
+def test_writer_schemas_that_are_not_a_plain_record_are_decided_or_dead_lettered(catalog):
+    """A union around the record is valid Avro the reader resolves; a primitive writer is not a withdrawal. Neither
+    may raise anything but DecodeError (an AttributeError used to block the partition)."""
+    record = catalog.current(WITHDRAWAL_REQUESTED).schema
+    nullable, primitive = ["null", record], "string"
+    decoder = WithdrawalDecoder(_WriterSchemas(catalog, {201: nullable, 202: primitive}), catalog, 4096)
+    _, decoded = decoder.decode(_frame(nullable, 201, event()))
+    assert decoded["event_id"] == "e-1" and amount_of(decoded) == Decimal("1234.5")
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(_frame(nullable, 201, None))  # the null branch: nothing to screen
+    assert caught.value.reason is DeadLetterReason.WRONG_TYPE
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(_frame(primitive, 202, "e-1"))
+    assert caught.value.reason is DeadLetterReason.WRONG_TYPE
+    assert "'string', not a record" in caught.value.detail
+
+
 def test_garbage_body_is_malformed_not_a_crash(catalog, decoder):
     value = HEADER.pack(0, 1) + b"\x02\xff\xfe" + b"\x00" * 10
     with pytest.raises(DecodeError) as caught:

@@ -58,6 +58,38 @@ def test_liveness_fails_only_when_the_loop_stops_turning(server):
     assert get(url + "/healthz")[0] == 200
 
 
+def test_liveness_fails_when_errors_repeat_without_progress(server):
+    url, state, _ = server
+    state.heartbeat()
+    state.loop_failed()
+    assert get(url + "/healthz")[0] == 200, "one error is not a stuck loop"
+    time.sleep(0.6)
+    state.heartbeat()  # the loop still turns, but only to fail again
+    status, body = get(url + "/healthz")
+    assert status == 503 and json.loads(body)["problem"] == "loop_failing"
+    state.loop_succeeded()
+    assert get(url + "/healthz")[0] == 200
+
+
+def test_unreadable_input_makes_not_ready_at_once_and_unhealthy_after_the_bound(server):
+    url, state, _ = server
+    state.set_ready("v1")
+    state.heartbeat()
+    state.unreadable["withdrawals.requested-0"] = (42, "UnsupportedCodecError: lz4", time.monotonic())
+    status, body = get(url + "/readyz")
+    assert status == 503
+    assert json.loads(body)["reason"] == "input_unreadable"
+    assert json.loads(body)["unreadable_input"]["withdrawals.requested-0"]["offset"] == 42
+    assert get(url + "/healthz")[0] == 200, "records waiting is not yet a stuck loop"
+    time.sleep(0.6)
+    state.heartbeat()
+    status, body = get(url + "/healthz")
+    assert status == 503 and json.loads(body)["problem"] == "input_unreadable"
+    state.unreadable.clear()
+    assert get(url + "/readyz")[0] == 200
+    assert get(url + "/healthz")[0] == 200
+
+
 def test_metrics_are_exposed_in_prometheus_text_format(server):
     url, _, metrics = server
     metrics.decisions.labels("clear").inc(3)

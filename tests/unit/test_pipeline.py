@@ -198,3 +198,15 @@ def test_decision_id_is_deterministic_per_event_and_version():
 def test_decision_id_is_the_rfc4122_uuid5_of_event_and_version(event_id, version):
     expected = uuid.uuid5(DECISION_NAMESPACE, f"{event_id}\x1f{version or ''}")
     assert decision_id(event_id, version) == str(expected)
+
+
+def test_dead_letter_and_hold_records_keep_the_input_records_own_headers():
+    screener = batch_screener(lambda keys: LookupResult("v1", 1, {}, 0.0))
+    own = [("trace-id", b"t-1"), ("empty", None)]
+    bad = Record("in", 0, 1, 1, b"k", b"\x05garbage", own)
+    dead = screener.complete(screener.prepare([bad])).outputs[0]
+    assert dead.headers is not None and dead.headers[:2] == [("trace-id", b"t-1"), ("empty", b"")]
+    assert dict(dead.headers)[DLQ_HEADER_REASON] == b"bad_magic"
+    good = Record("in", 0, 2, 1, b"k", withdrawal("e-1", "ethereum", "0x52908400098527886e0f7030069857d2e4169ee7"), own)
+    held = screener.hold(screener.prepare([good]), "redis_unavailable").outputs[0]
+    assert held.headers is not None and held.headers[:2] == [("trace-id", b"t-1"), ("empty", b"")]

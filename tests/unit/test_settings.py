@@ -3,6 +3,7 @@ secrets never show up in reprs, redacted dumps or client-config logs."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,19 @@ def test_readme_configuration_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("<!-- settings:start -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
     assert block.strip() == settings_markdown().strip(), "run `python scripts/update_readme_settings.py`"
+
+
+def test_several_registry_urls_with_credentials_are_accepted_and_never_shown():
+    settings = load_settings(schema_registry_url="https://u:s3cret@reg-1:8081,https://reg-2:8081/apis/ccompat/v7")
+    assert settings.redacted()["schema_registry_url"] == "https://***@reg-1:8081,https://reg-2:8081/apis/ccompat/v7"
+    with pytest.raises(ConfigError, match="AML_SCHEMA_REGISTRY_URL"):
+        load_settings(schema_registry_url="https://reg-1:8081,ftp://reg-2")
+
+
+def test_registry_urls_carry_their_own_credentials_else_the_basic_auth_setting():
+    from aml_screener.screener.schemas import registry_endpoints
+
+    first, second = registry_endpoints("https://us%40er:p%3Aw@reg-1:8081/ccompat/,http://reg-2", "svc:pw")
+    assert first.url == "https://reg-1:8081/ccompat" and second.url == "http://reg-2"
+    assert first.authorization == "Basic " + base64.b64encode(b"us@er:p:w").decode()
+    assert second.authorization == "Basic " + base64.b64encode(b"svc:pw").decode()

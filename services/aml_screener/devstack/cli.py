@@ -8,7 +8,7 @@ import json
 import signal
 import threading
 
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
+from aml_screener.devstack.stack import MOCK_SCREENER_ENV, EmbeddedStack
 
 DEFAULT_TOPICS = {
     "withdrawals.requested": 4,
@@ -21,25 +21,44 @@ DEFAULT_TOPICS = {
 def add_devstack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brokers", type=int, default=1, help="number of mock brokers (default 1)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the input topic (default 4)")
+    parser.add_argument(
+        "--schema-registry",
+        action="store_true",
+        help="also run Apicurio Registry (Confluent-compatible; fetched with Maven into the cache on first use)",
+    )
+
+
+def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> dict[str, str]:
+    """Every AML_* setting the project's own runs (demo, tests, benchmarks) give a screener on the embedded broker:
+    the addresses plus devstack.stack.MOCK_SCREENER_ENV."""
+    env = {
+        "AML_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+        "AML_REDIS_URL": stack.redis_url,
+        **MOCK_SCREENER_ENV,
+    }
+    if registry_url is not None:
+        env["AML_SCHEMA_REGISTRY_URL"] = registry_url
+    return env
 
 
 def run_devstack(args: argparse.Namespace) -> int:
     topics = dict(DEFAULT_TOPICS, **{"withdrawals.requested": args.partitions})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedStack(brokers=args.brokers, topics=topics) as stack:
-        api_version = ".".join(str(part) for part in KAFKA_PYTHON_API_VERSION)
+    with EmbeddedStack(brokers=args.brokers, topics=topics) as stack, contextlib.ExitStack() as extra:
+        registry_url = None
+        if args.schema_registry:
+            from aml_screener.devstack.schema_registry import ApicurioRegistry  # noqa: PLC0415 - only when asked
+
+            registry_url = extra.enter_context(ApicurioRegistry()).url
         print(
             json.dumps(
                 {
                     "bootstrap_servers": stack.bootstrap_servers,
                     "redis_url": stack.redis_url,
+                    "schema_registry_url": registry_url,
                     "topics": topics,
-                    "env": {
-                        "AML_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-                        "AML_KAFKA_API_VERSION": api_version,
-                        "AML_REDIS_URL": stack.redis_url,
-                    },
+                    "env": screener_settings(stack, registry_url),
                 },
                 indent=2,
             ),

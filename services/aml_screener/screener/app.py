@@ -6,6 +6,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,7 @@ from kafka import KafkaConsumer
 
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
+from aml_screener.screener.errors import SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
 from aml_screener.screener.lookup import WatchlistLookup
@@ -25,6 +27,7 @@ from aml_screener.screener.schemas import (
     WITHDRAWAL_FLAGGED,
     HttpSchemaRegistry,
     LocalSchemaRepository,
+    OutputSchemaUnavailable,
     SchemaCatalog,
     SchemaRepository,
 )
@@ -34,6 +37,12 @@ from aml_screener.screener.watchlist_watch import WatchlistWatcher
 from aml_screener.watchlist.keys import WatchlistKeys
 
 log = logging.getLogger(__name__)
+
+# Exit code when the configuration cannot work (as for invalid AML_* settings: cli.EXIT_CONFIG).
+EXIT_CONFIG = 2
+# Registry retries at start-up: first after 0.1 s, doubling up to AML_LOOKUP_RETRY_MAX_SECONDS (as lookups do).
+_FIRST_BACKOFF_SECONDS = 0.1
+_REGISTRY_UNAVAILABLE = "schema_registry_unavailable"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -61,8 +70,69 @@ def redis_client(settings: Settings) -> redis.Redis:
 def schema_repository(settings: Settings, catalog: SchemaCatalog) -> SchemaRepository:
     if settings.schema_registry_url:
         auth = settings.schema_registry_basic_auth
-        return HttpSchemaRegistry(settings.schema_registry_url, auth.get_secret_value() if auth else None)
+        return HttpSchemaRegistry(
+            settings.schema_registry_url,
+            auth.get_secret_value() if auth else None,
+            auto_register=settings.schema_registry_auto_register,
+        )
     return LocalSchemaRepository(catalog)
+
+
+def output_schema_ids(settings: Settings, repository: SchemaRepository, catalog: SchemaCatalog) -> tuple[int, int]:
+    """(ScreeningDecision id, WithdrawalFlagged id): configured, or looked up (registered when missing).
+    Raises SchemaSourceUnavailable (retry) or OutputSchemaUnavailable (the operator must act)."""
+    decisions = settings.schema_registry_decisions_schema_id
+    if decisions is None:
+        schema = catalog.current(SCREENING_DECISION).schema
+        decisions = repository.output_schema_id(f"{settings.kafka_decisions_topic}-value", schema)
+    flagged = settings.schema_registry_flagged_schema_id
+    if flagged is None:
+        schema = catalog.current(WITHDRAWAL_FLAGGED).schema
+        flagged = repository.output_schema_id(f"{settings.kafka_flagged_topic}-value", schema)
+    return decisions, flagged
+
+
+def wait_for_output_schemas(
+    settings: Settings,
+    *,
+    repository: SchemaRepository,
+    catalog: SchemaCatalog,
+    state: ServiceState,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> tuple[int, int] | None:
+    """Like a watchlist outage: while the registry cannot be reached (unreachable, 5xx, 401) the screener is not
+    ready, fails closed (joins no group, decides nothing) and retries with back-off; None when stopped meanwhile."""
+    backoff = _FIRST_BACKOFF_SECONDS
+    since: float | None = None
+    while not stop.is_set():
+        state.heartbeat()
+        try:
+            ids = output_schema_ids(settings, repository, catalog)
+        except SchemaSourceUnavailable as exc:
+            if since is None:
+                since = time.monotonic()
+                state.set_not_ready(_REGISTRY_UNAVAILABLE, fail_closed=True)
+                metrics.fail_closed.set(1)
+                metrics.fail_closed_pauses.labels(_REGISTRY_UNAVAILABLE).inc()
+                log.error(  # noqa: TRY400 - an expected outage: the detail says it all, no traceback
+                    "schema registry unavailable at start-up: failing closed (not ready, no group joined), retrying",
+                    extra={"detail": str(exc)},
+                )
+            metrics.lookup_errors.labels(_REGISTRY_UNAVAILABLE).inc()
+            stop.wait(backoff)
+            backoff = min(backoff * 2, settings.lookup_retry_max_seconds)
+            continue
+        if since is not None:
+            waited = time.monotonic() - since
+            metrics.fail_closed_seconds.inc(waited)
+            metrics.fail_closed.set(0)
+            state.set_not_ready("starting", fail_closed=False)
+            log.info(
+                "schema registry available: output schema ids resolved", extra={"waited_seconds": round(waited, 3)}
+            )
+        return ids
+    return None
 
 
 @dataclass
@@ -73,20 +143,22 @@ class Components:
     redis: redis.Redis
 
 
-def build(settings: Settings, metrics: Metrics | None = None, state: ServiceState | None = None) -> Components:
+def build(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    state: ServiceState | None = None,
+    *,
+    catalog: SchemaCatalog | None = None,
+    repository: SchemaRepository | None = None,
+    output_ids: tuple[int, int] | None = None,
+) -> Components:
     metrics = metrics or Metrics()
-    state = state or ServiceState(stall_seconds=max(60.0, settings.kafka_max_poll_interval_ms / 1000))
-    catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
-    repository = schema_repository(settings, catalog)
-    decision_schema = catalog.current(SCREENING_DECISION).schema
-    flagged_schema = catalog.current(WITHDRAWAL_FLAGGED).schema
-    decision_encoder = RecordEncoder(
-        decision_schema,
-        repository.output_schema_id(f"{settings.kafka_decisions_topic}-value", decision_schema),
-    )
-    flagged_encoder = RecordEncoder(
-        flagged_schema, repository.output_schema_id(f"{settings.kafka_flagged_topic}-value", flagged_schema)
-    )
+    state = state or ServiceState(stall_seconds=settings.health_stall_seconds)
+    catalog = catalog or SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
+    repository = repository or schema_repository(settings, catalog)
+    decisions_id, flagged_id = output_ids or output_schema_ids(settings, repository, catalog)
+    decision_encoder = RecordEncoder(catalog.current(SCREENING_DECISION).schema, decisions_id)
+    flagged_encoder = RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, flagged_id)
     client = redis_client(settings)
     lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
     batch = BatchScreener(
@@ -130,12 +202,25 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
     """Run until SIGTERM/SIGINT (or `stop_requested`, set by a signal that arrived during start-up); return the
     process exit code."""
     metrics = Metrics()
-    state = ServiceState()
+    state = ServiceState(stall_seconds=settings.health_stall_seconds)
     health = (
         HealthServer(settings.http_host, settings.http_port, state, metrics).start() if settings.http_port else None
     )
+    stop = stop_requested if stop_requested is not None else threading.Event()
     try:
-        components = build(settings, metrics, state)
+        catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
+        repository = schema_repository(settings, catalog)
+        try:
+            output_ids = wait_for_output_schemas(
+                settings, repository=repository, catalog=catalog, state=state, metrics=metrics, stop=stop
+            )
+        except OutputSchemaUnavailable as exc:
+            log.error("cannot start: output schema ids unavailable", extra={"detail": str(exc)})  # noqa: TRY400
+            return EXIT_CONFIG
+        if output_ids is None:
+            log.info("stop requested during start-up")
+            return 0
+        components = build(settings, metrics, state, catalog=catalog, repository=repository, output_ids=output_ids)
         screener = components.screener
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -146,7 +231,7 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
-        if stop_requested is not None and stop_requested.is_set():
+        if stop.is_set():
             log.info("stop requested during start-up")
             screener.request_stop()
         watcher = WatchlistWatcher(components.redis, WatchlistKeys(settings.watchlist_key_prefix), metrics)

@@ -82,6 +82,26 @@ def _logical_signature(schema: Any) -> frozenset[tuple[str, Any]]:
     return frozenset()
 
 
+def _record_branches(writer: Any) -> list[Schema]:
+    """The writer's record schemas a record reader can resolve against: the writer itself, or the record branches
+    of a union (Avro resolves the branch a datum was written with). None for primitives, arrays, enums..."""
+    if isinstance(writer, dict) and writer.get("type") in ("record", "error"):
+        return [writer]
+    if isinstance(writer, list):
+        return [branch for member in writer for branch in _record_branches(member)]
+    if isinstance(writer, dict) and isinstance(writer.get("type"), dict | list):
+        return _record_branches(writer["type"])  # {"type": {"type": "record", ...}} wraps a schema
+    return []
+
+
+def _writer_kind(writer: Any) -> str:
+    if isinstance(writer, dict):
+        return str(writer.get("type"))
+    if isinstance(writer, list):
+        return "union without a record"
+    return str(writer)
+
+
 def _logical_mismatch(writer: Schema, reader: Schema) -> str | None:
     """Schema resolution ignores logical types (string is even promotable to bytes), so a writer sending
     `amount` as a string would be read as garbage decimal bytes. Require equal logical types per field."""
@@ -152,7 +172,7 @@ class WithdrawalDecoder:
         if plan is not None:
             return plan
         try:
-            writer_json = self._repository.writer_schema(schema_id)
+            writer_json: Any = self._repository.writer_schema(schema_id)
         except UnknownSchemaId:
             raise DecodeError(DeadLetterReason.UNKNOWN_SCHEMA_ID, f"no schema with id {schema_id}") from None
         try:
@@ -160,14 +180,30 @@ class WithdrawalDecoder:
         except Exception as exc:  # noqa: BLE001 - any unparsable registry schema makes the record undecodable
             raise DecodeError(DeadLetterReason.UNKNOWN_SCHEMA_ID, f"schema {schema_id} unusable: {exc}") from None
         same = to_parsing_canonical_form(writer) == self._reader_canonical
-        error = None
-        mismatch = _logical_mismatch(writer_json, self._reader_full)  # canonical forms omit logical types
-        if mismatch:
-            detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {mismatch}"
-            error = DecodeError(DeadLetterReason.WRONG_TYPE, detail)
-        plan = _ReadPlan(writer=writer, reader=None if same else self._reader, error=error)
+        plan = _ReadPlan(
+            writer=writer, reader=None if same else self._reader, error=self._unreadable(schema_id, writer_json)
+        )
         self._plans[schema_id] = plan
         return plan
+
+    def _unreadable(self, schema_id: int, writer_json: Any) -> DecodeError | None:
+        """Why records of this writer schema can never be read as the reader schema (None: they may be).
+
+        Any writer schema is accepted here (a record, a union such as ["null", WithdrawalRequested], a primitive):
+        resolution itself (fastavro, per record) decides about the rest, e.g. a null branch written."""
+        branches = _record_branches(writer_json)
+        if not branches:
+            detail = (
+                f"writer schema {schema_id} is a {_writer_kind(writer_json)!r}, not a record: it cannot be read as "
+                f"{WITHDRAWAL_REQUESTED}"
+            )
+            return DecodeError(DeadLetterReason.WRONG_TYPE, detail[:500])
+        for branch in branches:
+            mismatch = _logical_mismatch(branch, self._reader_full)  # canonical forms omit logical types
+            if mismatch:
+                detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {mismatch}"
+                return DecodeError(DeadLetterReason.WRONG_TYPE, detail)
+        return None
 
     def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
         """Return (writer schema id, record). Raises DecodeError; SchemaSourceUnavailable propagates."""

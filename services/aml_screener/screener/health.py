@@ -3,9 +3,13 @@
 Served by the standard library's WSGI server in a daemon thread, with prometheus_client's WSGI app for /metrics
 (the same combination prometheus_client's own start_http_server uses).
 
-- /healthz is 200 while the consumer loop keeps turning (it is stuck if it has not come round for
-  `stall_seconds`); a fail-closed pause is *healthy* (the loop turns, waiting), so Kubernetes does not restart it.
-- /readyz is 200 only when the screener can decide: watchlist present, Redis reachable, not fail-closed.
+- /healthz is 200 while the consumer loop makes progress. It is 503 when the loop has not come round for
+  `stall_seconds` (stuck inside a call), when its iterations have been failing with errors for longer than that
+  (a client error repeating without progress), or when an input partition has been unreadable (a record batch
+  the Kafka client cannot parse: an unsupported codec, a corrupt batch) for longer than that. A fail-closed pause
+  is *healthy* (the loop turns, waiting), so Kubernetes does not restart it.
+- /readyz is 200 only when the screener can decide: watchlist present, Redis reachable, not fail-closed, and no
+  input partition blocked by records the client cannot read (they wait undecided).
 """
 
 from __future__ import annotations
@@ -39,9 +43,34 @@ class ServiceState:
     assigned_partitions: list[str] = field(default_factory=list)
     last_loop: float = field(default_factory=time.monotonic)
     stall_seconds: float = 60.0
+    failing_since: float | None = None  # first of the loop's current run of consecutive errors
+    # Input partitions whose next records the Kafka client cannot read: "topic-partition" -> offset, error and
+    # when it was first seen (monotonic). Records behind them wait undecided, so the screener is not ready.
+    unreadable: dict[str, tuple[int, str, float]] = field(default_factory=dict)
 
     def heartbeat(self) -> None:
         self.last_loop = time.monotonic()
+
+    def loop_failed(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+
+    def loop_succeeded(self) -> None:
+        self.failing_since = None
+
+    def is_ready(self) -> bool:
+        return self.ready and not self.unreadable
+
+    def liveness_problem(self) -> str | None:
+        """Why the loop counts as stuck, or None while it makes progress."""
+        now = time.monotonic()
+        if now - self.last_loop > self.stall_seconds:
+            return "loop_stalled"
+        if self.failing_since is not None and now - self.failing_since > self.stall_seconds:
+            return "loop_failing"
+        if any(now - since > self.stall_seconds for _offset, _error, since in self.unreadable.values()):
+            return "input_unreadable"
+        return None
 
     def set_ready(self, version: str | None) -> None:
         self.ready, self.not_ready_reason, self.fail_closed, self.watchlist_version = True, "", False, version
@@ -51,15 +80,21 @@ class ServiceState:
         self.ready, self.not_ready_reason, self.fail_closed, self.fail_open = False, reason, fail_closed, fail_open
 
     def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
         return {
-            "ready": self.ready,
+            "ready": self.is_ready(),
             "reason": self.not_ready_reason or None,
             "fail_closed": self.fail_closed,
             "failure_mode": self.failure_mode,
             "fail_open": self.fail_open,
             "watchlist_version": self.watchlist_version,
             "assigned_partitions": self.assigned_partitions,
-            "seconds_since_loop": round(time.monotonic() - self.last_loop, 3),
+            "seconds_since_loop": round(now - self.last_loop, 3),
+            "failing_seconds": None if self.failing_since is None else round(now - self.failing_since, 3),
+            "unreadable_input": {
+                partition: {"offset": offset, "error": error, "seconds": round(now - since, 3)}
+                for partition, (offset, error, since) in self.unreadable.items()
+            },
         }
 
 
@@ -95,10 +130,14 @@ class HealthServer:
         if path == "/metrics":
             return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
-            stalled = time.monotonic() - self.state.last_loop > self.state.stall_seconds
-            return self._json(start_response, not stalled, {"alive": not stalled, **self.state.snapshot()})
+            problem = self.state.liveness_problem()
+            body = {"alive": problem is None, "problem": problem, **self.state.snapshot()}
+            return self._json(start_response, problem is None, body)
         if path == "/readyz":
-            return self._json(start_response, self.state.ready, self.state.snapshot())
+            snapshot = self.state.snapshot()
+            if self.state.ready and self.state.unreadable:
+                snapshot["reason"] = "input_unreadable"
+            return self._json(start_response, self.state.is_ready(), snapshot)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics, /healthz or /readyz\n"]
 

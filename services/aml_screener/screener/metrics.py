@@ -35,6 +35,12 @@ class Metrics:
             "1 when the screener can decide (watchlist loaded, Redis reachable).",
             registry=r,
         )
+        self.unreadable_partitions = Gauge(
+            "aml_screener_input_unreadable_partitions",
+            "Input partitions blocked at a record batch the Kafka client cannot read (unsupported codec, corrupt "
+            "batch); their records wait undecided.",
+            registry=r,
+        )
         self.fail_closed = Gauge(
             "aml_screener_fail_closed",
             "1 while consumption is paused because the watchlist cannot be consulted (no decisions are made).",

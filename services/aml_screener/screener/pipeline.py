@@ -62,6 +62,8 @@ class InputRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +370,7 @@ class BatchScreener:
         )
 
     def _held(self, record: InputRecord, reason: str) -> OutputRecord:
-        headers = [(HOLD_HEADER_REASON, reason.encode()), *self._source_headers(record)]
+        headers = [*_own_headers(record), (HOLD_HEADER_REASON, reason.encode()), *self._source_headers(record)]
         return OutputRecord(self.topics.hold, record.key, record.value or b"", headers)
 
     def _source_headers(self, record: InputRecord) -> list[tuple[str, bytes]]:
@@ -383,11 +385,17 @@ class BatchScreener:
     def dead_letter(self, record: InputRecord, error: DecodeError) -> OutputRecord:
         """The original bytes, untouched, with the reason and the source position in headers."""
         headers = [
+            *_own_headers(record),  # the producer's headers first (operators trace records by them), then ours
             (DLQ_HEADER_REASON, error.reason.value.encode()),
             (DLQ_HEADER_DETAIL, error.detail[:_DLQ_DETAIL_MAX].encode("utf-8", "replace")),
             *self._source_headers(record),
         ]
         return OutputRecord(self.topics.dead_letter, record.key, record.value or b"", headers)
+
+
+def _own_headers(record: InputRecord) -> list[tuple[str, bytes]]:
+    """The input record's own headers, unchanged (a header without a value is kept, with an empty one)."""
+    return [(key, value or b"") for key, value in (record.headers or ())]
 
 
 __all__ = [

@@ -6,17 +6,20 @@ defined inline at first use), which is what a Schema Registry stores and what fa
 
 Writer schemas of input records are found by the 4-byte id of the Confluent wire format:
 - `LocalSchemaRepository`: ids from `schemas/registry.json` (no registry configured);
-- `HttpSchemaRegistry`: `GET /schemas/ids/{id}` against a registry, cached forever (ids are immutable);
-  output schemas are registered under `<topic>-value` (TopicNameStrategy) to obtain their ids.
+- `HttpSchemaRegistry`: `GET /schemas/ids/{id}` against a registry, cached forever (ids are immutable), with
+  Confluent schema references resolved; output schema ids are looked up under `<topic>-value` (TopicNameStrategy)
+  and registered only when missing.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -31,6 +34,8 @@ WITHDRAWAL_FLAGGED = "aml_screener.screening.WithdrawalFlagged"
 
 # How long a schema id the registry does not know is answered "unknown" without asking again.
 _UNKNOWN_ID_TTL_SECONDS = 60.0
+# Schema references nest (a referenced schema may reference others); deeper than this is a cycle or a mistake.
+_MAX_REFERENCE_DEPTH = 16
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
@@ -170,8 +175,9 @@ class SchemaCatalog:
 class SchemaRepository(Protocol):
     """Resolves writer schemas by id (inputs) and ids for our output schemas."""
 
-    def writer_schema(self, schema_id: int) -> Schema:
-        """Self-contained writer schema for `schema_id`; UnknownSchemaId or SchemaSourceUnavailable."""
+    def writer_schema(self, schema_id: int) -> Any:
+        """Self-contained writer schema for `schema_id` (any Avro schema: a record, a union, a primitive...);
+        UnknownSchemaId or SchemaSourceUnavailable."""
         ...
 
     def output_schema_id(self, subject: str, schema: Schema) -> int:
@@ -193,38 +199,111 @@ class LocalSchemaRepository:
         return self.catalog.current(_fullname(schema, None)).schema_id
 
 
+class OutputSchemaUnavailable(Exception):
+    """An output schema has no id in the registry and cannot be registered (read-only credentials, auto-registration
+    off): a configuration problem the operator must fix, so the screener stops with this message."""
+
+
+class _NotFound(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code  # the registry's error_code, e.g. 40401 subject not found, 40403 schema not found
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    url: str  # without credentials
+    authorization: str | None  # "Basic ..." header value
+
+
+def registry_endpoints(urls: str, basic_auth: str | None = None) -> list[_Endpoint]:
+    """A comma-separated list of registry base URLs, each optionally with credentials in it
+    (https://user:password@host/path, percent-encoded), as Confluent's clients accept. `basic_auth` ('user:pw')
+    applies to every URL that carries none of its own."""
+    endpoints = []
+    for raw in urls.split(","):
+        parts = urllib.parse.urlsplit(raw.strip())
+        credentials = basic_auth
+        if parts.username is not None:
+            credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        header = f"Basic {base64.b64encode(credentials.encode()).decode()}" if credentials else None
+        endpoints.append(_Endpoint(url, header))
+    return endpoints
+
+
 class HttpSchemaRegistry:
-    """A Confluent-compatible Schema Registry over HTTP, with an in-process cache (schema ids are immutable)."""
+    """A Confluent-compatible Schema Registry over HTTP, with an in-process cache (schema ids are immutable).
+
+    Several base URLs (comma-separated) are tried in turn, starting with the last one that answered. Writer
+    schemas with Confluent schema references (named types registered under other subjects) are made
+    self-contained by fetching each reference (`GET /subjects/{subject}/versions/{version}`, recursively).
+    Output schema ids are looked up first (`POST /subjects/{subject}`: works with read-only credentials) and only
+    registered when missing."""
 
     _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
-    def __init__(self, url: str, basic_auth: str | None = None, timeout_seconds: float = 5.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(
+        self, url: str, basic_auth: str | None = None, timeout_seconds: float = 5.0, *, auto_register: bool = True
+    ) -> None:
+        self.endpoints = registry_endpoints(url, basic_auth)
         self.timeout_seconds = timeout_seconds
-        self._headers = {"Accept": self._CONTENT_TYPE, "Content-Type": self._CONTENT_TYPE}
-        if basic_auth:
-            token = base64.b64encode(basic_auth.encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
-        self._cache: dict[int, Schema] = {}
+        self.auto_register = auto_register
+        self._current = 0
+        self._cache: dict[int, Any] = {}
+        self._versions: dict[tuple[str, int], tuple[Any, list[dict[str, Any]]]] = {}
         self._unknown: dict[int, float] = {}  # id -> monotonic time until which "unknown" is remembered
         self._lock = threading.Lock()
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - scheme validated by settings (http/https only)
-            f"{self.url}{path}", data=data, method=method, headers=self._headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise
-            raise SchemaSourceUnavailable(f"schema registry answered HTTP {exc.code} for {method} {path}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise SchemaSourceUnavailable(f"schema registry unreachable: {exc}") from None
+    @property
+    def url(self) -> str:
+        """The base URLs, without credentials (for messages)."""
+        return ",".join(endpoint.url for endpoint in self.endpoints)
 
-    def writer_schema(self, schema_id: int) -> Schema:
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """One call, failing over to the next URL on connection errors and 5xx. 404 raises _NotFound, 401/403
+        _Refused; SchemaSourceUnavailable when no URL answered."""
+        data = None if body is None else json.dumps(body).encode()
+        problems = []
+        count = len(self.endpoints)
+        for step in range(count):
+            index = (self._current + step) % count
+            endpoint = self.endpoints[index]
+            headers = {"Accept": self._CONTENT_TYPE, "Content-Type": self._CONTENT_TYPE}
+            if endpoint.authorization:
+                headers["Authorization"] = endpoint.authorization
+            request = urllib.request.Request(  # noqa: S310 - scheme validated by settings (http/https only)
+                f"{endpoint.url}{path}", data=data, method=method, headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:  # noqa: S310
+                    answer = json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    raise _NotFound(_error_code(exc)) from None
+                if exc.code in (401, 403):
+                    what = "credentials rejected" if exc.code == 401 else "not allowed for these credentials"
+                    raise _Refused(exc.code, f"HTTP {exc.code} ({what}) for {method} {endpoint.url}{path}") from None
+                problems.append(f"{endpoint.url}: HTTP {exc.code}")
+                continue
+            except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+                problems.append(f"{endpoint.url}: {exc}")
+                continue
+            self._current = index
+            return answer
+        raise SchemaSourceUnavailable(f"schema registry unreachable for {method} {path}: " + "; ".join(problems))
+
+    def writer_schema(self, schema_id: int) -> Any:
         cached = self._cache.get(schema_id)
         if cached is not None:
             return cached
@@ -232,18 +311,71 @@ class HttpSchemaRegistry:
             raise UnknownSchemaId(schema_id)
         try:
             answer = self._request("GET", f"/schemas/ids/{schema_id}")
-        except urllib.error.HTTPError:
+            if answer.get("schemaType", "AVRO") != "AVRO":
+                raise UnknownSchemaId(schema_id)
+            named: dict[str, Any] = {}
+            self._resolve_references(answer.get("references") or [], named, depth=0)
+            schema = inline_named_types(json.loads(answer["schema"]), named)
+        except _NotFound:
             # Remember misses for a while: records with made-up ids must not become one registry call each.
             with self._lock:
                 self._unknown[schema_id] = time.monotonic() + _UNKNOWN_ID_TTL_SECONDS
             raise UnknownSchemaId(schema_id) from None
-        if answer.get("schemaType", "AVRO") != "AVRO":
-            raise UnknownSchemaId(schema_id)
-        schema: Schema = json.loads(answer["schema"])
+        except _Refused as exc:
+            raise SchemaSourceUnavailable(str(exc)) from None
         with self._lock:
             self._cache[schema_id] = schema
         return schema
 
+    def _resolve_references(self, references: list[dict[str, Any]], named: dict[str, Any], depth: int) -> None:
+        """Fetch every referenced schema (and theirs) into `named`, keyed by the full names they define."""
+        if depth > _MAX_REFERENCE_DEPTH:
+            raise _NotFound(0)  # a reference cycle or an absurd chain: the schema is unusable
+        for reference in references:
+            key = (str(reference["subject"]), int(reference["version"]))
+            found = self._versions.get(key)
+            if found is None:
+                answer = self._request("GET", f"/subjects/{urllib.parse.quote(key[0], safe='')}/versions/{key[1]}")
+                found = (json.loads(answer["schema"]), list(answer.get("references") or []))
+                self._versions[key] = found
+            schema, nested = found
+            self._resolve_references(nested, named, depth + 1)
+            name = _fullname(schema, None) if isinstance(schema, dict) and "name" in schema else str(reference["name"])
+            named.setdefault(name, schema)
+
     def output_schema_id(self, subject: str, schema: Schema) -> int:
-        answer = self._request("POST", f"/subjects/{subject}/versions", {"schema": json.dumps(schema)})
-        return int(answer["id"])
+        """Look the schema up under `subject`; register it only when it is missing (and auto_register is on)."""
+        body = {"schema": json.dumps(schema)}
+        path = f"/subjects/{urllib.parse.quote(subject, safe='')}"
+        try:
+            return int(self._request("POST", path, body)["id"])
+        except _NotFound:
+            pass  # subject or schema not registered yet
+        except _Refused as exc:
+            raise SchemaSourceUnavailable(str(exc)) from None
+        hint = (
+            f"register it beforehand with write access (POST {path}/versions), or set its id in "
+            "AML_SCHEMA_REGISTRY_DECISIONS_SCHEMA_ID / AML_SCHEMA_REGISTRY_FLAGGED_SCHEMA_ID"
+        )
+        if not self.auto_register:
+            raise OutputSchemaUnavailable(
+                f"output schema {_fullname(schema, None)} is not registered under {subject} and "
+                f"AML_SCHEMA_REGISTRY_AUTO_REGISTER is off: {hint}"
+            )
+        try:
+            return int(self._request("POST", f"{path}/versions", body)["id"])
+        except _Refused as exc:
+            if exc.status == 401:
+                raise SchemaSourceUnavailable(str(exc)) from None
+            raise OutputSchemaUnavailable(
+                f"output schema {_fullname(schema, None)} is not registered under {subject} and the registry refused "
+                f"to register it ({exc}): {hint}"
+            ) from None
+        except _NotFound as exc:
+            raise SchemaSourceUnavailable(f"registry answered 404 ({exc.code}) registering under {subject}") from None
+
+
+def _error_code(exc: urllib.error.HTTPError) -> int:
+    with contextlib.suppress(Exception):
+        return int(json.loads(exc.read()).get("error_code", 0))
+    return 0

@@ -15,10 +15,15 @@ outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets
   pausing; the watchlist is retried with back-off meanwhile, and screening resumes when it answers.
 - SIGTERM (`request_stop`): the current batch is finished (bounded by the shutdown timeout), committed, the group
   is left cleanly so partitions move at once, and `run` returns 0.
+- Unreadable input is visible, never a silent stall: a record batch the Kafka client cannot parse (a codec whose
+  library is missing, a corrupt batch) leaves its partition blocked at that offset (nothing is skipped); the
+  loop keeps turning (see fetch_errors.py for the client bug this avoids), logs the partition, offset and error,
+  reports not ready while it lasts and unhealthy once it lasted longer than the liveness bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +38,7 @@ from kafka.structs import OffsetAndMetadata
 
 from aml_screener.screener.emitter import Emitter, output_of
 from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.fetch_errors import discard_failed_batch, is_record_read_error
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
@@ -161,6 +167,10 @@ class Screener:
         self.metrics.failure_mode.info({"mode": settings.watchlist_failure_mode.value})
         self._lag_labels: set[tuple[str, str]] = set()
         self._consecutive_errors = 0
+        self._last_error_at = 0.0
+        # See _quiet_poll: an error that does not come back within the longest back-off (+1 s) is over.
+        self._error_quiet_seconds = settings.lookup_retry_max_seconds + 1.0
+        self._unreadable: dict[TopicPartition, int] = {}  # input partitions blocked at an unreadable batch's offset
         self.batches = 0
         self.records_done = 0  # input records whose outputs were acknowledged and whose offsets were committed
 
@@ -189,20 +199,24 @@ class Screener:
             log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
             while not self._stop.is_set():
                 self.state.heartbeat()
+                self._retry_fail_open()
                 # While outputs are in flight, poll briefly so their acknowledgements (and commits) are not
                 # delayed by an idle topic.
                 timeout_ms = _IN_FLIGHT_POLL_MS if self._inflight else self.settings.kafka_poll_timeout_ms
                 try:
                     polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
-                except KafkaError as exc:
+                except Exception as exc:  # noqa: BLE001 - any poll failure: report, back off, poll again
                     # Group and fetch errors surface here (e.g. a SyncGroup refused mid-rebalance); the client
-                    # rejoins and refetches by itself on the next poll, so wait a little and go on.
-                    self._loop_error("poll", exc)
+                    # rejoins and refetches by itself on the next poll. A batch it cannot parse raises here too.
+                    self._on_poll_error(exc)
                     continue
+                if self._unreadable:
+                    self._unblock(polled)
                 records = [record for records in polled.values() for record in records]
                 if records:
                     self._process_safely(records)
                 else:
+                    self._quiet_poll()
                     self._settle(wait=False)
                 self._refresh_lag()
             return 0
@@ -275,9 +289,62 @@ class Screener:
             self._loop_error("batch", exc, with_traceback=True)
         else:
             self._consecutive_errors = 0
+            self.state.loop_succeeded()
+
+    def _quiet_poll(self) -> None:
+        """An empty poll without error ends a run of loop errors only once the error has not come back for longer
+        than the longest retry back-off: otherwise an error that repeats between empty polls (a batch the client
+        cannot read is fetched again after each) would never count as repeating."""
+        if self._consecutive_errors and time.monotonic() - self._last_error_at > self._error_quiet_seconds:
+            self._consecutive_errors = 0
+            self.state.loop_succeeded()
+
+    def _on_poll_error(self, exc: Exception) -> None:
+        partition = discard_failed_batch(self.consumer)
+        if partition is not None and is_record_read_error(exc):
+            try:
+                offset = int(self.consumer.position(partition, timeout_ms=0) or -1)
+            except KafkaError:
+                offset = -1
+            self._block(partition, offset, f"{type(exc).__name__}: {exc}")
+        self._loop_error("poll", exc)
+
+    def _block(self, partition: TopicPartition, offset: int, error: str) -> None:
+        """An input partition cannot be read past `offset`: not ready (records wait undecided) until it can."""
+        label = f"{partition.topic}-{partition.partition}"
+        known = self.state.unreadable.get(label)
+        if known is None or known[0] != offset:
+            log.error(
+                "input records cannot be read by the Kafka client; the partition is blocked at this offset (nothing "
+                "is skipped) until they can be (e.g. install the codec's library) or an operator moves the offset",
+                extra={"partition": label, "offset": offset, "error": error},
+            )
+            self.state.unreadable[label] = (offset, error, time.monotonic())
+        self._unreadable[partition] = offset
+        self.metrics.unreadable_partitions.set(len(self._unreadable))
+        self.metrics.ready.set(0)
+
+    def _unblock(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """Records of a blocked partition at or past its blocked offset arrived: it is readable again."""
+        for partition, records in polled.items():
+            offset = self._unreadable.get(partition)
+            if offset is not None and records and records[-1].offset >= offset:
+                self._forget_unreadable(partition)
+                log.info(
+                    "input partition readable again", extra={"partition": f"{partition.topic}-{partition.partition}"}
+                )
+
+    def _forget_unreadable(self, partition: TopicPartition) -> None:
+        if self._unreadable.pop(partition, None) is None:
+            return
+        self.state.unreadable.pop(f"{partition.topic}-{partition.partition}", None)
+        self.metrics.unreadable_partitions.set(len(self._unreadable))
+        self.metrics.ready.set(1 if self.state.is_ready() else 0)
 
     def _loop_error(self, where: str, exc: BaseException, *, with_traceback: bool = False) -> None:
         self._consecutive_errors += 1
+        self._last_error_at = time.monotonic()
+        self.state.loop_failed()
         self.metrics.loop_errors.labels(where).inc()
         log.warning(
             "consumer loop error; retrying",
@@ -328,11 +395,19 @@ class Screener:
         backoff = _FIRST_BACKOFF_SECONDS
         while True:
             try:
-                return self.batch.prepare(records)
+                prepared = self.batch.prepare(records)
             except SchemaSourceUnavailable as exc:
                 self._enter_fail_closed(LookupUnavailable("schema_registry_unavailable", str(exc)))
                 self._hold_for(backoff, abandon_on_stop=True)
                 backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                continue
+            if backoff > _FIRST_BACKOFF_SECONDS and not prepared.screenable:
+                # The registry is back but nothing in this batch consults the watchlist (only dead letters), which
+                # is what would otherwise end the fail-closed state: check the watchlist here.
+                with contextlib.suppress(LookupUnavailable):
+                    result = self.lookup.check()
+                    self._leave_fail_closed(result.version, result.size)
+            return prepared
 
     def _complete(self, prepared: PreparedBatch) -> CompletedBatch:
         if self._fail_open_since is not None and time.monotonic() < self._fail_open_retry_at:
@@ -527,6 +602,19 @@ class Screener:
         self._fail_open_reason = exc.reason
         self._fail_open_retry_at = now + self._fail_open_backoff
 
+    def _retry_fail_open(self) -> None:
+        """In fail-open mode, probe the watchlist when the back-off is due, whether or not records arrive: the
+        bypass must end as soon as the watchlist answers, not only when the next batch happens to come after
+        the retry time (an idle topic would otherwise keep the screener in fail-open, not ready, for ever)."""
+        if self._fail_open_since is None or time.monotonic() < self._fail_open_retry_at:
+            return
+        try:
+            result = self.lookup.check()
+        except LookupUnavailable as exc:
+            self._enter_fail_open(exc)
+            return
+        self._leave_fail_closed(result.version, result.size)
+
     def _leave_fail_closed(self, version: str, size: int) -> None:
         if self._fail_open_since is not None:
             log.info(
@@ -548,7 +636,7 @@ class Screener:
             self.metrics.watchlist_info.info({"version": version})
         if not self.state.ready or version != self.state.watchlist_version:
             self.state.set_ready(version)
-            self.metrics.ready.set(1)
+            self.metrics.ready.set(1 if self.state.is_ready() else 0)
         self.metrics.watchlist_keys.set(size)
 
     # --- rebalance callbacks (called from inside consumer.poll) ----------------------------------------
@@ -563,6 +651,7 @@ class Screener:
         for tp in gone:
             self._finished.pop(tp, None)
             self._paused.discard(tp)
+            self._forget_unreadable(tp)
             label = (tp.topic, str(tp.partition))
             if label in self._lag_labels:
                 self.metrics.consumer_lag.remove(*label)
