@@ -108,6 +108,7 @@ class _Record:
     topic = "in"
     partition = 0
     timestamp = 1
+    headers: list[tuple[str, bytes]] | None = None
 
     def __init__(self, offset: int, value: bytes) -> None:
         self.offset = offset
