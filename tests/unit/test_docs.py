@@ -45,7 +45,8 @@ def _exists(cited: str, doc: Path) -> bool:
         return True
     if "/" not in cited:  # a bare file name: somewhere in the project's own code, tests, scripts or config
         return any(
-            path for folder in ("services", "tests", "scripts", "bench", "helm", "docker", "schemas", ".ci")
+            path
+            for folder in ("services", "tests", "scripts", "bench", "helm", "docker", "schemas", ".ci")
             for path in (ROOT / folder).rglob(cited)
         )
     return False
