@@ -15,7 +15,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.screener.codec import WithdrawalEncoder
-from aml_screener.screener.errors import LookupUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.metrics import Metrics
@@ -180,7 +180,7 @@ class FakeLookup:
     def lookup(self, keys: Sequence[str]) -> LookupResult:
         self.calls += 1
         if self.calls in self.down:
-            raise LookupUnavailable("redis_unavailable", "connection refused")
+            raise LookupUnavailable(LookupFailure.REDIS_UNAVAILABLE, "connection refused")
         return LookupResult("v1", 10, {}, 0.0)
 
     def check(self) -> LookupResult:

@@ -7,7 +7,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.screener.ack_window import AcknowledgementWindow, InFlightBatch, next_offsets
-from aml_screener.screener.errors import LookupUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.loop_errors import LoopErrors
@@ -126,7 +126,7 @@ def gate(mode: FailureMode) -> tuple[WatchlistGate, ServiceState, Metrics, Clock
     )
 
 
-DOWN = LookupUnavailable("redis_unavailable", "refused")
+DOWN = LookupUnavailable(LookupFailure.REDIS_UNAVAILABLE, "refused")
 UP = LookupResult("v7", 42, {}, 0.0)
 
 
@@ -172,7 +172,7 @@ def test_fail_open_passes_events_on_until_the_back_off_is_due_then_probes() -> N
 
 def test_a_registry_outage_at_start_up_fails_closed_even_in_fail_open_mode() -> None:
     g, state, metrics, _clock = gate(FailureMode.OPEN)
-    g.unavailable(LookupUnavailable("schema_registry_unavailable", "503"), fail_closed=True)
+    g.unavailable(LookupUnavailable(LookupFailure.SCHEMA_REGISTRY_UNAVAILABLE, "503"), fail_closed=True)
     assert probe(state) | {"fail_closed": True, "fail_open": False} == probe(state)
     g.outage_over()
     assert probe(state) | {"ready": False, "fail_closed": False, "reason": "starting"} == probe(state)

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
-from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
 from aml_screener.screener.lookup import WatchlistLookup
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 # Exit code when the configuration cannot work (as for invalid AML_* settings: cli.EXIT_CONFIG).
 EXIT_CONFIG = 2
-_REGISTRY_UNAVAILABLE = "schema_registry_unavailable"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -117,7 +116,7 @@ def wait_for_output_schemas(
                     "schema registry unavailable at start-up: failing closed (not ready, no group joined), retrying",
                     extra={"detail": str(exc)},
                 )
-            gate.unavailable(LookupUnavailable(_REGISTRY_UNAVAILABLE, str(exc)), fail_closed=True)
+            gate.unavailable(LookupUnavailable(LookupFailure.SCHEMA_REGISTRY_UNAVAILABLE, str(exc)), fail_closed=True)
             stop.wait(backoff.next())
             continue
         if since is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.health import ServiceState
@@ -21,6 +22,8 @@ from aml_screener.screener.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# Where in the loop an error happened: a metric label and the readiness reason ("<where>_failing").
+LoopStage = Literal["poll", "batch"]
 # After this many consecutive loop errors readiness turns off so the platform notices; the loop keeps retrying.
 ERRORS_BEFORE_NOT_READY = 5
 
@@ -45,7 +48,7 @@ class LoopErrors:
         # An error that does not come back within the longest back-off (+1 s) is over.
         self._quiet_seconds = retry_max_seconds + 1.0
 
-    def failed(self, where: str, exc: BaseException, *, with_traceback: bool = False) -> float:
+    def failed(self, where: LoopStage, exc: BaseException, *, with_traceback: bool = False) -> float:
         """Count one error (logged, metered); returns how long to wait before going on."""
         self.consecutive += 1
         self._last_error_at = self.clock()

@@ -42,7 +42,7 @@ from kafka.errors import KafkaError
 from aml_screener.screener.ack_window import AcknowledgementWindow, InFlightBatch, Offsets, next_offsets
 from aml_screener.screener.backoff import FIRST_BACKOFF_SECONDS, Backoff
 from aml_screener.screener.emitter import Emitter
-from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.fetch_errors import discard_failed_batch, is_record_read_error
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
@@ -365,7 +365,7 @@ class Screener:
                 prepared = self.batch.prepare(records)
             except SchemaSourceUnavailable as exc:
                 # Decoding needs the registry: an outage of it is handled like a watchlist outage (fail closed).
-                self.gate.unavailable(LookupUnavailable("schema_registry_unavailable", str(exc)))
+                self.gate.unavailable(LookupUnavailable(LookupFailure.SCHEMA_REGISTRY_UNAVAILABLE, str(exc)))
                 registry_was_down = True
                 self._wait_paused(backoff.next(), abandon_on_stop=True)
                 continue
