@@ -67,6 +67,7 @@ class FakeConsumer:
         self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.polls = 0
+        self._held_back: Step | None = None
         self.after_poll: Callable[[int], None] = lambda count: None
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
@@ -81,7 +82,15 @@ class FakeConsumer:
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         self.polls += 1
         self.after_poll(self.polls)
-        step = next(self.script, None)
+        if time.monotonic() > self.deadline:
+            assert self.screener is not None
+            self.screener.request_stop()  # the test's assertions say what did not happen in time
+        step = self._held_back or next(self.script, None)
+        self._held_back = None
+        if isinstance(step, dict) and any(tp in self.paused for tp in step):
+            self._held_back = step  # a paused partition delivers nothing; its records wait, as on a broker
+            time.sleep(timeout_ms / 1000)
+            return {}
         if step is None:
             assert self.screener is not None
             if self.until() or time.monotonic() > self.deadline:
@@ -123,12 +132,15 @@ class FakeConsumer:
 
 
 class FakeEmitter:
-    """Acknowledges every output on the next poll/flush, or refuses the first `refuse` outputs once."""
+    """Acknowledges every output on the next poll/flush, or refuses the first `refuse` outputs once; with
+    `slow_flushes`, reports arrive only after that many flushes (acknowledgements slower than the loop waits)."""
 
-    def __init__(self, refuse: int = 0) -> None:
+    def __init__(self, refuse: int = 0, slow_flushes: int = 0) -> None:
         self.sent: list[OutputRecord] = []
         self.pending: list[tuple[OutputRecord, Callable[[Any, Any], None]]] = []
         self.refuse = refuse
+        self.slow_flushes = slow_flushes
+        self.flushes = 0
 
     def send(self, outputs: Iterable[OutputRecord], on_delivery: Callable[[Any, Any], None]) -> int:
         batch = list(outputs)
@@ -137,6 +149,8 @@ class FakeEmitter:
         return len(batch)
 
     def poll(self, timeout_seconds: float = 0.0) -> None:
+        if self.flushes < self.slow_flushes:
+            return
         pending, self.pending = self.pending, []
         for output, callback in pending:
             error = None
@@ -146,8 +160,9 @@ class FakeEmitter:
             callback(error, _Message(output))
 
     def flush(self, timeout_seconds: float = 0.0) -> bool:
+        self.flushes += 1
         self.poll()
-        return True
+        return not self.pending
 
     def close(self, timeout_seconds: float = 0.0) -> int:
         return 0
@@ -193,6 +208,7 @@ def make(
     lookup: FakeLookup | None = None,
     emitter: FakeEmitter | None = None,
     mode: FailureMode = FailureMode.CLOSED,
+    max_inflight_batches: int = 4,
 ) -> tuple[Screener, FakeConsumer, FakeEmitter, ServiceState, Metrics]:
     settings = Settings(
         kafka_input_topic=TOPIC,
@@ -200,6 +216,7 @@ def make(
         kafka_poll_timeout_ms=1,
         watchlist_failure_mode=mode,
         shutdown_timeout_seconds=1,
+        max_inflight_batches=max_inflight_batches,
     )
     consumer = FakeConsumer(script)
     emitter = emitter or FakeEmitter()
@@ -282,3 +299,16 @@ def test_fail_open_mode_holds_events_unscreened_and_probes_until_the_watchlist_a
     assert consumer.commits[-1] == {TP0: OffsetAndMetadata(1, "", -1)}
     assert state.is_ready() and not state.fail_open, "the bypass ended with no further traffic"
     assert metrics.registry.get_sample_value("aml_screener_fail_open_active") == 0.0
+
+
+def test_a_full_window_pauses_consumption_only_until_the_acknowledgements_arrive() -> None:
+    """Found on real Kafka (issue 11): when acknowledgements took longer than one wait, the loop paused every
+    partition to keep the group alive and returned with them still paused; nothing resumed them."""
+    emitter = FakeEmitter(slow_flushes=3)
+    screener, consumer, emitter, _state, _ = make(
+        [{TP0: [withdrawal(0)]}, {TP0: [withdrawal(1)]}], emitter=emitter, max_inflight_batches=1
+    )
+    consumer.until = lambda: len(consumer.commits) >= 2
+    assert screener.run() == 0
+    assert consumer.commits[-1] == {TP0: OffsetAndMetadata(2, "", -1)}, "the second batch was consumed and decided"
+    assert not consumer.paused

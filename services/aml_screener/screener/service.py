@@ -398,8 +398,16 @@ class Screener:
         """Serve delivery reports and commit the acknowledged prefix of the in-flight batches, in order.
 
         With `wait`, block (keeping the group membership) until the in-flight window has room again. Outputs that
-        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile.
+        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile. Partitions paused
+        while waiting are resumed before returning: a consumer left paused would never deliver the batch that
+        resumes it (found on real Kafka, where acks=all sometimes takes longer than one acknowledgement wait).
         """
+        try:
+            self._settle_window(wait=wait)
+        finally:
+            self._resume_paused()
+
+    def _settle_window(self, *, wait: bool) -> None:
         backoff = Backoff(self.settings.lookup_retry_max_seconds)
         while True:
             self.emitter.poll(0)
