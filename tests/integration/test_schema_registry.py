@@ -126,7 +126,7 @@ def test_screener_resolves_inputs_and_registers_outputs_through_the_registry(
     reader = reader_factory(stack, HttpSchemaRegistry(url))
     screener.wait_assigned()
     produce_raw(
-        stack.bootstrap_servers,
+        stack,
         [
             (b"1", current.encode({**base, "event_id": "new-writer", "destination_address": lazarus})),
             (b"2", older.encode({**base, "event_id": "old-writer", "destination_address": lazarus.lower()})),
@@ -139,7 +139,7 @@ def test_screener_resolves_inputs_and_registers_outputs_through_the_registry(
         "old-writer": "FLAGGED",
     }
     assert outputs.dead_letter_reasons() == Counter({"unknown_schema_id": 1})
-    assert set(state.subjects) == {"screening.decisions-value", "withdrawals.flagged-value"}
+    assert set(state.subjects) == {f"{stack.topics.decisions}-value", f"{stack.topics.flagged}-value"}
     assert set(reader.schema_ids) == set(state.subjects.values()), "outputs are framed with the registry's ids"
     assert 1 <= state.gets[CURRENT_ID] <= 3, "fetched until it answered, then cached"
     assert screener.terminate() == 0

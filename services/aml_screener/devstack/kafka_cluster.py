@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,10 +575,16 @@ class KafkaCluster:
         self._wait(led, self.ADMIN_TIMEOUT_S, f"leaders for every partition of {name}")
 
     def _partition(self, topic: str, partition: int) -> Any:
-        meta = self.admin().list_topics(topic, timeout=self.ADMIN_TIMEOUT_S).topics.get(topic)
-        if meta is None or meta.error is not None or partition not in meta.partitions:
-            raise KafkaClusterError(f"{topic}[{partition}] is unknown: {meta.error if meta else 'no such topic'}")
-        return meta.partitions[partition]
+        """The partition's metadata. Each node replays the metadata log on its own, so a node asked right after a
+        topic was created may not know it yet: an unknown topic is asked for again until ADMIN_TIMEOUT_S."""
+        deadline = time.monotonic() + self.ADMIN_TIMEOUT_S
+        while True:
+            meta = self.admin().list_topics(topic, timeout=self.ADMIN_TIMEOUT_S).topics.get(topic)
+            if meta is not None and meta.error is None and partition in meta.partitions:
+                return meta.partitions[partition]
+            if time.monotonic() > deadline:
+                raise KafkaClusterError(f"{topic}[{partition}] is unknown: {meta.error if meta else 'no such topic'}")
+            time.sleep(self._PROBE_INTERVAL_S)
 
     def partition_leader(self, topic: str, partition: int) -> int:
         """The node leading ``topic[partition]`` now, per the cluster metadata (-1 when leaderless)."""
@@ -593,22 +599,36 @@ class KafkaCluster:
         future = self.admin().describe_consumer_groups([group], request_timeout=self.ADMIN_TIMEOUT_S)[group]
         return int(future.result(self.ADMIN_TIMEOUT_S).coordinator.id)
 
-    def active_controller(self) -> int:
-        """The node leading the KRaft metadata quorum (``DescribeQuorum``, as ``kafka-metadata-quorum`` shows)."""
-        from kafka.admin import KafkaAdminClient  # noqa: PLC0415  (kafka-python only for this one request)
+    @contextlib.contextmanager
+    def _kafka_python_admin(self) -> Iterator[Any]:
+        """kafka-python's admin client on the nodes up now, for the two requests confluent-kafka lacks here
+        (DescribeQuorum, IncrementalAlterConfigs without private imports)."""
+        from kafka.admin import KafkaAdminClient  # noqa: PLC0415  (only these rarely used requests need it)
 
         admin = KafkaAdminClient(
             bootstrap_servers=[n.address for n in self._nodes if n.running and n.node_id not in self._down],
             request_timeout_ms=int(self.ADMIN_TIMEOUT_S * 1000),
         )
         try:
-            quorum = admin.describe_metadata_quorum()
+            yield admin
         finally:
             admin.close()
+
+    def active_controller(self) -> int:
+        """The node leading the KRaft metadata quorum (``DescribeQuorum``, as ``kafka-metadata-quorum`` shows)."""
+        with self._kafka_python_admin() as admin:
+            quorum = admin.describe_metadata_quorum()
         leader = int(quorum["topics"][0]["partitions"][0]["leader_id"])
         if leader < 0:
             raise KafkaClusterError("the metadata quorum has no leader right now")
         return leader
+
+    def alter_topic_config(self, topic: str, config: Mapping[str, str]) -> None:
+        """Set topic-level configuration (``IncrementalAlterConfigs``), e.g. ``min.insync.replicas``."""
+        from kafka.admin import ConfigResource, ConfigResourceType  # noqa: PLC0415
+
+        with self._kafka_python_admin() as admin:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(config))])
 
     def under_replicated(self, topics: Sequence[str] | None = None) -> list[tuple[str, int]]:
         """Partitions (of ``topics``, default all) whose ISR is smaller than their replica set."""
@@ -624,6 +644,19 @@ class KafkaCluster:
     def wait_until_fully_replicated(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until every partition's ISR holds all its replicas again (after a restart, a thaw)."""
         self._wait(lambda: not self.under_replicated(), timeout, "every partition to be fully replicated")
+
+    def logged(self, *fragments: str) -> list[str]:
+        """Lines of every node's server.log that contain all ``fragments`` (what the brokers saw, e.g. a group
+        member's explicit LeaveGroup, which the group coordinator logs)."""
+        found = []
+        for node in self._nodes:
+            with contextlib.suppress(OSError):
+                found += [
+                    line
+                    for line in node.log_path.read_text(errors="replace").splitlines()
+                    if all(fragment in line for fragment in fragments)
+                ]
+        return found
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._started else "not started")
