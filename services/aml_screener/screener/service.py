@@ -358,8 +358,16 @@ class Screener:
         """Serve delivery reports and commit the acknowledged prefix of the in-flight batches, in order.
 
         With `wait`, block (keeping the group membership) until the in-flight window has room again. Outputs that
-        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile.
+        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile. Partitions paused
+        while waiting are resumed before returning: nothing is held any more, and a consumer left paused would
+        never deliver the batch that releases it.
         """
+        try:
+            self._settle_window(wait=wait)
+        finally:
+            self._release_hold()
+
+    def _settle_window(self, *, wait: bool) -> None:
         backoff = _FIRST_BACKOFF_SECONDS
         while True:
             self.emitter.poll(0)
