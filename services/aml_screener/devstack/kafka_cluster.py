@@ -354,8 +354,8 @@ class KafkaCluster:
                     stdin=subprocess.DEVNULL,
                     stdout=console,
                     stderr=subprocess.STDOUT,
-                    # Own session: a Ctrl-C in the terminal reaches the Python parent, which then stops the nodes
-                    # in order (close()); the JVMs must not each start their own shutdown at the same moment.
+                    # Own session: a Ctrl-C in the terminal reaches only the Python parent, which then stops the
+                    # nodes itself (close()); the JVMs must not each start a shutdown of their own meanwhile.
                     start_new_session=True,
                     **child_process_kwargs(signal.SIGKILL),  # gone with the parent, even after its kill -9
                 )
@@ -376,8 +376,7 @@ class KafkaCluster:
             if self._closed:
                 return
             self._closed = True
-            if self._admin is not None:
-                self._admin = None
+            self._admin = None
             self._kill_all()
             self._launcher.shutdown(wait=True)
             if keep_logs:
@@ -615,9 +614,23 @@ class KafkaCluster:
             admin.close()
 
     def active_controller(self) -> int:
-        """The node leading the KRaft metadata quorum (``DescribeQuorum``, as ``kafka-metadata-quorum`` shows)."""
+        """The node leading the KRaft metadata quorum (``DescribeQuorum``, as ``kafka-metadata-quorum`` shows).
+
+        Until the controller fences a node that was just killed, the metadata still lists it and the request may be
+        sent there and refused: the client then tries another node (the dead one is in reconnect back-off), until
+        ADMIN_TIMEOUT_S."""
+        from kafka.errors import KafkaError  # noqa: PLC0415
+
+        deadline = time.monotonic() + self.ADMIN_TIMEOUT_S
         with self._kafka_python_admin() as admin:
-            quorum = admin.describe_metadata_quorum()
+            while True:
+                try:
+                    quorum = admin.describe_metadata_quorum()
+                    break
+                except KafkaError as exc:
+                    if time.monotonic() > deadline:
+                        raise KafkaClusterError(f"DescribeQuorum failed: {exc}") from exc
+                    time.sleep(self._PROBE_INTERVAL_S)
         leader = int(quorum["topics"][0]["partitions"][0]["leader_id"])
         if leader < 0:
             raise KafkaClusterError("the metadata quorum has no leader right now")
