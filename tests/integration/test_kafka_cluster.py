@@ -268,6 +268,8 @@ def test_devstack_kafka_runs_by_hand_and_leaves_no_jvm_behind(how, tmp_path):
         wait_for(lambda: not any(_alive(pid) for pid in jvms), 30, "the node JVMs to be gone")
         if how == "ctrl-c":
             assert not Path(info["directory"]).exists(), "the cluster's files are removed"
+        else:
+            shutil.rmtree(info["directory"])  # a kill -9 leaves no chance to clean up; the test does it
     finally:
         if devstack.poll() is None:
             devstack.kill()
