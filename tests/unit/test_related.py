@@ -28,6 +28,7 @@ from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screening.addresses import normalize, normalize_key, normalize_listed_key
+from aml_screener.screening.records import Match
 from aml_screener.screening.related import (
     DEFAULT_SOLANA_MINTS,
     ListingRelations,
@@ -36,7 +37,6 @@ from aml_screener.screening.related import (
     listing_entries,
     screening_keys,
 )
-from aml_screener.screening.records import Match
 from aml_screener.screening.watchlist import Listing
 from tests.pipeline_support import CATALOG, REPOSITORY, Record, batch_screener
 
