@@ -12,6 +12,7 @@ aml-screener config              document or check the AML_* settings
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import sys
@@ -39,6 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop_requested.set())
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how to see where a stuck loop is (docs/runbook.md).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format.value)
     from aml_screener.screener.app import run
