@@ -17,9 +17,10 @@ from aml_screener.devstack.address_factory import random_address
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize_key
+from aml_screener.watchlist.errors import SyncConfigError, SyncFailed
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
-from aml_screener.watchlist.sync import SourceConfig, SyncConfigError, SyncFailed, run_sync
+from aml_screener.watchlist.sync import SourceConfig, run_sync
 from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration

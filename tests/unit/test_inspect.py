@@ -14,6 +14,7 @@ import pytest
 from aml_screener.cli import main
 from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist import inspect
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import SourceEntry
 from tests.shared_data import watchlist_data_dir
 
@@ -148,12 +149,29 @@ def test_entries_are_printed_as_they_are_parsed(capsys, monkeypatch):
 
         def parse(self, stream):
             yield entry
-            raise ValueError("broken after the first entry")
+            raise SourceFormatError("broken after the first entry")
 
     monkeypatch.setattr(inspect, "_stream_source", lambda args, list_name: HalfWay())
     code, entries, err = run(capsys, "--format", "custom", str(BLOCKLIST))
     assert code == 2 and "broken after the first entry" in err
     assert [e["key"] for e in entries] == [entry.key]
+
+
+def test_a_parser_bug_is_not_reported_as_a_file_in_the_wrong_format(capsys, monkeypatch):
+    """A ValueError from a parser is a bug, not bad input: it surfaces with its traceback (exit 1), it is not
+    reported as "not a valid ... file" with exit 2."""
+
+    class Buggy:
+        published_at = None
+
+        def parse(self, stream):
+            yield from ()
+            raise ValueError("invalid literal for int() with base 10: 'x'")
+
+    monkeypatch.setattr(inspect, "_stream_source", lambda args, list_name: Buggy())
+    with pytest.raises(ValueError, match="invalid literal"):
+        main(["watchlist", "parse", "--format", "custom", str(BLOCKLIST)])
+    assert "not a valid" not in capsys.readouterr().err
 
 
 def test_a_format_whose_parser_is_missing_is_a_usage_error(capsys, monkeypatch):

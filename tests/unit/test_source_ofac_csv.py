@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect
 from aml_screener.watchlist.sources.ofac_csv import (
     REMARKS_LIMIT,
     OfacCsvSource,
-    SourceFormatError,
     parse_programs,
     read_comments,
 )

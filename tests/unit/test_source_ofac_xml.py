@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect, open_maybe_compressed
-from aml_screener.watchlist.sources.ofac_csv import SourceFormatError
 from aml_screener.watchlist.sources.ofac_xml import OfacAdvancedXmlSource, parse_checksum_file, sha256_of_stream
 from tests.shared_data import watchlist_data_dir
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect, open_maybe_compressed
 from aml_screener.watchlist.sources.opensanctions import (
     OpenSanctionsSource,
@@ -240,7 +241,7 @@ def test_a_cut_off_last_line_fails_the_whole_parse_before_any_entry():
     data = FIXTURE.read_bytes()
     cut = data[: data.rindex(b'"target"')]  # a download that stopped inside the last entity
     items = OpenSanctionsSource().parse(io.BytesIO(cut))
-    with pytest.raises(ValueError, match="ends in the middle of an entity"):
+    with pytest.raises(SourceFormatError, match="ends in the middle of an entity"):
         while not isinstance(next(items), SourceEntry):
             pass
 

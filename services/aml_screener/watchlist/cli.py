@@ -17,12 +17,11 @@ from aml_screener.screening.matching import collect_matches
 from aml_screener.screening.related import ListingRelations, screening_keys
 from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
+from aml_screener.watchlist.errors import SyncConfigError, SyncFailed, WatchlistWriteError
 from aml_screener.watchlist.keys import WatchlistKeys
-from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError, outdated_key_schemes
+from aml_screener.watchlist.store import WatchlistStore, outdated_key_schemes
 from aml_screener.watchlist.sync import (
     SourceConfig,
-    SyncConfigError,
-    SyncFailed,
     SyncResult,
     load_config,
     load_relations,

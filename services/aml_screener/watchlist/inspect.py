@@ -6,7 +6,9 @@ in memory), then a human summary to stderr: entries per listed asset, re-homed e
 with its location and reason. Compressed files (.bz2, .gz) are read directly.
 
 Exit status: 0 when at least one entry was produced, 1 when none, 2 for usage errors (bad option combination,
-missing file, a file that is not in the given format, a format whose parser is not installed).
+missing file, a file that is not in the given format, a format whose parser is not installed). A bug in a parser
+(any error but the package's own, OSError and EOFError) is not a usage error: it is not caught, so the command
+stops with its traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from aml_screener.screening.watchlist import Category
+from aml_screener.watchlist.errors import SOURCE_ERRORS, UsageError
 from aml_screener.watchlist.sources.address_list import AddressListSource
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, open_maybe_compressed
 from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
@@ -48,10 +51,6 @@ _OFAC = {
 }
 _COMPRESSED = (".bz2", ".gz")
 EXIT_OK, EXIT_EMPTY, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """The command line asks for something impossible; the message says what to change."""
 
 
 def add_parse_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -270,7 +269,7 @@ def run_parse(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"watchlist parse: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except (ValueError, OSError, EOFError) as exc:  # not in the given format, not UTF-8, corrupt .bz2/.gz
+        except SOURCE_ERRORS as exc:  # not in the given format, not UTF-8, corrupt .bz2/.gz; a bug is not caught
             print(f"watchlist parse: {path}: not a valid {args.format} file: {exc}", file=sys.stderr)
             return EXIT_USAGE
     summary.write(sys.stderr)

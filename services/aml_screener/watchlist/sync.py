@@ -38,13 +38,20 @@ from typing import IO, Any, Protocol
 
 from aml_screener.screening.related import ListingRelations, SolanaMint
 from aml_screener.screening.watchlist import Category
+from aml_screener.watchlist.errors import (
+    SOURCE_ERRORS,
+    IntegrityError,
+    SyncConfigError,
+    SyncFailed,
+    WatchlistWriteError,
+)
 from aml_screener.watchlist.sources.address_list import AddressListSource, ManifestSource
 from aml_screener.watchlist.sources.base import ParseReport, Rejection, Source, SourceEntry, decompressing
 from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
 from aml_screener.watchlist.sources.ofac_csv import OfacCsvSource
 from aml_screener.watchlist.sources.ofac_xml import OfacAdvancedXmlSource, parse_checksum_file
 from aml_screener.watchlist.sources.opensanctions import OpenSanctionsSource
-from aml_screener.watchlist.store import TableInfo, WatchlistStore, WatchlistWriteError
+from aml_screener.watchlist.store import TableInfo, WatchlistStore
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +63,6 @@ NOTIFY_KEYS_MAX = 1_000
 _HTTP_TIMEOUT_SECONDS = 60
 _DOWNLOAD_CHUNK = 1 << 20
 FORMATS = ("ofac-xml", "ofac-csv", "address-list", "manifest", "opensanctions", "custom", "custom-allow")
-
-
-class SyncConfigError(ValueError):
-    """The sync configuration is invalid; the message names the source and the field."""
-
-
-class IntegrityError(ValueError):
-    """A source's new data is inconsistent (checksum, shrink): it is refused and its previous table is kept."""
-
-
-class SyncFailed(Exception):
-    """No source produced data and no previous version exists: nothing was activated."""
-
-    def __init__(self, message: str, results: list[SourceResult] | None = None) -> None:
-        errors = "; ".join(f"{r.name}: {r.error}" for r in results or [] if r.error)
-        super().__init__(f"{message} ({errors})" if errors else message)
-        self.results = results or []
 
 
 @dataclass(frozen=True)
@@ -253,7 +243,10 @@ def _is_glob(location: str) -> bool:
 
 
 def _iso_to_millis(value: str) -> int:
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SyncConfigError(f"published_at {value!r} is not an ISO 8601 date or time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
@@ -508,7 +501,7 @@ def _sync_source(
         )
         if unchanged:
             if previous_table is None:
-                raise WatchlistWriteError("the server says unchanged, but there is no previous table")  # noqa: TRY301
+                raise WatchlistWriteError("the server says unchanged, but there is no previous table")
             store.set_source_state(config.name, {**fetched.validators, "status": "unchanged"})
             return SourceResult(config.name, "unchanged", _existing_table(store, previous_table, built_under))
         table, report, rejected = _build_table(
@@ -526,7 +519,7 @@ def _sync_source(
             },
         )
         return SourceResult(config.name, "updated", table, report, rejected=rejected)
-    except (OSError, EOFError, ValueError, urllib.error.URLError, WatchlistWriteError) as exc:
+    except SOURCE_ERRORS as exc:  # what a list or the network can do wrong; anything else is a bug: not caught
         error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, IntegrityError):
             store.set_source_state(config.name, {"content_sha256": ""})  # refused content is checked again next time

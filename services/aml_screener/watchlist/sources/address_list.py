@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aml_screener.screening.addresses import networks_for_asset
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry, normalize_unlabelled
 
 _ASSET_IN_NAME = re.compile(r"[_.\-]([A-Za-z0-9]{2,10})\.(?:txt|json|lst|csv)$")
@@ -34,7 +35,18 @@ def asset_from_filename(path: Path) -> str | None:
 
 def read_addresses(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, address) pairs, streamed (a list of millions of lines is never held in memory); a JSON
-    array (the other published form) is read whole, its 1-based index serving as the line number."""
+    array (the other published form) is read whole, its 1-based index serving as the line number.
+
+    A file that is not UTF-8, or not a valid JSON array of strings, raises `SourceFormatError`."""
+    try:
+        yield from _read_addresses(path)
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(f"{path.name}: not UTF-8 (invalid byte at offset {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise SourceFormatError(f"{path.name}: not a valid JSON address list: {exc}") from exc
+
+
+def _read_addresses(path: Path) -> Iterator[tuple[int, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         first = handle.read(1)
         while first.isspace():
@@ -43,7 +55,7 @@ def read_addresses(path: Path) -> Iterator[tuple[int, str]]:
             handle.seek(0)
             values = json.load(handle)
             if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
-                raise ValueError(f"{path}: a JSON address list must be an array of strings")
+                raise SourceFormatError(f"{path.name}: a JSON address list must be an array of strings")
             yield from enumerate(values, start=1)
             return
         handle.seek(0)
@@ -126,12 +138,15 @@ class ManifestSource:
 
     def __init__(self, manifest: Path) -> None:
         self.manifest = manifest
-        document = json.loads(manifest.read_text(encoding="utf-8"))
-        self.document = document
-        self.name = str(document["list"])
-        self.category = str(document["category"])
-        published = document.get("published_at")
-        self._published_at = _date_to_millis(published) if published else None
+        try:
+            document = json.loads(manifest.read_text(encoding="utf-8"))
+            self.document = document
+            self.name = str(document["list"])
+            self.category = str(document["category"])
+            published = document.get("published_at")
+            self._published_at = _date_to_millis(published) if published else None
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, a key missing, not an ISO 8601 date
+            raise SourceFormatError(f"{manifest}: not a valid manifest: {type(exc).__name__}: {exc}") from exc
 
     @property
     def published_at(self) -> int | None:

@@ -42,27 +42,18 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Final
 
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
 
 __all__ = [
     "REMARKS_LIMIT",
     "OfacCsvReport",
     "OfacCsvSource",
-    "SourceFormatError",
     "parse_programs",
     "read_comments",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class SourceFormatError(ValueError):
-    """The input is not the expected file format at all (as opposed to one unusable address, a `Rejection`).
-
-    Raised by the OFAC sources (CSV and Advanced XML) for: undecodable or malformed structure, a row or document
-    that does not have the expected shape, an empty list, and (XML) hostile constructs such as entity
-    declarations. The message says where.
-    """
 
 
 #: OFAC cuts the Remarks column at exactly this many characters (the rest goes to sdn_comments.csv).

@@ -45,8 +45,8 @@ from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
 from defusedxml.ElementTree import iterparse as defused_iterparse  # type: ignore[import-untyped]
 
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
-from aml_screener.watchlist.sources.ofac_csv import SourceFormatError
 
 __all__ = [
     "OfacAdvancedXmlSource",

@@ -16,8 +16,8 @@ Responsibilities:
   twice: rewound when it is seekable (files, also .bz2/.gz), else the non-wallet lines are spooled to a temporary
   file during the first pass. Entries are yielded after the second pass; malformed lines as they are met.
 * A malformed line inside the file is a `Rejection` (`malformed_json`); a last line cut off in the middle (no
-  final newline, not complete JSON: a truncated download) raises ValueError before any entry is yielded, so a
-  partial export never loads as if it were complete.
+  final newline, not complete JSON: a truncated download) raises `SourceFormatError` before any entry is yielded,
+  so a partial export never loads as if it were complete.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from aml_screener.screening.addresses import UnsupportedNetwork, networks_for_asset, resolve_network
 from aml_screener.screening.watchlist import Category, Listing, severity_of
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
 
 WALLET_SCHEMA = "CryptoWallet"
@@ -243,7 +244,7 @@ class OpenSanctionsSource:
                 if isinstance(entity, Rejection):
                     if lines.at_tail and entity.reason == "malformed_json":
                         # Entries are only yielded after the whole file: a cut-off export loads nothing.
-                        raise ValueError(f"line {number}: the file ends in the middle of an entity (cut off?)")
+                        raise SourceFormatError(f"line {number}: the file ends in the middle of an entity (cut off?)")
                     yield entity
                     continue
                 self._see(entity)
