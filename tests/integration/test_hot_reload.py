@@ -11,8 +11,9 @@ from decimal import Decimal
 import pytest
 import redis
 
+from aml_screener.watchlist.config import AddressListConfig
 from aml_screener.watchlist.store import WatchlistStore
-from aml_screener.watchlist.sync import SourceConfig, run_sync
+from aml_screener.watchlist.sync import run_sync
 from tests.integration.harness import encoder, generate, load_bundled_watchlist, produce, produce_raw
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ def test_an_address_added_by_a_sync_is_enforced_within_one_second_without_pausin
     reader.read_until(lambda o: sum(d["event_id"].startswith("thief-") for d in o.decisions) >= 10, 30, "clears")
     blocklist = tmp_path / "thefts_ETH.txt"
     blocklist.write_text(f"{NEW_THIEF}\n")
-    config = SourceConfig(name="hacks", format="address-list", location=str(blocklist), list="hacks", category="theft")
+    config = AddressListConfig(name="hacks", location=str(blocklist), list="hacks", category="theft")
     result = run_sync(store, [config], keep_other_sources=True)
     synced_at = time.time()
     assert result.activated and result.diff["hacks"]["added_keys"] == ["evm:" + NEW_THIEF]

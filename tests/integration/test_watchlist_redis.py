@@ -16,12 +16,13 @@ from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.config import AddressListConfig
 from aml_screener.watchlist.errors import EmptyTableError, SyncFailed
 from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.sources import address_list
 from aml_screener.watchlist.sources.base import SourceEntry
 from aml_screener.watchlist.store import KEEP_VERSIONS, WatchlistStore
-from aml_screener.watchlist.sync import SourceConfig, run_sync
+from aml_screener.watchlist.sync import run_sync
 from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration
@@ -42,8 +43,8 @@ def write_list(tmp_path: Path, name: str, lines: list[str]) -> Path:
     return path
 
 
-def source(path: Path, name: str = "blocklist", category: str = "theft", **extra) -> SourceConfig:
-    return SourceConfig(name=name, format="address-list", location=str(path), list=name, category=category, **extra)
+def source(path: Path, name: str = "blocklist", category: str = "theft", **extra) -> AddressListConfig:
+    return AddressListConfig(name=name, location=str(path), list=name, category=category, **extra)
 
 
 def test_tables_merge_listings_of_one_key_across_chunks_and_are_content_addressed(store, client, monkeypatch):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aml_screener.watchlist.errors import SourceFormatError
-from aml_screener.watchlist.sources.base import collect, open_maybe_compressed
+from aml_screener.watchlist.fetch import open_location
+from aml_screener.watchlist.sources.base import collect
 from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sources"
@@ -20,7 +21,7 @@ ALLOW_HEADER = "address,chain,reason,reference\n"
 
 
 def parse_file(path: Path, source=None):
-    with open_maybe_compressed(path) as stream:
+    with open_location(str(path)) as stream:
         return collect((source or CustomBlocklistSource()).parse(stream))
 
 

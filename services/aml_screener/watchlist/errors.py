@@ -6,7 +6,7 @@ compressed file that ends early), as a failure of the one source being read: it 
 its previous table. Anything else is a bug and is not caught: it ends the command with its traceback.
 
     WatchlistError
-    ├── SyncConfigError      the sync configuration (or a manifest) is invalid: names the source, field, form
+    ├── SyncConfigError      the sync configuration (sources.toml, `load` options) is invalid: names source, field
     ├── SourceFormatError    a file is not in its format at all (a whole file refused, not one address)
     ├── FetchError           a list could not be downloaded (a broken HTTP response)
     ├── IntegrityError       new data refused: checksum mismatch, a shrink beyond max_shrink

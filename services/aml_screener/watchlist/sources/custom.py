@@ -28,7 +28,6 @@ import csv
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO
 
@@ -41,7 +40,7 @@ from aml_screener.screening.addresses import (
 )
 from aml_screener.screening.watchlist import Category, Listing
 from aml_screener.watchlist.errors import SourceFormatError
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, iso_millis, normalize_entry
 
 BLOCKLIST_COLUMNS = ("address", "chain", "category", "reason", "reference")
 BLOCKLIST_OPTIONAL = ("name", "asset", "added_at")
@@ -170,13 +169,6 @@ def _check_header(fields: list[str], required: Sequence[str], what: str, forbidd
     return header
 
 
-def _date_millis(value: str) -> int:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
-
-
 def _entry_name(row: Row) -> str | None:
     name, reason = row.get("name"), row.get("reason")
     if name and reason:
@@ -284,7 +276,7 @@ class CustomBlocklistSource(_CustomCsvSource):
         published_at: int | None = None
         if added := row.get("added_at"):
             try:
-                published_at = _date_millis(added)
+                published_at = iso_millis(added)
             except ValueError:
                 detail = f"added_at {added!r} is not an ISO 8601 date or time (e.g. 2024-09-27 or 2024-09-27T14:03Z)"
                 return self._reject(row, "bad_added_at", detail, asset)

@@ -27,14 +27,13 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
 
 from aml_screener.screening.addresses import UnsupportedNetwork, networks_for_asset, resolve_network
 from aml_screener.screening.watchlist import Category, Listing, severity_of
 from aml_screener.watchlist.errors import SourceFormatError
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, iso_millis, normalize_entry
 
 WALLET_SCHEMA = "CryptoWallet"
 
@@ -174,12 +173,9 @@ def _excerpt(raw: bytes) -> str:
 
 def _iso_to_millis(value: str) -> int | None:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_millis(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def chain_of_currency(currency: str) -> tuple[str, str | None]:
