@@ -32,6 +32,7 @@ from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
 from aml_screener.watchlist.config import SourceConfig, manifest_config, read_sync_config, source_config
 from aml_screener.watchlist.errors import (
+    AclError,
     SourceFormatError,
     SyncConfigError,
     SyncFailed,
@@ -329,7 +330,7 @@ def _password_from_env(variable: str | None) -> str | None:
         return None
     value = os.environ.get(variable)
     if not value:
-        raise ValueError(f"environment variable {variable} is not set or empty")
+        raise UsageError(f"environment variable {variable} is not set or empty")
     return value
 
 
@@ -359,7 +360,7 @@ def cmd_acl(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
             sync_name=args.sync_user,
             client_setinfo=client_setinfo,
         )
-    except ValueError as exc:
+    except (AclError, UsageError) as exc:
         print(f"watchlist acl: {exc}", file=sys.stderr)
         return 2
     for user in users:

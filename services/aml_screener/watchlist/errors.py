@@ -13,7 +13,8 @@ its previous table. Anything else is a bug and is not caught: it ends the comman
     ├── WatchlistWriteError  a table or version could not be built or activated
     │   └── EmptyTableError  a source produced no usable entry
     ├── SyncFailed           nothing was activated (no source has data, or a damaged table cannot be rebuilt)
-    └── UsageError           `watchlist parse` was asked for something impossible
+    ├── AclError             an ACL user name, key prefix or password cannot be used in an ACL rule
+    └── UsageError           a command was asked for something impossible
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class SyncFailed(WatchlistError):
         self.results = list(results or [])
 
 
+class AclError(WatchlistError):
+    """An ACL user name, key prefix or password cannot be used in an ACL rule; the message says which."""
+
+
 class UsageError(WatchlistError):
     """The command line asks for something impossible; the message says what to change."""
 
@@ -78,6 +83,7 @@ SOURCE_ERRORS: tuple[type[Exception], ...] = (WatchlistError, OSError, EOFError)
 
 __all__ = [
     "SOURCE_ERRORS",
+    "AclError",
     "EmptyTableError",
     "FetchError",
     "IntegrityError",
