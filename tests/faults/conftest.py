@@ -1,6 +1,8 @@
-"""Fault-injection fixtures: a 3-broker Kafka-protocol cluster (replication factor 3) and a real redis-server with
-an append-only file (so a killed Redis comes back with its data, like a persistent production Redis), real
-screener processes, and the per-run results table (printed at the end; written to $AML_FAULTS_REPORT if set)."""
+"""Fault-injection fixtures: the session's real 3-node Kafka cluster (RF 3, min.insync.replicas 2) with topics of the
+test's own and a real redis-server with an append-only file (so a killed Redis comes back with its data, like a
+persistent production Redis), real screener processes, and the per-run results table (printed at the end; written
+to $AML_FAULTS_REPORT if set). Every test leaves the cluster whole: killed nodes restarted, frozen nodes thawed,
+every partition fully replicated again (the `kafka` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,23 +14,29 @@ from typing import Any
 
 import pytest
 
-from aml_screener.devstack.stack import EmbeddedStack
+from aml_screener.devstack.kafka_cluster import KafkaCluster
 from tests.faults.oracle import Row, markdown_table
-from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess, screener_processes
+from tests.integration.harness import (
+    IsolatedStack,
+    OutputReader,
+    ScreenerProcess,
+    isolated_stack,
+    load_bundled_watchlist,
+    screener_processes,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 _ROWS: list[Row] = []
+PERSISTENT_REDIS = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 @pytest.fixture
-def cluster() -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(
-        brokers=3,
-        topics=TOPICS,
-        replication_factor=3,
-        redis_args=("--appendonly", "yes", "--appendfsync", "always"),
-    ) as running:
+def cluster(kafka: KafkaCluster) -> Iterator[IsolatedStack]:
+    """The test's stack on the shared cluster, with the bundled watchlist loaded once (one version per test, so a
+    re-read event's duplicate carries the same decision id)."""
+    with isolated_stack(kafka, redis_args=PERSISTENT_REDIS) as running:
+        load_bundled_watchlist(running.redis_url)
         yield running
 
 
@@ -38,13 +46,13 @@ def group() -> str:
 
 
 @pytest.fixture
-def screeners(cluster: EmbeddedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
+def screeners(cluster: IsolatedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
     with screener_processes(cluster, group) as start:
         yield start
 
 
 @pytest.fixture
-def reader(cluster: EmbeddedStack) -> Iterator[OutputReader]:
+def reader(cluster: IsolatedStack) -> Iterator[OutputReader]:
     output_reader = OutputReader(cluster)
     yield output_reader
     output_reader.close()

@@ -26,6 +26,7 @@ from tests.integration.harness import Outputs
 @dataclass
 class Row:
     scenario: str
+    broker: str
     events_in: int
     decisions_out: int
     dead_letters: int
@@ -41,6 +42,7 @@ class Row:
     def cells(self) -> list[str]:
         return [
             self.scenario,
+            self.broker,
             f"{self.events_in:,}",
             f"{self.decisions_out:,}",
             f"{self.dead_letters:,}",
@@ -54,6 +56,7 @@ class Row:
 
 HEADER = [
     "scenario",
+    "broker",
     "events in",
     "decisions out",
     "dead letters",
@@ -82,7 +85,7 @@ def _seconds(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else value / 1e6
 
 
-def account(scenario: str, events: list[GeneratedEvent], outputs: Outputs, notes: str = "") -> Row:
+def account(scenario: str, broker: str, events: list[GeneratedEvent], outputs: Outputs, notes: str = "") -> Row:
     by_event = outputs.decisions_by_event()
     dead_by_key = Counter(record.key.decode() if record.key else "" for record in outputs.dead_letters)
     problems: list[str] = []
@@ -109,6 +112,7 @@ def account(scenario: str, events: list[GeneratedEvent], outputs: Outputs, notes
     duplicates = outputs.duplicates()
     return Row(
         scenario=scenario,
+        broker=broker,
         events_in=len(events),
         decisions_out=len(outputs.decisions),
         dead_letters=len(outputs.dead_letters),

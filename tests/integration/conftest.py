@@ -1,8 +1,10 @@
-"""Fixtures for integration tests: a fresh embedded stack per test (about 0.15 s) and cleanup of every screener
-process a test starts, so a failing test leaves nothing running."""
+"""Fixtures for integration tests: an IsolatedStack per test on the session's shared real Kafka cluster (its own
+redis-server and uniquely named topics, about 0.3 s), and cleanup of every screener process a test starts, so a
+failing test leaves nothing running."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,39 +14,52 @@ from typing import Any
 import pytest
 import redis
 
+from aml_screener.devstack.kafka_cluster import KafkaCluster
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.schema_registry import ApicurioRegistry
-from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.watchlist.store import WatchlistStore
-from tests.integration.harness import TOPICS, OutputReader, ScreenerProcess, screener_processes
+from tests.integration.harness import IsolatedStack, OutputReader, ScreenerProcess, isolated_stack, screener_processes
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack() -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(brokers=1, topics=TOPICS) as running:
+def stack(kafka_cluster: KafkaCluster) -> Iterator[IsolatedStack]:
+    with isolated_stack(kafka_cluster) as running:
         yield running
 
 
 @pytest.fixture
-def screeners(stack: EmbeddedStack) -> Iterator[Callable[..., ScreenerProcess]]:
+def stack_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., IsolatedStack]]:
+    """`stack_factory(redis_args=..., broker="kafka"|"mock", brokers=1)`: more stacks (e.g. a persistent Redis),
+    all stopped after the test. The shared cluster is only started when a real-Kafka stack is asked for."""
+    with contextlib.ExitStack() as stacks:
+
+        def make(**kwargs: Any) -> IsolatedStack:
+            cluster = None if kwargs.get("broker") == "mock" else request.getfixturevalue("kafka_cluster")
+            return stacks.enter_context(isolated_stack(cluster, **kwargs))
+
+        yield make
+
+
+@pytest.fixture
+def screeners(stack: IsolatedStack) -> Iterator[Callable[..., ScreenerProcess]]:
     with screener_processes(stack, f"aml-screener-test-{uuid.uuid4().hex[:8]}") as start:
         yield start
 
 
 @pytest.fixture
-def reader(stack: EmbeddedStack) -> Iterator[OutputReader]:
+def reader(stack: IsolatedStack) -> Iterator[OutputReader]:
     output_reader = OutputReader(stack)
     yield output_reader
     output_reader.close()
 
 
 @pytest.fixture
-def reader_factory() -> Iterator[Callable[[EmbeddedStack], OutputReader]]:
+def reader_factory() -> Iterator[Callable[[IsolatedStack], OutputReader]]:
     readers: list[OutputReader] = []
 
-    def make(target: EmbeddedStack, repository: Any = None) -> OutputReader:
+    def make(target: IsolatedStack, repository: Any = None) -> OutputReader:
         output_reader = OutputReader(target) if repository is None else OutputReader(target, repository)
         readers.append(output_reader)
         return output_reader

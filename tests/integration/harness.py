@@ -2,7 +2,11 @@
 everything they produce.
 
 Nothing here is a mock: the screener is the installed entry point in a child process, configured only through
-AML_* variables; the broker speaks the Kafka protocol; Redis is a real redis-server.
+AML_* variables; the broker is real Apache Kafka (the session's shared 3-node cluster, tests/conftest.py) unless a
+test asks for librdkafka's mock to inject request errors; Redis is a real redis-server.
+
+Tests share the Kafka cluster, so each one works in an IsolatedStack: its own redis-server and its own topics
+(unique names, passed to the screener through AML_KAFKA_*_TOPIC), deleted when the test ends.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +31,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import load_sample, sample_listings
 from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.kafka_cluster import KafkaCluster
 from aml_screener.devstack.ports import free_port
+from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.screener_process import screener_env, start_screener
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
+from aml_screener.devstack.stack import BrokerKind, Brokers, EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.screening.watchlist import Listing
@@ -43,6 +50,111 @@ TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1, HOLD: 1}
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The names of one test's input and output topics (partition counts: TOPICS, by role)."""
+
+    input: str = INPUT
+    decisions: str = DECISIONS
+    flagged: str = FLAGGED
+    dlq: str = DLQ
+    hold: str = HOLD
+
+    @classmethod
+    def unique(cls) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        return cls(*(f"{name}.{tag}" for name in (INPUT, DECISIONS, FLAGGED, DLQ, HOLD)))
+
+    def partitions(self) -> dict[str, int]:
+        return {
+            self.input: TOPICS[INPUT],
+            self.decisions: TOPICS[DECISIONS],
+            self.flagged: TOPICS[FLAGGED],
+            self.dlq: TOPICS[DLQ],
+            self.hold: TOPICS[HOLD],
+        }
+
+    def env(self) -> dict[str, str]:
+        """The screener's AML_* topic settings."""
+        return {
+            "AML_KAFKA_INPUT_TOPIC": self.input,
+            "AML_KAFKA_DECISIONS_TOPIC": self.decisions,
+            "AML_KAFKA_FLAGGED_TOPIC": self.flagged,
+            "AML_KAFKA_DEAD_LETTER_TOPIC": self.dlq,
+            "AML_KAFKA_HOLD_TOPIC": self.hold,
+        }
+
+
+class IsolatedStack:
+    """One test's stack: a broker (the shared real cluster, or a mock of its own), a redis-server of its own and
+    topics of its own. Offers what tests used from EmbeddedStack, plus the topic names."""
+
+    def __init__(self, stack: EmbeddedStack, topics: Topics) -> None:
+        self.embedded = stack
+        self.topics = topics
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.embedded.bootstrap_servers
+
+    @property
+    def redis_url(self) -> str:
+        return self.embedded.redis_url
+
+    @property
+    def redis(self) -> RedisServer:
+        return self.embedded.redis
+
+    @property
+    def kafka(self) -> Brokers:
+        return self.embedded.kafka
+
+    @property
+    def cluster(self) -> KafkaCluster:
+        """The real cluster (node faults: kill -9, restart, freeze)."""
+        return self.embedded.cluster
+
+    @property
+    def is_mock(self) -> bool:
+        return self.embedded.is_mock
+
+    @property
+    def broker_label(self) -> str:
+        """Which broker a result was measured on (the fault table's column)."""
+        if self.is_mock:
+            return "librdkafka mock"
+        return f"Kafka {self.cluster.version} x{self.cluster.broker_count}"
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        return self.embedded.kafka_python_config()
+
+
+@contextlib.contextmanager
+def isolated_stack(
+    kafka_cluster: KafkaCluster | None,
+    *,
+    broker: BrokerKind = "kafka",
+    brokers: int = 1,
+    redis_args: Sequence[str] = (),
+) -> Iterator[IsolatedStack]:
+    """An IsolatedStack on the shared cluster (``kafka_cluster``), or with ``broker="mock"`` on a mock cluster of
+    its own (``brokers`` brokers, default topic names). Topics created on the shared cluster are deleted after."""
+    if broker == "mock":
+        with EmbeddedStack(brokers=brokers, topics=Topics().partitions(), redis_args=redis_args) as stack:
+            yield IsolatedStack(stack, Topics())
+        return
+    if kafka_cluster is None:
+        raise ValueError("a real-Kafka IsolatedStack needs the shared cluster (the kafka_cluster fixture)")
+    topics = Topics.unique()
+    try:
+        with EmbeddedStack(kafka_cluster=kafka_cluster, topics=topics.partitions(), redis_args=redis_args) as stack:
+            yield IsolatedStack(stack, topics)
+    finally:
+        # Fire and forget: the next test does not wait for the deletion, and a failure only leaves a topic behind.
+        with contextlib.suppress(Exception):
+            kafka_cluster.admin().delete_topics(list(topics.partitions()), operation_timeout=0)
 
 
 def encoder() -> WithdrawalEncoder:
@@ -60,16 +172,24 @@ def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> 
     return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
 
 
+def _target(target: IsolatedStack | str, topic: str | None) -> tuple[str, str]:
+    """(bootstrap servers, topic): an IsolatedStack's own input topic by default; INPUT for a bare address."""
+    if isinstance(target, IsolatedStack):
+        return target.bootstrap_servers, topic or target.topics.input
+    return target, topic or INPUT
+
+
 def produce(
-    bootstrap: str,
+    target: IsolatedStack | str,
     events: Iterable[GeneratedEvent],
-    topic: str = INPUT,
+    topic: str | None = None,
     *,
     config: Mapping[str, Any] | None = None,
     partition: int | None = None,
 ) -> int:
     """Produce generated events with confluent-kafka's Producer (`config` adds producer settings, e.g.
     compression.type); to `partition` when given, else by key."""
+    bootstrap, topic = _target(target, topic)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False, **(config or {})}
     )
@@ -86,12 +206,13 @@ def produce(
 
 
 def produce_raw(
-    bootstrap: str,
+    target: IsolatedStack | str,
     values: Iterable[tuple[bytes | None, bytes | None]],
-    topic: str = INPUT,
+    topic: str | None = None,
     *,
     headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
+    bootstrap, topic = _target(target, topic)
     producer = Producer({"bootstrap.servers": bootstrap, "log.connection.close": False})
     for key, value in values:
         producer.produce(topic, value, key, headers=headers)
@@ -101,14 +222,16 @@ def produce_raw(
 class ScreenerProcess:
     """One `aml-screener run` child process."""
 
-    def __init__(self, stack: EmbeddedStack, *, group: str, instance: str, env: Mapping[str, str] | None = None):
+    def __init__(self, stack: IsolatedStack, *, group: str, instance: str, env: Mapping[str, str] | None = None):
         self.port = free_port()
         self.instance = instance
         self.env = screener_env(
             stack.bootstrap_servers,
             stack.redis_url,
             self.port,
+            mock_broker=stack.is_mock,
             extra={
+                **stack.topics.env(),
                 "AML_KAFKA_GROUP_ID": group,
                 "AML_INSTANCE_ID": instance,
                 "AML_LOG_FORMAT": "json",
@@ -207,12 +330,12 @@ class ScreenerProcess:
 
 
 @contextlib.contextmanager
-def screener_processes(stack: EmbeddedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
+def screener_processes(stack: IsolatedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
     """`start(instance, *, target=None, **AML_env)` runs a screener of `group`; every one started is killed on exit,
     so a failing test leaves nothing running."""
     started: list[ScreenerProcess] = []
 
-    def start(instance: str = "s1", *, target: EmbeddedStack | None = None, **env: Any) -> ScreenerProcess:
+    def start(instance: str = "s1", *, target: IsolatedStack | None = None, **env: Any) -> ScreenerProcess:
         process = ScreenerProcess(target or stack, group=group, instance=instance, env=env).start()
         started.append(process)
         return process
@@ -253,23 +376,22 @@ class Outputs:
 class OutputReader:
     """Reads the decision, flagged and dead-letter topics from the beginning (no group: assign + seek)."""
 
-    def __init__(self, stack: EmbeddedStack, repository: Any = REPOSITORY) -> None:
+    def __init__(self, stack: IsolatedStack, repository: Any = REPOSITORY) -> None:
         self.framed = FramedReader(repository)
         self.schema_ids: Counter[int] = Counter()  # framing ids of the decoded outputs
+        self.topics = stack.topics
         self.consumer = KafkaConsumer(
-            bootstrap_servers=stack.bootstrap_servers.split(","),
-            api_version=KAFKA_PYTHON_API_VERSION,
+            **stack.kafka_python_config(),
             enable_auto_commit=False,
             # The mock broker holds an empty fetch for the whole fetch.max.wait.ms: with the default 500 ms, a
-            # reader of partitions spread over three brokers falls far behind a fast screener.
+            # reader of partitions spread over three brokers falls far behind a fast screener. (Real Kafka answers
+            # as soon as data is there; 10 ms only adds idle polls.)
             fetch_max_wait_ms=10,
             max_poll_records=10_000,
         )
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in (DECISIONS, FLAGGED, DLQ, HOLD)
-            for partition in range(TOPICS[topic])
-        ]
+        topics = self.topics
+        roles = {topics.decisions: DECISIONS, topics.flagged: FLAGGED, topics.dlq: DLQ, topics.hold: HOLD}
+        partitions = [TopicPartition(name, p) for name, role in roles.items() for p in range(TOPICS[role])]
         self.consumer.assign(partitions)
         self.consumer.seek_to_beginning()
         self.outputs = Outputs()
@@ -277,16 +399,16 @@ class OutputReader:
     def poll(self, timeout_ms: int = 200) -> None:
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
-                if tp.topic == DLQ:
+                if tp.topic == self.topics.dlq:
                     self.outputs.dead_letters.append(record)
-                elif tp.topic == HOLD:
+                elif tp.topic == self.topics.hold:
                     self.outputs.held.append(record)
                 else:
                     schema_id, decoded = self.framed.decode(record.value)
                     self.schema_ids[schema_id] += 1
-                    target = self.outputs.decisions if tp.topic == DECISIONS else self.outputs.flagged
+                    target = self.outputs.decisions if tp.topic == self.topics.decisions else self.outputs.flagged
                     target.append(decoded)
-                    if tp.topic == DECISIONS:
+                    if tp.topic == self.topics.decisions:
                         self.outputs.decision_values.append(record.value)
 
     def read_until(self, predicate: Callable[[Outputs], bool], timeout: float, what: str) -> Outputs:

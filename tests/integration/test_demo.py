@@ -1,4 +1,5 @@
-"""The README's first command: the demo runs the whole pipeline on the embedded default and checks itself."""
+"""The README's first command: the demo runs the whole pipeline on the embedded default (the librdkafka mock, which
+starts at once) and checks itself; and the same demo against a given Kafka, here the real cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from aml_screener.devstack.stack import EmbeddedStack
+from tests.integration.harness import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +34,11 @@ def test_demo_screens_a_stream_end_to_end_and_reports_ok():
     assert "result: OK" in out
 
 
-def test_demo_runs_against_a_given_kafka_and_redis():
-    """`--bootstrap-servers/--redis-url`: no embedded stack of its own; here the 'external' one is ours."""
-    topics = {
-        "withdrawals.requested": 2,
-        "screening.decisions": 2,
-        "withdrawals.flagged": 1,
-        "withdrawals.requested.dlq": 1,
-    }
-    with EmbeddedStack(brokers=3, topics=topics) as external:
+def test_demo_runs_against_a_given_kafka_and_redis(kafka_cluster):
+    """`--bootstrap-servers/--redis-url`: no embedded stack of its own; here the 'external' one is the real 3-node
+    cluster (the demo uses the default topic names, which no other test uses) with a Redis of ours."""
+    topics = Topics().partitions()
+    with EmbeddedStack(kafka_cluster=kafka_cluster, topics=topics) as external:
         result = subprocess.run(
             [
                 sys.executable,
@@ -57,14 +55,13 @@ def test_demo_runs_against_a_given_kafka_and_redis():
                 external.bootstrap_servers,
                 "--redis-url",
                 external.redis_url,
-                "--kafka-api-version",
-                "2.3",
             ],
             capture_output=True,
             text=True,
             timeout=180,
             check=False,
         )
+    kafka_cluster.admin().delete_topics(list(topics), operation_timeout=0)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "starting the embedded stack" not in result.stdout
     assert "result: OK" in result.stdout

@@ -48,9 +48,9 @@ def test_an_address_added_by_a_sync_is_enforced_within_one_second_without_pausin
     def stream() -> None:
         index = 0
         while not stop.is_set():  # ~400 events/s: background traffic plus one withdrawal to NEW_THIEF each tick
-            produce(stack.bootstrap_servers, generate(listings, 20, seed=index, hit_share=0.0, clean_pool=100))
+            produce(stack, generate(listings, 20, seed=index, hit_share=0.0, clean_pool=100))
             event_id = f"thief-{index}"
-            produce_raw(stack.bootstrap_servers, [(event_id.encode(), withdrawal_to(NEW_THIEF, event_id))])
+            produce_raw(stack, [(event_id.encode(), withdrawal_to(NEW_THIEF, event_id))])
             sent.append(event_id)
             index += 1
             time.sleep(0.05)

@@ -22,7 +22,7 @@ def test_compressed_input_is_decided_like_any_other(stack, screeners, reader, co
     events = generate(listings, 600, seed=21, hit_share=0.1)
     screener = screeners(codec)
     screener.wait_assigned()
-    produce(stack.bootstrap_servers, events, config={"compression.type": codec, "linger.ms": 50})
+    produce(stack, events, config={"compression.type": codec, "linger.ms": 50})
     outputs = reader.read_until(all_decided(events), 45, f"every {codec}-compressed event decided or dead-lettered")
     expected = {e.event_id: e.expected.value for e in events if e.expected.value != "DEAD_LETTER"}
     assert outputs.outcome_of() == expected
@@ -44,24 +44,26 @@ def test_a_batch_the_client_cannot_read_blocks_its_partition_visibly_and_sigterm
         AML_SHUTDOWN_TIMEOUT_SECONDS="5",
     )
     screener.wait_assigned()
-    produce(stack.bootstrap_servers, before, partition=0)
+    produce(stack, before, partition=0)
     reader.read_until(all_decided(before), 45, "plain events on partition 0 decided")
-    produce(stack.bootstrap_servers, lz4_events, partition=0, config={"compression.type": "lz4"})
-    produce(stack.bootstrap_servers, behind, partition=0)
+    produce(stack, lz4_events, partition=0, config={"compression.type": "lz4"})
+    produce(stack, behind, partition=0)
+
+    partition0 = f"{stack.topics.input}-0"
 
     def blocked() -> bool:
         status, body = screener.probe("/readyz")
-        return status == 503 and "withdrawals.requested-0" in body["unreadable_input"]
+        return status == 503 and partition0 in body["unreadable_input"]
 
     screener.wait_until(blocked, 30, "partition 0 reported unreadable")
     _status, body = screener.probe("/readyz")
     assert body["reason"] == "input_unreadable"
-    blocked_at = body["unreadable_input"]["withdrawals.requested-0"]
+    blocked_at = body["unreadable_input"][partition0]
     assert blocked_at["offset"] == len(before), "blocked exactly at the first unreadable record"
     assert "UnsupportedCodecError" in blocked_at["error"]
     assert screener.metric("aml_screener_input_unreadable_partitions") == 1
     # The loop keeps turning: other partitions are still screened.
-    produce(stack.bootstrap_servers, elsewhere, partition=1)
+    produce(stack, elsewhere, partition=1)
     reader.read_until(all_decided(elsewhere), 45, "events on another partition decided meanwhile")
     # Nothing of partition 0 past the unreadable batch was decided or dead-lettered: it waits, nothing is skipped.
     waiting = {e.event_id for e in lz4_events + behind}
@@ -73,7 +75,7 @@ def test_a_batch_the_client_cannot_read_blocks_its_partition_visibly_and_sigterm
     assert health["problem"] == "input_unreadable"
     assert health["seconds_since_loop"] < 3, "the loop itself is still turning"
     messages = [line for line in screener.log_lines() if line["msg"].startswith("input records cannot be read")]
-    assert [(m["partition"], m["offset"]) for m in messages] == [("withdrawals.requested-0", len(before))]
+    assert [(m["partition"], m["offset"]) for m in messages] == [(partition0, len(before))]
     started = time.monotonic()
     assert screener.terminate(timeout=20) == 0, "SIGTERM stops the screener while a partition is unreadable"
     assert time.monotonic() - started < 15, "within the shutdown bound (5 s drain + close)"

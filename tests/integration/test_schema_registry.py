@@ -21,7 +21,7 @@ from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
     HttpSchemaRegistry,
 )
-from tests.integration.harness import CATALOG, DECISIONS, INPUT, load_bundled_watchlist, produce_raw
+from tests.integration.harness import CATALOG, INPUT, load_bundled_watchlist, produce_raw
 
 pytestmark = pytest.mark.integration
 
@@ -84,8 +84,8 @@ def test_real_producers_writer_schemas_are_decided_through_apicurio(
     with_reference = serializer(admin, Schema(json.dumps(newer), "AVRO", [reference]), "it-referencing-value")
     # The output schemas are registered by a writer first (the screener's credentials are read-only).
     for subject, name in (
-        (f"{DECISIONS}-value", SCREENING_DECISION),
-        ("withdrawals.flagged-value", WITHDRAWAL_FLAGGED),
+        (f"{stack.topics.decisions}-value", SCREENING_DECISION),
+        (f"{stack.topics.flagged}-value", WITHDRAWAL_FLAGGED),
     ):
         admin.register_schema(subject, Schema(json.dumps(CATALOG.current(name).schema), "AVRO"))
     # Several URLs, the first one dead, the second with the credentials in it (as Confluent clients accept).
@@ -93,7 +93,7 @@ def test_real_producers_writer_schemas_are_decided_through_apicurio(
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
     screener.wait_assigned()
     produce_raw(
-        stack.bootstrap_servers,
+        stack,
         [
             (b"1", serialize(plain, withdrawal("plain", lazarus))),
             (b"2", serialize(nullable, withdrawal("union", lazarus.lower()))),
@@ -117,7 +117,8 @@ def test_real_producers_writer_schemas_are_decided_through_apicurio(
     # Consumers read the outputs with confluent-kafka's AvroDeserializer against the same registry.
     deserialize = AvroDeserializer(SchemaRegistryClient({"url": schema_registry.url_with("reader")}))
     decoded = [
-        deserialize(value, SerializationContext(DECISIONS, MessageField.VALUE)) for value in outputs.decision_values
+        deserialize(value, SerializationContext(stack.topics.decisions, MessageField.VALUE))
+        for value in outputs.decision_values
     ]
     assert {d["event_id"] for d in decoded} == {"plain", "union", "referencing"}
     assert all(d["watchlist_version"] for d in decoded)
@@ -130,8 +131,8 @@ def test_read_only_credentials_use_registered_or_configured_ids_and_fail_clearly
     admin = SchemaRegistryClient({"url": schema_registry.url_with("admin")})
     ids = {}
     for subject, name in (
-        (f"{DECISIONS}-value", SCREENING_DECISION),
-        ("withdrawals.flagged-value", WITHDRAWAL_FLAGGED),
+        (f"{stack.topics.decisions}-value", SCREENING_DECISION),
+        (f"{stack.topics.flagged}-value", WITHDRAWAL_FLAGGED),
     ):
         ids[name] = admin.register_schema(subject, Schema(json.dumps(CATALOG.current(name).schema), "AVRO"))
     lazarus = lazarus_address(stack.redis_url)
@@ -140,7 +141,7 @@ def test_read_only_credentials_use_registered_or_configured_ids_and_fail_clearly
     looked_up = screeners("looked-up", AML_SCHEMA_REGISTRY_URL=reader_url)
     looked_up.wait_assigned()
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
-    produce_raw(stack.bootstrap_servers, [(b"1", serialize(plain, withdrawal("ro", lazarus)))])
+    produce_raw(stack, [(b"1", serialize(plain, withdrawal("ro", lazarus)))])
     outputs = reader.read_until(lambda o: len(o.decisions) >= 1, 45, "a decision with read-only credentials")
     assert outputs.decisions[0]["decision"] == "FLAGGED"
     assert set(reader.schema_ids) == set(ids.values()), "framed with the ids registered under the output subjects"
@@ -193,12 +194,12 @@ def test_wrong_credentials_or_no_registry_at_start_fail_closed_and_recover(
         schema_registry.start()
     waiting.wait_assigned(60)
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
-    produce_raw(stack.bootstrap_servers, [(b"1", first)])
+    produce_raw(stack, [(b"1", first)])
     reader.read_until(lambda o: len(o.decisions) >= 1, 45, "decided once the registry is back")
     # Going away mid-run: a record with an id the screener has never seen waits (not dead-lettered), not ready.
     schema_registry.stop()
     try:
-        produce_raw(stack.bootstrap_servers, [(b"2", second)])
+        produce_raw(stack, [(b"2", second)])
         waiting.wait_until(lambda: waiting.probe("/readyz")[1]["reason"] == "schema_registry_unavailable", 45, "503")
         reader.settle(1.0)
         assert len(reader.outputs.decisions) == 1 and not reader.outputs.dead_letters

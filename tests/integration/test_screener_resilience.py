@@ -8,7 +8,6 @@ import time
 import pytest
 
 from aml_screener.devstack.generator import Expected
-from aml_screener.devstack.stack import EmbeddedStack
 from tests.integration.harness import (
     TOPICS,
     all_decided,
@@ -38,7 +37,7 @@ def test_screener_stopped_mid_stream_and_restarted_loses_nothing(stack, screener
     events = generate(listings, 12_000, seed=3, hit_share=0.03)
     first = screeners("first", AML_KAFKA_MAX_POLL_RECORDS="200")
     first.wait_assigned()
-    produce(stack.bootstrap_servers, events)
+    produce(stack, events)
     reader.read_until(lambda o: len(o.decisions) >= 3000, 60, "a quarter of the stream decided")
     if how == "sigterm":
         assert first.terminate() == 0, "SIGTERM: finish the batch, commit, exit 0"
@@ -73,7 +72,7 @@ def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack
         return bool(a) and bool(b) and not (a & b) and len(a | b) == TOPICS["withdrawals.requested"]
 
     two.wait_until(both_have_partitions, 90, "the group to split the 4 partitions between both members")
-    produce(stack.bootstrap_servers, events)
+    produce(stack, events)
     outputs = reader.read_until(all_decided(events), 90, "every event decided by the group")
     outputs = reader.settle(1.0)
     assert_complete_and_correct(events, outputs)
@@ -87,41 +86,41 @@ def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack
     assert two.terminate() == 0
 
 
-def test_redis_outage_pauses_without_any_clear_and_resumes_by_itself(screeners, reader_factory):
+def test_redis_outage_pauses_without_any_clear_and_resumes_by_itself(stack_factory, screeners, reader_factory):
     # Redis with an append-only file, so its data survives the restart (a persistent production Redis).
-    with EmbeddedStack(brokers=1, topics=TOPICS, redis_args=("--appendonly", "yes")) as stack:
-        listings = load_bundled_watchlist(stack.redis_url)
-        events = generate(listings, 9_000, seed=8, hit_share=0.05)
-        screener = screeners("s", target=stack, AML_KAFKA_MAX_POLL_RECORDS="100")
-        screener.wait_assigned()
-        reader = reader_factory(stack)
-        producer = threading.Thread(target=produce_slowly, args=(stack.bootstrap_servers, events), daemon=True)
-        producer.start()
-        reader.read_until(lambda o: len(o.decisions) >= 1500, 60, "decisions before the outage")
-        stack.redis.stop()
-        screener.wait_until(lambda: screener.probe("/readyz")[0] == 503, 10, "not ready during the outage")
-        _status, body = screener.probe("/readyz")
-        assert body["fail_closed"] is True
-        assert screener.metric("aml_screener_fail_closed") == 1
-        reader.settle(1.0)  # anything decided before the outage was noticed
-        during = len(reader.outputs.decisions)
-        time.sleep(3)
-        reader.settle(0.5)
-        assert len(reader.outputs.decisions) == during, "no decision at all while the watchlist is unreachable"
-        assert screener.probe("/healthz")[0] == 200, "failing closed is healthy (waiting), not stuck"
-        stack.redis.start()
-        outputs = reader.read_until(all_decided(events), 90, "every event decided after Redis returned")
-        producer.join(30)
-        assert_complete_and_correct(events, outputs)
-        assert screener.probe("/readyz")[0] == 200
-        assert screener.metric("aml_screener_fail_closed") == 0
-        assert screener.metric("aml_screener_fail_closed_pauses_total", reason="redis_unavailable") >= 1
-        assert screener.terminate() == 0
+    stack = stack_factory(redis_args=("--appendonly", "yes"))
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 9_000, seed=8, hit_share=0.05)
+    screener = screeners("s", target=stack, AML_KAFKA_MAX_POLL_RECORDS="100")
+    screener.wait_assigned()
+    reader = reader_factory(stack)
+    producer = threading.Thread(target=produce_slowly, args=(stack, events), daemon=True)
+    producer.start()
+    reader.read_until(lambda o: len(o.decisions) >= 1500, 60, "decisions before the outage")
+    stack.redis.stop()
+    screener.wait_until(lambda: screener.probe("/readyz")[0] == 503, 10, "not ready during the outage")
+    _status, body = screener.probe("/readyz")
+    assert body["fail_closed"] is True
+    assert screener.metric("aml_screener_fail_closed") == 1
+    reader.settle(1.0)  # anything decided before the outage was noticed
+    during = len(reader.outputs.decisions)
+    time.sleep(3)
+    reader.settle(0.5)
+    assert len(reader.outputs.decisions) == during, "no decision at all while the watchlist is unreachable"
+    assert screener.probe("/healthz")[0] == 200, "failing closed is healthy (waiting), not stuck"
+    stack.redis.start()
+    outputs = reader.read_until(all_decided(events), 90, "every event decided after Redis returned")
+    producer.join(30)
+    assert_complete_and_correct(events, outputs)
+    assert screener.probe("/readyz")[0] == 200
+    assert screener.metric("aml_screener_fail_closed") == 0
+    assert screener.metric("aml_screener_fail_closed_pauses_total", reason="redis_unavailable") >= 1
+    assert screener.terminate() == 0
 
 
-def produce_slowly(bootstrap: str, events, chunk: int = 300, pause: float = 0.1) -> None:
+def produce_slowly(stack, events, chunk: int = 300, pause: float = 0.1) -> None:
     for start in range(0, len(events), chunk):
-        produce(bootstrap, events[start : start + chunk])
+        produce(stack, events[start : start + chunk])
         time.sleep(pause)
 
 
@@ -133,57 +132,60 @@ def test_without_a_watchlist_the_screener_is_not_ready_and_takes_no_partitions(s
     assert body["assigned_partitions"] == []
     listings = load_bundled_watchlist(stack.redis_url)  # the first sync arrives
     events = generate(listings, 500, seed=1)
-    produce(stack.bootstrap_servers, events)
+    produce(stack, events)
     screener.wait_assigned()
     reader.read_until(all_decided(events), 45, "decisions once the watchlist exists")
     assert screener.terminate() == 0
 
 
-def test_fail_open_mode_passes_events_unscreened_to_the_hold_topic_never_clear(screeners, reader_factory):
+def test_fail_open_mode_passes_events_unscreened_to_the_hold_topic_never_clear(
+    stack_factory, screeners, reader_factory
+):
     """The operator's explicit bypass: with the watchlist down, events go to the hold topic, counted and visible;
     none is decided (so none is `clear`), and screening resumes by itself when the watchlist is back."""
-    with EmbeddedStack(brokers=1, topics=TOPICS, redis_args=("--appendonly", "yes")) as stack:
-        listings = load_bundled_watchlist(stack.redis_url)
-        before, during, after = (
-            generate(listings, n, seed=s, hit_share=0.2) for n, s in ((500, 1), (800, 2), (500, 3))
-        )
-        screener = screeners(
-            "open", target=stack, AML_WATCHLIST_FAILURE_MODE="open", AML_LOOKUP_RETRY_MAX_SECONDS="0.5"
-        )
-        screener.wait_assigned()
-        assert screener.metric("aml_screener_failure_mode_info", mode="open") == 1
-        reader = reader_factory(stack)
-        produce(stack.bootstrap_servers, before)
-        reader.read_until(all_decided(before), 45, "decisions while the watchlist is up")
-        stack.redis.stop()
-        produce(stack.bootstrap_servers, during)
-        held_ids = {event.event_id for event in during if event.expected is not Expected.DEAD_LETTER}
-        reader.read_until(lambda o: len(o.held) >= len(held_ids), 45, "the outage's events on the hold topic")
-        _status, body = screener.probe("/readyz")
-        assert (body["ready"], body["fail_open"], body["failure_mode"]) == (False, True, "open")
-        assert screener.metric("aml_screener_fail_open_active") == 1
-        assert screener.metric("aml_screener_fail_closed") == 0, "fail-open does not pause"
-        held = reader.outputs.held
-        assert {record.key.decode() for record in held} == held_ids, "every event of the outage held, once"
-        assert {dict(record.headers)["aml.hold.reason"] for record in held} == {b"redis_unavailable"}
-        by_event = reader.outputs.decisions_by_event()
-        assert not held_ids & set(by_event), "a held event has no decision: never `clear`"
-        assert screener.metric("aml_screener_held_total", reason="redis_unavailable") == len(held_ids)
-        stack.redis.start()
-        # Resumption must not wait for traffic: with the input topic idle, the screener probes the watchlist on
-        # its back-off (at most AML_LOOKUP_RETRY_MAX_SECONDS = 0.5 s here) and leaves fail-open by itself.
-        screener.wait_until(lambda: screener.probe("/readyz")[0] == 200, 20, "ready again with no traffic")
-        assert screener.metric("aml_screener_fail_open_active") == 0
-        assert "watchlist available again: screening resumes (fail-open bypass ends)" in {
-            line["msg"] for line in screener.log_lines()
-        }
-        produce(stack.bootstrap_servers, after)
-        reader.read_until(all_decided(after), 45, "screening resumes when the watchlist is back")
-        reader.settle(0.5)
-        assert len(reader.outputs.held) == len(held_ids), "nothing held once the watchlist answers again"
-        assert screener.metric("aml_screener_fail_open_active") == 0
-        assert screener.probe("/readyz")[0] == 200
-        assert screener.terminate() == 0
+    stack = stack_factory(redis_args=("--appendonly", "yes"))
+    listings = load_bundled_watchlist(stack.redis_url)
+    before, during, after = (generate(listings, n, seed=s, hit_share=0.2) for n, s in ((500, 1), (800, 2), (500, 3)))
+    screener = screeners("open", target=stack, AML_WATCHLIST_FAILURE_MODE="open", AML_LOOKUP_RETRY_MAX_SECONDS="0.5")
+    screener.wait_assigned()
+    assert screener.metric("aml_screener_failure_mode_info", mode="open") == 1
+    reader = reader_factory(stack)
+    produce(stack, before)
+    reader.read_until(all_decided(before), 45, "decisions while the watchlist is up")
+    stack.redis.stop()
+    produce(stack, during)
+    held_ids = {event.event_id for event in during if event.expected is not Expected.DEAD_LETTER}
+    reader.read_until(lambda o: len(o.held) >= len(held_ids), 45, "the outage's events on the hold topic")
+    _status, body = screener.probe("/readyz")
+    assert (body["ready"], body["fail_open"], body["failure_mode"]) == (False, True, "open")
+    assert screener.metric("aml_screener_fail_open_active") == 1
+    assert screener.metric("aml_screener_fail_closed") == 0, "fail-open does not pause"
+    held = reader.outputs.held
+    assert {record.key.decode() for record in held} == held_ids, "every event of the outage held, once"
+    assert {dict(record.headers)["aml.hold.reason"] for record in held} == {b"redis_unavailable"}
+    by_event = reader.outputs.decisions_by_event()
+    assert not held_ids & set(by_event), "a held event has no decision: never `clear`"
+    # Counted when Kafka's acknowledgement reaches the screener, which can follow the records becoming readable.
+    screener.wait_until(
+        lambda: screener.metric("aml_screener_held_total", reason="redis_unavailable") == len(held_ids),
+        15,
+        "the held count",
+    )
+    stack.redis.start()
+    # Resumption must not wait for traffic: with the input topic idle, the screener probes the watchlist on its
+    # back-off (at most AML_LOOKUP_RETRY_MAX_SECONDS = 0.5 s here) and leaves fail-open by itself.
+    screener.wait_until(lambda: screener.probe("/readyz")[0] == 200, 20, "ready again with no traffic")
+    assert screener.metric("aml_screener_fail_open_active") == 0
+    assert "watchlist available again: screening resumes (fail-open bypass ends)" in {
+        line["msg"] for line in screener.log_lines()
+    }
+    produce(stack, after)
+    reader.read_until(all_decided(after), 45, "screening resumes when the watchlist is back")
+    reader.settle(0.5)
+    assert len(reader.outputs.held) == len(held_ids), "nothing held once the watchlist answers again"
+    assert screener.metric("aml_screener_fail_open_active") == 0
+    assert screener.probe("/readyz")[0] == 200
+    assert screener.terminate() == 0
 
 
 def test_fail_closed_is_the_default_and_says_so(stack, screeners):
@@ -202,10 +204,10 @@ def test_redis_that_lost_its_data_keeps_screeners_not_ready_until_a_sync_restore
     first, second = generate(listings, 1_000, seed=11, hit_share=0.2), generate(listings, 1_000, seed=12, hit_share=0.2)
     screener = screeners()
     screener.wait_assigned()
-    produce(stack.bootstrap_servers, first)
+    produce(stack, first)
     reader.read_until(all_decided(first), 45, "decisions before the data loss")
     stack.redis.restart()  # the embedded Redis keeps nothing on disk: it comes back empty
-    produce(stack.bootstrap_servers, second)
+    produce(stack, second)
     screener.wait_until(lambda: screener.probe("/readyz")[0] == 503, 15, "not ready after the data loss")
     assert screener.probe("/readyz")[1]["fail_closed"] is True
     time.sleep(2)

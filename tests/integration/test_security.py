@@ -26,13 +26,13 @@ import redis
 from aml_screener.demo.sample import BUNDLED_MANIFEST, sample_listings
 from aml_screener.devstack.generator import Expected
 from aml_screener.devstack.redis_server import RedisServer, RedisTls
-from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import FramedReader
 from aml_screener.screener.schemas import UnknownSchemaId
 from aml_screener.watchlist.acl import screener_user
 from aml_screener.watchlist.keys import WatchlistKeys
 from tests.integration.harness import (
     REPOSITORY,
+    IsolatedStack,
     OutputReader,
     ScreenerProcess,
     all_decided,
@@ -169,12 +169,12 @@ def acl_denials(server: RedisServer, user: str) -> list[dict[str, Any]]:
 
 
 def test_screener_reads_over_mutual_tls_as_a_read_only_acl_user_and_flags_listed_addresses(
-    provisioned: RedisServer, certs: Certs, stack: EmbeddedStack, screeners, reader: OutputReader
+    provisioned: RedisServer, certs: Certs, stack: IsolatedStack, screeners, reader: OutputReader
 ) -> None:
     events = generate(sample_listings(), 600, seed=41, hit_share=0.1, invalid_share=0.02, malformed_share=0.02)
     screener = start_screener(screeners, provisioned, certs, "tls-1")
     screener.wait_assigned(timeout=60)
-    produce(stack.bootstrap_servers, events)
+    produce(stack, events)
     outputs = reader.read_until(all_decided(events), 60, "every event decided")
 
     flagged_expected = {e.event_id for e in events if e.expected is Expected.FLAGGED}
@@ -286,7 +286,7 @@ def registry_with_basic_auth() -> Iterator[tuple[Registry, str]]:
 def test_secrets_never_reach_logs_probes_or_metrics_and_logs_carry_no_account_ids(
     provisioned: RedisServer,
     certs: Certs,
-    stack: EmbeddedStack,
+    stack: IsolatedStack,
     screeners,
     reader: OutputReader,
     *,
@@ -336,8 +336,8 @@ def test_secrets_never_reach_logs_probes_or_metrics_and_logs_carry_no_account_id
     huge = encoder().encode({**template, "event_id": "huge-account-1", "account_id": huge_account})
     screener = start_screener(screeners, provisioned, certs, "secrets-1", **secrets_env)
     screener.wait_assigned(timeout=60)
-    produce(stack.bootstrap_servers, events)
-    produce_raw(stack.bootstrap_servers, [(b"acct-huge", huge)])
+    produce(stack, events)
+    produce_raw(stack, [(b"acct-huge", huge)])
     outputs = reader.read_until(
         lambda out: all_decided(events)(out) and "field_too_long" in out.dead_letter_reasons(), 60, "all decided"
     )

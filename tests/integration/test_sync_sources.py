@@ -7,6 +7,7 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +18,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.cli import main
-from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
+from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import (
@@ -179,9 +180,10 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
     assert decisions["lazarus"]["severity"] == "critical" and decisions["lazarus"]["overridden"] == []
 
 
-def test_sync_publishes_changed_addresses_to_a_compacted_kafka_topic(tmp_path, monkeypatch, capsys):
+def test_sync_publishes_changed_addresses_to_a_compacted_kafka_topic(kafka_cluster, tmp_path, monkeypatch, capsys):
     """`watchlist sync --kafka-topic`: key = address key, value = every current listing, tombstone = removed."""
-    with EmbeddedStack(brokers=1, topics={"watchlist.changes": 1}) as stack:
+    changes = f"watchlist.changes.{uuid.uuid4().hex[:8]}"
+    with EmbeddedStack(kafka_cluster=kafka_cluster, topics={changes: 1}) as stack:
         monkeypatch.setenv("AML_REDIS_URL", stack.redis_url)
         monkeypatch.setenv("AML_KAFKA_BOOTSTRAP_SERVERS", stack.bootstrap_servers)
         listed = tmp_path / "hacks_ETH.txt"
@@ -190,15 +192,11 @@ def test_sync_publishes_changed_addresses_to_a_compacted_kafka_topic(tmp_path, m
         config.write_text(
             f'[[source]]\nname = "hacks"\nformat = "address-list"\nlocation = "{listed}"\ncategory = "theft"\n'
         )
-        assert main(["watchlist", "sync", str(config), "--kafka-topic", "watchlist.changes", "--no-progress"]) == 0
+        assert main(["watchlist", "sync", str(config), "--kafka-topic", changes, "--no-progress"]) == 0
         listed.write_text("0x098B716B8Aaf21512996dC57EB0615e2383E2f96\n")
-        assert main(["watchlist", "sync", str(config), "--kafka-topic", "watchlist.changes", "--no-progress"]) == 0
-        consumer = KafkaConsumer(
-            bootstrap_servers=stack.bootstrap_servers,
-            api_version=KAFKA_PYTHON_API_VERSION,
-            auto_offset_reset="earliest",
-        )
-        consumer.assign([TopicPartition("watchlist.changes", 0)])
+        assert main(["watchlist", "sync", str(config), "--kafka-topic", changes, "--no-progress"]) == 0
+        consumer = KafkaConsumer(**stack.kafka_python_config(), auto_offset_reset="earliest")
+        consumer.assign([TopicPartition(changes, 0)])
         consumer.seek_to_beginning()
         records: list[Any] = []
         deadline = time.monotonic() + 15

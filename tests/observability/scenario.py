@@ -1,10 +1,10 @@
 """A screener at work, observed by a real Prometheus: the scenario behind the dashboard-query test and
 `scripts/render_dashboards.py --demo`.
 
-Embedded stack (mock Kafka + redis-server) with the bundled OFAC sample, one real `aml-screener run` process,
-a Prometheus scraping it every second with the alert rules loaded, and a seeded withdrawal stream with sanctions
-hits, unscreenable and malformed records, produced in waves, with one short watchlist outage (Redis paused) so
-that the fail-closed series exist too.
+Embedded stack (the librdkafka mock, so `render_dashboards.py --demo` needs no JVM, + redis-server) with the
+bundled OFAC sample, one real `aml-screener run` process, a Prometheus scraping it every second with the alert
+rules loaded, and a seeded withdrawal stream with sanctions hits, unscreenable and malformed records, produced in
+waves, with one short watchlist outage (Redis paused) so that the fail-closed series exist too.
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ import redis
 
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
-from aml_screener.devstack.stack import EmbeddedStack
-from tests.integration.harness import TOPICS, ScreenerProcess, encoder, load_bundled_watchlist, produce
+from tests.integration.harness import (
+    IsolatedStack,
+    ScreenerProcess,
+    encoder,
+    isolated_stack,
+    load_bundled_watchlist,
+    produce,
+)
 from tests.observability.prom import PrometheusServer
 
 # Redis stays paused this long: longer than the harness's AML_REDIS_TIMEOUT_SECONDS (0.5 s), so lookups time out
@@ -31,7 +37,7 @@ _SLICES = 5
 
 @dataclass
 class Run:
-    stack: EmbeddedStack
+    stack: IsolatedStack
     screener: ScreenerProcess
     prometheus: PrometheusServer
     started_at: float = field(default_factory=time.time)
@@ -73,7 +79,7 @@ _DECISIONS = ("clear", "flagged", "unscreenable")
 @contextlib.contextmanager
 def observed_screener(scrape_interval: float = 1.0) -> Iterator[Run]:
     """Stack, screener and Prometheus, all started; everything stopped and removed on exit."""
-    with EmbeddedStack(brokers=1, topics=TOPICS) as stack:
+    with isolated_stack(None, broker="mock") as stack:
         screener = ScreenerProcess(stack, group=f"aml-observability-{uuid.uuid4().hex[:8]}", instance="s1")
         prometheus = PrometheusServer([f"127.0.0.1:{screener.port}"], scrape_interval=scrape_interval)
         try:
@@ -113,7 +119,7 @@ def run_traffic(
             # Each wave in a few slices spread over `pause`, so rates look like traffic rather than bursts.
             for _ in range(_SLICES):
                 events = list(generator.stream(per_wave // _SLICES))
-                produce(run.stack.bootstrap_servers, events)
+                produce(run.stack, events)
                 run.produced.extend(events)
                 time.sleep(pause / _SLICES)
             if progress is not None:

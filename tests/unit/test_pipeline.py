@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
-from aml_screener.screener.errors import DeadLetterReason, LookupUnavailable
+from aml_screener.screener.errors import DeadLetterReason, LookupFailure, LookupUnavailable
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import (
     DLQ_HEADER_OFFSET,
@@ -24,6 +24,7 @@ from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
 )
 from aml_screener.screening.decision import DECISION_NAMESPACE, decision_id
+from aml_screener.screening.records import Match
 from aml_screener.screening.watchlist import Listing
 from tests.pipeline_support import CATALOG, REPOSITORY, Record, batch_screener
 
@@ -43,7 +44,7 @@ LAZARUS_MATCH = Listing(
 ).as_match()
 
 
-def make_screener(watchlist: dict[str, list[dict]], version: str = "v-test", calls: list | None = None):
+def make_screener(watchlist: dict[str, list[Match]], version: str = "v-test", calls: list | None = None):
     def lookup(keys):
         if calls is not None:
             calls.append(list(keys))
@@ -164,7 +165,7 @@ def test_lookup_outage_decides_nothing_and_the_prepared_batch_can_be_retried():
 
     def lookup(keys):
         if state["down"]:
-            raise LookupUnavailable("redis_unavailable", "connection refused")
+            raise LookupUnavailable(LookupFailure.REDIS_UNAVAILABLE, "connection refused")
         return LookupResult("v2", 1, {}, 0.001)
 
     screener = make_screener({})

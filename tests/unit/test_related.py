@@ -28,6 +28,7 @@ from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screening.addresses import normalize, normalize_key, normalize_listed_key
+from aml_screener.screening.records import Match
 from aml_screener.screening.related import (
     DEFAULT_SOLANA_MINTS,
     ListingRelations,
@@ -47,9 +48,9 @@ def listing(address: str, asset: str, category: str = "sanctions") -> Listing:
     return Listing("ofac-sdn", category, "sdn_advanced.xml", "27307", address, "Lazarus Group", ("DPRK3",), asset)
 
 
-def table(*listed: tuple[str, str], relations: ListingRelations | None = None) -> dict[str, list[dict]]:
+def table(*listed: tuple[str, str], relations: ListingRelations | None = None) -> dict[str, list[Match]]:
     """key -> stored matches, as the loader writes them (TableWriter.add uses listing_entries)."""
-    stored: dict[str, list[dict]] = {}
+    stored: dict[str, list[Match]] = {}
     for asset, address in listed:
         key = normalize_listed_key(asset, address)
         for entry_key, item in listing_entries(key, listing(address, asset), relations or ListingRelations()):
@@ -57,7 +58,7 @@ def table(*listed: tuple[str, str], relations: ListingRelations | None = None) -
     return stored
 
 
-def screen(watchlist: dict[str, list[dict]], network: str, address: str) -> dict:
+def screen(watchlist: dict[str, list[Match]], network: str, address: str) -> dict:
     """The decision the screener makes for one withdrawal to ``address`` on ``network``."""
 
     def lookup(keys: Sequence[str]) -> LookupResult:

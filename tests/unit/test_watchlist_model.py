@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from aml_screener.screening.decision import Outcome, decide, summarize, unscreenable
+from aml_screener.screening.records import Match
 from aml_screener.screening.watchlist import Listing, Severity, decode_matches, encode_matches, highest_severity
 from aml_screener.watchlist.sources.address_list import AddressListSource, asset_from_filename
 from aml_screener.watchlist.sources.base import collect
@@ -12,7 +13,7 @@ from aml_screener.watchlist.sources.base import collect
 LAZARUS = "0x098B716B8Aaf21512996dC57EB0615e2383E2f96"
 
 
-def match(category: str, list_name: str = "l") -> dict:
+def match(category: str, list_name: str = "l") -> Match:
     return Listing(list_name, category, "src", "1", LAZARUS).as_match()
 
 
@@ -67,7 +68,7 @@ def test_asset_comes_from_common_file_name_patterns(tmp_path):
     assert asset_from_filename(tmp_path / "addresses.txt") is None
 
 
-def allow(list_name: str = "exchange-allowlist") -> dict:
+def allow(list_name: str = "exchange-allowlist") -> Match:
     return Listing(list_name, "allow", "allow.csv", "hot-wallet-1", LAZARUS, entry_name="our hot wallet").as_match()
 
 

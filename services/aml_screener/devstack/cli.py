@@ -1,4 +1,10 @@
-"""`aml-screener devstack`: the embedded broker and redis-server, for trying the service by hand."""
+"""`aml-screener devstack`: the embedded broker and redis-server, for trying the service by hand.
+
+``--broker kafka`` runs real Apache Kafka (``--brokers`` nodes, 3 by default: replication factor 3 and
+``min.insync.replicas`` 2, as in production); ``--broker mock`` (the default) the librdkafka mock cluster, which
+starts at once; ``--schema-registry`` adds Apicurio Registry. Either way every AML_* variable the project's own
+runs give a screener on it is printed as JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,29 @@ import json
 import signal
 import threading
 
-from aml_screener.devstack.stack import MOCK_SCREENER_ENV, EmbeddedStack
+from aml_screener.devstack.stack import BROKERS, EmbeddedStack
 
 DEFAULT_TOPICS = {
     "withdrawals.requested": 4,
     "screening.decisions": 4,
     "withdrawals.flagged": 1,
     "withdrawals.requested.dlq": 1,
+    "withdrawals.held": 1,  # fail-open mode only
 }
+# Real Kafka: three nodes is the smallest cluster with production's replication (RF 3, min ISR 2).
+DEFAULT_KAFKA_NODES = 3
 
 
 def add_devstack_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--brokers", type=int, default=1, help="number of mock brokers (default 1)")
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        default="mock",
+        help="real Apache Kafka (one JVM per node, from Maven Central) or the librdkafka mock (default mock)",
+    )
+    parser.add_argument(
+        "--brokers", type=int, default=None, help=f"nodes: default 1 for the mock, {DEFAULT_KAFKA_NODES} for kafka"
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the input topic (default 4)")
     parser.add_argument(
         "--schema-registry",
@@ -30,11 +47,11 @@ def add_devstack_arguments(parser: argparse.ArgumentParser) -> None:
 
 def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> dict[str, str]:
     """Every AML_* setting the project's own runs (demo, tests, benchmarks) give a screener on the embedded broker:
-    the addresses plus devstack.stack.MOCK_SCREENER_ENV."""
+    the addresses plus the broker's own settings (EmbeddedStack.screener_env: the mock's pin and timings)."""
     env = {
         "AML_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
         "AML_REDIS_URL": stack.redis_url,
-        **MOCK_SCREENER_ENV,
+        **stack.screener_env(),
     }
     if registry_url is not None:
         env["AML_SCHEMA_REGISTRY_URL"] = registry_url
@@ -43,27 +60,28 @@ def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> 
 
 def run_devstack(args: argparse.Namespace) -> int:
     topics = dict(DEFAULT_TOPICS, **{"withdrawals.requested": args.partitions})
+    brokers = args.brokers or (DEFAULT_KAFKA_NODES if args.broker == "kafka" else 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedStack(brokers=args.brokers, topics=topics) as stack, contextlib.ExitStack() as extra:
+    if args.broker == "kafka":
+        print(f"starting {brokers} Kafka node(s) (10-30 s)...", flush=True)
+    with EmbeddedStack(brokers=brokers, topics=topics, broker=args.broker) as stack, contextlib.ExitStack() as extra:
         registry_url = None
         if args.schema_registry:
             from aml_screener.devstack.schema_registry import ApicurioRegistry  # noqa: PLC0415 - only when asked
 
             registry_url = extra.enter_context(ApicurioRegistry()).url
-        print(
-            json.dumps(
-                {
-                    "bootstrap_servers": stack.bootstrap_servers,
-                    "redis_url": stack.redis_url,
-                    "schema_registry_url": registry_url,
-                    "topics": topics,
-                    "env": screener_settings(stack, registry_url),
-                },
-                indent=2,
-            ),
-            flush=True,
-        )
+        details = {
+            "broker": args.broker,
+            "bootstrap_servers": stack.bootstrap_servers,
+            "redis_url": stack.redis_url,
+            "schema_registry_url": registry_url,
+        }
+        if args.broker == "kafka":
+            cluster = stack.cluster
+            details |= {"kafka_version": cluster.version, "directory": str(cluster.directory)}
+        env = screener_settings(stack, registry_url)
+        print(json.dumps({**details, "topics": topics, "env": env}, indent=2), flush=True)
         print("embedded stack running; Ctrl-C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()

@@ -14,9 +14,10 @@ from types import FrameType
 import redis
 from kafka import KafkaConsumer
 
+from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
-from aml_screener.screener.errors import SchemaSourceUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
 from aml_screener.screener.lookup import WatchlistLookup
@@ -33,6 +34,7 @@ from aml_screener.screener.schemas import (
 )
 from aml_screener.screener.service import Screener
 from aml_screener.screener.settings import Settings
+from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
 from aml_screener.watchlist.keys import WatchlistKeys
 
@@ -40,9 +42,6 @@ log = logging.getLogger(__name__)
 
 # Exit code when the configuration cannot work (as for invalid AML_* settings: cli.EXIT_CONFIG).
 EXIT_CONFIG = 2
-# Registry retries at start-up: first after 0.1 s, doubling up to AML_LOOKUP_RETRY_MAX_SECONDS (as lookups do).
-_FIRST_BACKOFF_SECONDS = 0.1
-_REGISTRY_UNAVAILABLE = "schema_registry_unavailable"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -97,13 +96,14 @@ def wait_for_output_schemas(
     *,
     repository: SchemaRepository,
     catalog: SchemaCatalog,
+    gate: WatchlistGate,
     state: ServiceState,
-    metrics: Metrics,
     stop: threading.Event,
 ) -> tuple[int, int] | None:
-    """Like a watchlist outage: while the registry cannot be reached (unreachable, 5xx, 401) the screener is not
-    ready, fails closed (joins no group, decides nothing) and retries with back-off; None when stopped meanwhile."""
-    backoff = _FIRST_BACKOFF_SECONDS
+    """Like a watchlist outage (the gate fails closed): while the registry cannot be reached (unreachable, 5xx,
+    401) the screener is not ready, joins no group, decides nothing and retries with back-off; None when stopped
+    meanwhile."""
+    backoff = Backoff(settings.lookup_retry_max_seconds)
     since: float | None = None
     while not stop.is_set():
         state.heartbeat()
@@ -112,24 +112,18 @@ def wait_for_output_schemas(
         except SchemaSourceUnavailable as exc:
             if since is None:
                 since = time.monotonic()
-                state.set_not_ready(_REGISTRY_UNAVAILABLE, fail_closed=True)
-                metrics.fail_closed.set(1)
-                metrics.fail_closed_pauses.labels(_REGISTRY_UNAVAILABLE).inc()
                 log.error(  # noqa: TRY400 - an expected outage: the detail says it all, no traceback
                     "schema registry unavailable at start-up: failing closed (not ready, no group joined), retrying",
                     extra={"detail": str(exc)},
                 )
-            metrics.lookup_errors.labels(_REGISTRY_UNAVAILABLE).inc()
-            stop.wait(backoff)
-            backoff = min(backoff * 2, settings.lookup_retry_max_seconds)
+            gate.unavailable(LookupUnavailable(LookupFailure.SCHEMA_REGISTRY_UNAVAILABLE, str(exc)), fail_closed=True)
+            stop.wait(backoff.next())
             continue
         if since is not None:
-            waited = time.monotonic() - since
-            metrics.fail_closed_seconds.inc(waited)
-            metrics.fail_closed.set(0)
-            state.set_not_ready("starting", fail_closed=False)
+            gate.outage_over()
             log.info(
-                "schema registry available: output schema ids resolved", extra={"waited_seconds": round(waited, 3)}
+                "schema registry available: output schema ids resolved",
+                extra={"waited_seconds": round(time.monotonic() - since, 3)},
             )
         return ids
     return None
@@ -151,9 +145,11 @@ def build(
     catalog: SchemaCatalog | None = None,
     repository: SchemaRepository | None = None,
     output_ids: tuple[int, int] | None = None,
+    gate: WatchlistGate | None = None,
 ) -> Components:
     metrics = metrics or Metrics()
     state = state or ServiceState(stall_seconds=settings.health_stall_seconds)
+    gate = gate or watchlist_gate(settings, metrics, state)
     catalog = catalog or SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
     repository = repository or schema_repository(settings, catalog)
     decisions_id, flagged_id = output_ids or output_schema_ids(settings, repository, catalog)
@@ -194,8 +190,20 @@ def build(
         lookup=lookup,
         metrics=metrics,
         state=state,
+        gate=gate,
     )
     return Components(screener, metrics, state, client)
+
+
+def watchlist_gate(settings: Settings, metrics: Metrics, state: ServiceState) -> WatchlistGate:
+    state.on_readiness = lambda ready: metrics.ready.set(1 if ready else 0)
+    return WatchlistGate(
+        mode=settings.watchlist_failure_mode,
+        metrics=metrics,
+        state=state,
+        retry_max_seconds=settings.lookup_retry_max_seconds,
+        hold_topic=settings.kafka_hold_topic,
+    )
 
 
 def run(settings: Settings, stop_requested: threading.Event | None = None) -> int:
@@ -203,6 +211,7 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
     process exit code."""
     metrics = Metrics()
     state = ServiceState(stall_seconds=settings.health_stall_seconds)
+    gate = watchlist_gate(settings, metrics, state)
     health = (
         HealthServer(settings.http_host, settings.http_port, state, metrics).start() if settings.http_port else None
     )
@@ -212,7 +221,7 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
         repository = schema_repository(settings, catalog)
         try:
             output_ids = wait_for_output_schemas(
-                settings, repository=repository, catalog=catalog, state=state, metrics=metrics, stop=stop
+                settings, repository=repository, catalog=catalog, gate=gate, state=state, stop=stop
             )
         except OutputSchemaUnavailable as exc:
             log.error("cannot start: output schema ids unavailable", extra={"detail": str(exc)})  # noqa: TRY400
@@ -220,7 +229,9 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
         if output_ids is None:
             log.info("stop requested during start-up")
             return 0
-        components = build(settings, metrics, state, catalog=catalog, repository=repository, output_ids=output_ids)
+        components = build(
+            settings, metrics, state, catalog=catalog, repository=repository, output_ids=output_ids, gate=gate
+        )
         screener = components.screener
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

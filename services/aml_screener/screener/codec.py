@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -31,6 +32,7 @@ from aml_screener.screener.schemas import (
     UnknownSchemaId,
     strip_logical_types,
 )
+from aml_screener.screening.records import WithdrawalEvent
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -57,11 +59,11 @@ def decimal_to_bytes(value: Decimal, scale: int) -> bytes:
     return unscaled.to_bytes(length, "big", signed=True)
 
 
-def amount_of(event: dict[str, Any]) -> Decimal:
+def amount_of(event: WithdrawalEvent) -> Decimal:
     return decimal_from_bytes(event["amount"], _AMOUNT_SCALE)
 
 
-def usd_value_of(event: dict[str, Any]) -> Decimal | None:
+def usd_value_of(event: WithdrawalEvent) -> Decimal | None:
     raw = event.get("usd_value")
     return None if raw is None else decimal_from_bytes(raw, _USD_SCALE)
 
@@ -205,7 +207,7 @@ class WithdrawalDecoder:
                 return DecodeError(DeadLetterReason.WRONG_TYPE, detail)
         return None
 
-    def decode(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
+    def decode(self, value: bytes | None) -> tuple[int, WithdrawalEvent]:
         """Return (writer schema id, record). Raises DecodeError; SchemaSourceUnavailable propagates."""
         if value is None:
             raise DecodeError(DeadLetterReason.NULL_VALUE, "record has no value (tombstone)")
@@ -246,7 +248,8 @@ class WithdrawalDecoder:
         _check_lengths(record)
         if len(record["amount"]) > _MAX_DECIMAL_BYTES:
             raise DecodeError(DeadLetterReason.INVALID_FIELD, "amount exceeds decimal(38, 18)")
-        return schema_id, record
+        # Read into the reader schema (Avro resolution), so it has exactly the fields of WithdrawalEvent.
+        return schema_id, cast("WithdrawalEvent", record)
 
 
 class RecordEncoder:
@@ -257,7 +260,7 @@ class RecordEncoder:
         self._parsed = parse_schema(strip_logical_types(schema), {})
         self._header = HEADER.pack(MAGIC_BYTE, schema_id)
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, object]) -> bytes:
         stream = io.BytesIO()
         stream.write(self._header)
         schemaless_writer(stream, self._parsed, record)
@@ -270,8 +273,8 @@ class WithdrawalEncoder(RecordEncoder):
     Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw form.
     """
 
-    def encode(self, record: dict[str, Any]) -> bytes:
-        raw = dict(record)
+    def encode(self, record: Mapping[str, object]) -> bytes:
+        raw: dict[str, Any] = dict(record)
         if isinstance(raw.get("amount"), Decimal):
             raw["amount"] = decimal_to_bytes(raw["amount"], _AMOUNT_SCALE)
         if isinstance(raw.get("usd_value"), Decimal):

@@ -44,10 +44,27 @@ class SchemaSourceUnavailable(ScreenerError):
     """The schema registry could not be reached; the record may be fine, so it is retried, not dead-lettered."""
 
 
+class LookupFailure(StrEnum):
+    """Why the watchlist cannot be consulted. Stable values: metric labels, readiness reasons, hold headers."""
+
+    REDIS_UNAVAILABLE = "redis_unavailable"  # down, slow beyond AML_REDIS_TIMEOUT_SECONDS, network
+    REDIS_AUTH_FAILED = "redis_auth_failed"
+    REDIS_PERMISSION_DENIED = "redis_permission_denied"  # the ACL user lacks a command or key
+    NO_ACTIVE_VERSION = "no_active_version"
+    MISSING_VERSION = "missing_version"
+    UNSUPPORTED_LAYOUT = "unsupported_layout"
+    EMPTY_WATCHLIST = "empty_watchlist"
+    COUNT_MISMATCH = "count_mismatch"  # a table does not hold the key count its version recorded
+    KEY_SCHEME_MISMATCH = "key_scheme_mismatch"  # a table built under another key scheme
+    CORRUPT_ENTRY = "corrupt_entry"
+    VERSION_CHURN = "version_churn"
+    SCHEMA_REGISTRY_UNAVAILABLE = "schema_registry_unavailable"  # decoding needs it: handled like an outage
+
+
 class LookupUnavailable(ScreenerError):
     """The watchlist cannot be consulted (Redis unreachable, no active version, version empty or missing)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: LookupFailure, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

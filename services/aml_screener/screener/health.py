@@ -32,12 +32,16 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 @dataclass
 class ServiceState:
-    """What the loop tells the probes. Written by the loop thread, read by HTTP threads (plain attributes)."""
+    """What the loop tells the probes. Written by the loop thread, read by HTTP threads (plain attributes).
 
-    ready: bool = False
-    not_ready_reason: str = "starting"
-    fail_closed: bool = False
+    Readiness has independent causes, each owned by one part of the screener: an *outage* (the watchlist or the
+    schema registry cannot be consulted, or not yet: "starting"; set by the watchlist gate), *loop* errors that keep
+    repeating (set by the loop's error tracker), and unreadable input partitions. The screener is ready when none
+    applies; clearing one cause never hides another. `on_readiness` (the readiness gauge) hears every change.
+    """
+
     failure_mode: str = "closed"  # what happens while the watchlist is unavailable: "closed" or "open"
+    fail_closed: bool = False  # failing closed right now (an outage, consumption paused)
     fail_open: bool = False  # fail-open mode is passing events unscreened to the hold topic right now
     watchlist_version: str | None = None
     assigned_partitions: list[str] = field(default_factory=list)
@@ -47,6 +51,18 @@ class ServiceState:
     # Input partitions whose next records the Kafka client cannot read: "topic-partition" -> offset, error and
     # when it was first seen (monotonic). Records behind them wait undecided, so the screener is not ready.
     unreadable: dict[str, tuple[int, str, float]] = field(default_factory=dict)
+    outage: str | None = "starting"  # why the watchlist cannot be consulted; None when it can
+    loop_failing: str | None = None  # e.g. "poll_failing" while loop errors repeat; None otherwise
+    on_readiness: Callable[[bool], None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Nothing but unreadable input may stand in the way (see is_ready)."""
+        return self.outage is None and self.loop_failing is None
+
+    @property
+    def not_ready_reason(self) -> str:
+        return self.outage or self.loop_failing or ""
 
     def heartbeat(self) -> None:
         self.last_loop = time.monotonic()
@@ -73,11 +89,39 @@ class ServiceState:
         return None
 
     def set_ready(self, version: str | None) -> None:
-        self.ready, self.not_ready_reason, self.fail_closed, self.watchlist_version = True, "", False, version
-        self.fail_open = False
+        """The watchlist answers (with this version): the outage cause is gone."""
+        if self.outage is None and version == self.watchlist_version and not self.fail_closed and not self.fail_open:
+            return
+        self.outage, self.fail_closed, self.fail_open, self.watchlist_version = None, False, False, version
+        self._changed()
 
     def set_not_ready(self, reason: str, fail_closed: bool, fail_open: bool = False) -> None:
-        self.ready, self.not_ready_reason, self.fail_closed, self.fail_open = False, reason, fail_closed, fail_open
+        """The watchlist (or the schema registry) cannot be consulted, or not yet."""
+        self.outage, self.fail_closed, self.fail_open = reason, fail_closed, fail_open
+        self._changed()
+
+    def set_loop_failing(self, reason: str | None) -> None:
+        """Loop errors keep repeating (reason), or no longer (None)."""
+        if reason != self.loop_failing:
+            self.loop_failing = reason
+            self._changed()
+
+    def mark_unreadable(self, partition: str, offset: int, error: str) -> bool:
+        """An input partition cannot be read past ``offset``; True when this is news (a new partition or offset)."""
+        known = self.unreadable.get(partition)
+        if known is not None and known[0] == offset:
+            return False
+        self.unreadable[partition] = (offset, error, time.monotonic())
+        self._changed()
+        return True
+
+    def clear_unreadable(self, partition: str) -> None:
+        if self.unreadable.pop(partition, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_readiness is not None:
+            self.on_readiness(self.is_ready())
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()

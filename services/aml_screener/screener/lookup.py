@@ -21,7 +21,8 @@ from typing import Any
 
 import redis
 
-from aml_screener.screener.errors import LookupUnavailable
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable
+from aml_screener.screening.records import Match
 from aml_screener.screening.related import KEY_SCHEME_VERSION
 from aml_screener.screening.watchlist import decode_matches
 from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
@@ -32,7 +33,7 @@ from aml_screener.watchlist.store import outdated_key_schemes
 class LookupResult:
     version: str
     size: int  # address keys over all tables of the version
-    matches: dict[str, list[dict[str, Any]]]  # only the keys that are listed
+    matches: dict[str, list[Match]]  # only the keys that are listed
     seconds: float  # wall time of the Redis round trip(s)
     overridable: frozenset[str] = field(default_factory=frozenset)  # lists the allowlist may downgrade
 
@@ -72,12 +73,12 @@ class WatchlistLookup:
                     continue
                 return self._result(active, sizes, values, address_keys, started)
         except redis.AuthenticationError as exc:  # wrong user or password, user disabled (before ConnectionError)
-            raise LookupUnavailable("redis_auth_failed", f"{type(exc).__name__}: {exc}") from None
+            raise LookupUnavailable(LookupFailure.REDIS_AUTH_FAILED, f"{type(exc).__name__}: {exc}") from None
         except redis.exceptions.NoPermissionError as exc:  # the ACL user lacks a command or key (docs/security.md)
-            raise LookupUnavailable("redis_permission_denied", f"{type(exc).__name__}: {exc}") from None
+            raise LookupUnavailable(LookupFailure.REDIS_PERMISSION_DENIED, f"{type(exc).__name__}: {exc}") from None
         except redis.RedisError as exc:
-            raise LookupUnavailable("redis_unavailable", f"{type(exc).__name__}: {exc}") from None
-        raise LookupUnavailable("version_churn", "active version changed on every attempt")
+            raise LookupUnavailable(LookupFailure.REDIS_UNAVAILABLE, f"{type(exc).__name__}: {exc}") from None
+        raise LookupUnavailable(LookupFailure.VERSION_CHURN, "active version changed on every attempt")
 
     def check(self) -> LookupResult:
         """Readiness probe: the active version exists and every table is present and non-empty."""
@@ -86,23 +87,27 @@ class WatchlistLookup:
     def _load_active(self) -> ActiveVersion:
         raw_version = self.redis.get(self.keys.active)
         if raw_version is None:
-            raise LookupUnavailable("no_active_version", "no watchlist version is active (nothing loaded yet)")
+            raise LookupUnavailable(
+                LookupFailure.NO_ACTIVE_VERSION, "no watchlist version is active (nothing loaded yet)"
+            )
         version = str(raw_version)
         raw: dict[str, str] = self.redis.hgetall(self.keys.version(version))  # type: ignore[assignment]
         if not raw:
-            raise LookupUnavailable("missing_version", f"metadata of active version {version} is missing")
+            raise LookupUnavailable(LookupFailure.MISSING_VERSION, f"metadata of active version {version} is missing")
         if raw.get("layout") != str(LAYOUT_VERSION):
-            raise LookupUnavailable("unsupported_layout", f"version {version} has layout {raw.get('layout')!r}")
+            raise LookupUnavailable(
+                LookupFailure.UNSUPPORTED_LAYOUT, f"version {version} has layout {raw.get('layout')!r}"
+            )
         tables = tuple(json.loads(raw.get("tables") or "{}").values())
         if not tables:
-            raise LookupUnavailable("empty_watchlist", f"active version {version} has no tables")
+            raise LookupUnavailable(LookupFailure.EMPTY_WATCHLIST, f"active version {version} has no tables")
         lists = json.loads(raw.get("lists") or "{}")
         overridable = frozenset(name for name, info in lists.items() if info.get("overridable"))
         sources = json.loads(raw.get("sources") or "{}")
         outdated = outdated_key_schemes(sources, json.loads(raw.get("tables") or "{}"))
         if outdated:
             raise LookupUnavailable(
-                "key_scheme_mismatch",
+                LookupFailure.KEY_SCHEME_MISMATCH,
                 f"version {version}: the tables of {', '.join(outdated)} were built under another key scheme than "
                 f"this screener's ({KEY_SCHEME_VERSION}) and may lack keys it looks up; run `aml-screener watchlist "
                 "sync` with this release",
@@ -136,21 +141,22 @@ class WatchlistLookup:
         for table, size, recorded in zip(active.tables, sizes, active.recorded_sizes, strict=True):
             if not size:
                 raise LookupUnavailable(
-                    "empty_watchlist", f"table {table} of active version {active.version} is missing or empty"
+                    LookupFailure.EMPTY_WATCHLIST,
+                    f"table {table} of active version {active.version} is missing or empty",
                 )
             if recorded is not None and int(size) != recorded:
                 raise LookupUnavailable(
-                    "count_mismatch",
+                    LookupFailure.COUNT_MISMATCH,
                     f"table {table} of active version {active.version} holds {size} keys, its version recorded "
                     f"{recorded}: Redis lost or altered watchlist data",
                 )
         self.size = sum(int(size) for size in sizes)
-        matches: dict[str, list[dict[str, Any]]] = {}
+        matches: dict[str, list[Match]] = {}
         for table_values in values:
             for key, value in zip(address_keys, table_values, strict=True):
                 if value is not None:
                     try:
                         matches.setdefault(key, []).extend(decode_matches(value))
                     except ValueError as exc:
-                        raise LookupUnavailable("corrupt_entry", f"entry for {key!r}: {exc}") from None
+                        raise LookupUnavailable(LookupFailure.CORRUPT_ENTRY, f"entry for {key!r}: {exc}") from None
         return LookupResult(active.version, self.size, matches, time.perf_counter() - started, active.overridable)

@@ -13,9 +13,9 @@ LookupUnavailable and then has produced nothing; the caller retries it later wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, usd_value_of
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
@@ -28,6 +28,7 @@ from aml_screener.screening.addresses import (
 )
 from aml_screener.screening.decision import Outcome, Verdict, decide, decision_id, summarize, unscreenable
 from aml_screener.screening.matching import collect_matches
+from aml_screener.screening.records import Decision, Flagged, Match, SourcePosition, WithdrawalEvent
 from aml_screener.screening.related import RelatedKey, related_to, screening_keys
 
 # Normalization results are cached per (network, address): real withdrawal traffic repeats destinations
@@ -78,7 +79,7 @@ class OutputRecord:
 class _Screenable:
     record: InputRecord
     schema_id: int
-    event: dict[str, Any]
+    event: WithdrawalEvent
     address_key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
     failure: str | None  # reason when the address could not be normalized
     related: tuple[tuple[str, str], ...]  # (key, relation) of listed addresses related to the destination
@@ -105,7 +106,7 @@ class DecidedEvent:
     reason: str | None
     asset: str
     chain: str | None
-    matches: Sequence[Mapping[str, Any]]
+    matches: Sequence[Match]
     usd_value: float | None
 
 
@@ -211,7 +212,7 @@ class BatchScreener:
 
     def prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
         started = time.perf_counter()
-        decoded: list[tuple[InputRecord, int, dict[str, Any]]] = []
+        decoded: list[tuple[InputRecord, int, WithdrawalEvent]] = []
         dead: list[tuple[InputRecord, DecodeError]] = []
         decode = self.decoder.decode
         for record in records:
@@ -251,13 +252,9 @@ class BatchScreener:
         overridable = result.overridable if result else frozenset()
         decided_at = self.clock_us()
         size = len(batch.records)
-        timings_common = {
-            "decided_at": decided_at,
-            "batch_size": size,
-            "decode_us": int(batch.decode_seconds * 1e6),
-            "normalize_us": int(batch.normalize_seconds * 1e6),
-            "lookup_us": int(result.seconds * 1e6) if result else 0,
-        }
+        decode_us = int(batch.decode_seconds * 1e6)
+        normalize_us = int(batch.normalize_seconds * 1e6)
+        lookup_us = int(result.seconds * 1e6) if result else 0
         outputs: list[OutputRecord] = []
         decided: list[DecidedEvent] = []
         encode_decision = self.decision_encoder.encode
@@ -275,14 +272,14 @@ class BatchScreener:
                 verdict = decide(collect_matches(address_key, item.related, matches_by_key), overridable)
             event_id = event["event_id"]
             did = decision_id(event_id, version)
-            source = {
+            source: SourcePosition = {
                 "topic": record.topic,
                 "partition": record.partition,
                 "offset": record.offset,
                 "schema_id": item.schema_id,
             }
             matches = list(verdict.matches)
-            decision = {
+            decision: Decision = {
                 "decision_id": did,
                 "event_id": event_id,
                 "exchange_id": event["exchange_id"],
@@ -296,24 +293,28 @@ class BatchScreener:
                 "checked_keys": [{"key": key, "relation": relation} for key, relation in item.related],
                 "severity": verdict.severity,
                 "matches": matches,
-                "allowlisted": verdict.allowlisted,
-                "overridden": verdict.overridden,
+                "allowlisted": list(verdict.allowlisted),
+                "overridden": list(verdict.overridden),
                 "watchlist_version": version,
                 "source": source,
                 "timings": {
                     "requested_at": event["requested_at"],
                     "event_timestamp": record.timestamp,
-                    **timings_common,
+                    "decided_at": decided_at,
+                    "batch_size": size,
+                    "decode_us": decode_us,
+                    "normalize_us": normalize_us,
+                    "lookup_us": lookup_us,
                 },
                 "screener": self.instance_id,
             }
-            key = event_id.encode()
-            outputs.append(OutputRecord(self.topics.decisions, key, encode_decision(decision)))
+            event_key = event_id.encode()
+            outputs.append(OutputRecord(self.topics.decisions, event_key, encode_decision(decision)))
             usd: float | None = None
             if verdict.outcome is Outcome.FLAGGED and address_key and family and version is not None:
                 usd_decimal = usd_value_of(event)
                 usd = float(usd_decimal) if usd_decimal is not None else None
-                flagged = {
+                flagged: Flagged = {
                     "decision_id": did,
                     "event_id": event_id,
                     "severity": verdict.severity or "low",
@@ -327,7 +328,7 @@ class BatchScreener:
                     "flagged_at": decided_at,
                     "screener": self.instance_id,
                 }
-                outputs.append(OutputRecord(self.topics.flagged, key, self.flagged_encoder.encode(flagged)))
+                outputs.append(OutputRecord(self.topics.flagged, event_key, self.flagged_encoder.encode(flagged)))
             decided.append(
                 DecidedEvent(
                     event_id=event_id,

@@ -1,5 +1,11 @@
 """The consumer loop: the only module that polls, commits, pauses and handles rebalances.
 
+It orchestrates; the parts with state of their own live beside it, each with unit tests against fakes: the
+acknowledgement window (ack_window.py: in-flight batches, acked-prefix commits, revoke pruning), the watchlist
+gate (watchlist_gate.py: fail closed / fail open, back-off, readiness and its metrics), the loop's error runs
+(loop_errors.py), and the batch pipeline itself (pipeline.py). The Kafka consumer is reached through `Consumer`,
+the port below (kafka-python's KafkaConsumer fits it; the unit tests use a fake).
+
 Per poll batch: prepare (decode + normalize) -> complete (one watchlist round trip, decide, encode) -> send all
 outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets. Guarantees:
 
@@ -27,38 +33,34 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
-from aml_screener.screener.emitter import Emitter, output_of
-from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.ack_window import AcknowledgementWindow, InFlightBatch, Offsets, next_offsets
+from aml_screener.screener.backoff import FIRST_BACKOFF_SECONDS, Backoff
+from aml_screener.screener.emitter import Emitter
+from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.fetch_errors import discard_failed_batch, is_record_read_error
 from aml_screener.screener.health import ServiceState
-from aml_screener.screener.lookup import WatchlistLookup
+from aml_screener.screener.lookup import LookupResult
+from aml_screener.screener.loop_errors import LoopErrors
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, OutputRecord, PreparedBatch
-from aml_screener.screener.settings import FailureMode, Settings
+from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, PreparedBatch
+from aml_screener.screener.settings import Settings
+from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screening.decision import Outcome
 
 log = logging.getLogger(__name__)
 
-# While holding a batch (fail-closed or waiting for acknowledgements) the loop polls the paused consumer this
-# often: frequent enough to keep the group membership and react to rebalances and SIGTERM within ~0.2 s.
-_HOLD_POLL_MS = 200
-# First retry of a failed lookup after 0.1 s, doubling up to settings.lookup_retry_max_seconds: Redis failovers
-# take seconds, and a tight loop would only add load to a recovering server.
-_FIRST_BACKOFF_SECONDS = 0.1
+# While a batch waits with the partitions paused (failing closed, or for acknowledgements) the loop polls the
+# paused consumer this often: frequent enough to keep the group membership and react to rebalances and SIGTERM
+# within ~0.2 s.
+_PAUSED_POLL_MS = 200
 # Consumer lag gauges are refreshed at most this often (they are read from fetch metadata, but cost a loop).
 _LAG_REFRESH_SECONDS = 1.0
-# After this many consecutive loop errors (a poison batch, a broken client) readiness turns off so the
-# platform notices; the loop keeps retrying with back-off.
-_ERRORS_BEFORE_NOT_READY = 5
 # Consumer poll timeout while outputs are in flight: short, so acknowledgements are served promptly.
 _IN_FLIGHT_POLL_MS = 2
 # On revoke, wait at most this long for in-flight outputs (the wait blocks kafka-python's heartbeats).
@@ -67,37 +69,33 @@ _REVOKE_DRAIN_SECONDS = 3.0
 _ACK_WAIT_SECONDS = 0.2
 
 
+class Consumer(Protocol):
+    """What the loop needs of a Kafka consumer (kafka-python's KafkaConsumer)."""
+
+    def subscribe(self, topics: list[str], listener: Any = ...) -> None: ...
+    def topics(self) -> set[str]: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> Mapping[TopicPartition, list[Any]]: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def commit_async(self, offsets: Offsets, callback: Any = ...) -> Any: ...
+    def commit(self, offsets: Offsets) -> None: ...
+    def position(self, partition: TopicPartition, timeout_ms: int = ...) -> int | None: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+    def close(self, autocommit: bool = ...) -> None: ...
+
+
+class WatchlistCheck(Protocol):
+    """The readiness lookup (WatchlistLookup.check)."""
+
+    def check(self) -> LookupResult: ...
+
+
 class _Abandon(Exception):
-    """The held batch must be given up (stop requested while failing closed, or its partitions revoked)."""
-
-
-@dataclass(eq=False)
-class _InFlight:
-    """A decided batch whose outputs were sent and whose input offsets wait for their acknowledgements."""
-
-    offsets: dict[TopicPartition, OffsetAndMetadata]
-    completed: CompletedBatch
-    size: int
-    sent_at: float
-    pending: int
-    failed: list[tuple[OutputRecord, str]] = field(default_factory=list)
-
-    def on_delivery(self, error: Any, message: Any) -> None:
-        # Called by librdkafka's poll/flush in the thread that called them (the loop, or the rebalance
-        # listener while the loop waits inside consumer.poll): never concurrently.
-        self.pending -= 1
-        if error is not None:
-            self.failed.append((output_of(message), str(error)))
-
-
-def _next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
-    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        current = offsets.get(tp)
-        if current is None or record.offset + 1 > current.offset:
-            offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-    return offsets
+    """The batch being worked on must be given up (stop requested while failing closed, or its partitions
+    revoked): nothing of it is committed, and it is read again."""
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
@@ -132,12 +130,13 @@ class Screener:
         self,
         *,
         settings: Settings,
-        consumer: KafkaConsumer,
+        consumer: Consumer,
         emitter: Emitter,
         batch_screener: BatchScreener,
-        lookup: WatchlistLookup,
+        lookup: WatchlistCheck,
         metrics: Metrics,
         state: ServiceState,
+        gate: WatchlistGate | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -148,28 +147,27 @@ class Screener:
         self.metrics = metrics
         self.state = state
         self.clock = clock
+        if state.on_readiness is None:
+            state.on_readiness = lambda ready: metrics.ready.set(1 if ready else 0)
+        self.gate = gate or WatchlistGate(
+            mode=settings.watchlist_failure_mode,
+            metrics=metrics,
+            state=state,
+            retry_max_seconds=settings.lookup_retry_max_seconds,
+            hold_topic=settings.kafka_hold_topic,
+        )
+        self.window = AcknowledgementWindow()
+        self.errors = LoopErrors(state=state, metrics=metrics, retry_max_seconds=settings.lookup_retry_max_seconds)
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
-        self._finished: dict[TopicPartition, OffsetAndMetadata] = {}
-        self._held: dict[TopicPartition, int] = {}  # first offset per partition of the batch being worked on
-        self._inflight: deque[_InFlight] = deque()  # sent batches awaiting acknowledgement, oldest first
-        self._held_revoked = False
-        self._holding = False
+        # The batch being worked on (prepared, not yet sent): its first offset per partition, to re-read it from
+        # there if it is abandoned, and whether a rebalance took any of its partitions meanwhile.
+        self._working: dict[TopicPartition, int] = {}
+        self._working_revoked = False
+        self._waiting_paused = False  # the loop waits with every partition paused (new assignments too)
         self._paused: set[TopicPartition] = set()
         self._next_lag_refresh = 0.0
-        self._fail_closed_since: float | None = None
-        self._fail_open = settings.watchlist_failure_mode is FailureMode.OPEN
-        self._fail_open_since: float | None = None
-        self._fail_open_reason = ""
-        self._fail_open_retry_at = 0.0
-        self._fail_open_backoff = _FIRST_BACKOFF_SECONDS
-        self.state.failure_mode = settings.watchlist_failure_mode.value
-        self.metrics.failure_mode.info({"mode": settings.watchlist_failure_mode.value})
         self._lag_labels: set[tuple[str, str]] = set()
-        self._consecutive_errors = 0
-        self._last_error_at = 0.0
-        # See _quiet_poll: an error that does not come back within the longest back-off (+1 s) is over.
-        self._error_quiet_seconds = settings.lookup_retry_max_seconds + 1.0
         self._unreadable: dict[TopicPartition, int] = {}  # input partitions blocked at an unreadable batch's offset
         self.batches = 0
         self.records_done = 0  # input records whose outputs were acknowledged and whose offsets were committed
@@ -199,10 +197,10 @@ class Screener:
             log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
             while not self._stop.is_set():
                 self.state.heartbeat()
-                self._retry_fail_open()
+                self.gate.probe_if_due(self.lookup.check)
                 # While outputs are in flight, poll briefly so their acknowledgements (and commits) are not
                 # delayed by an idle topic.
-                timeout_ms = _IN_FLIGHT_POLL_MS if self._inflight else self.settings.kafka_poll_timeout_ms
+                timeout_ms = _IN_FLIGHT_POLL_MS if len(self.window) else self.settings.kafka_poll_timeout_ms
                 try:
                     polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
                 except Exception as exc:  # noqa: BLE001 - any poll failure: report, back off, poll again
@@ -216,7 +214,7 @@ class Screener:
                 if records:
                     self._process_safely(records)
                 else:
-                    self._quiet_poll()
+                    self.errors.quiet()
                     self._settle(wait=False)
                 self._refresh_lag()
             return 0
@@ -234,40 +232,39 @@ class Screener:
                     return
             except KafkaError as exc:
                 log.warning("waiting for input topic metadata", extra={"topic": topic, "error": str(exc)})
-            self._stop.wait(_FIRST_BACKOFF_SECONDS)
+            self._stop.wait(FIRST_BACKOFF_SECONDS)
 
     def _wait_for_watchlist(self) -> bool:
-        """Before joining the group: not ready, and no partitions taken, until the watchlist answers."""
-        backoff = _FIRST_BACKOFF_SECONDS
+        """Before joining the group: not ready, and no partitions taken, until the watchlist answers (or, in
+        fail-open mode, at once: events are passed on unscreened meanwhile)."""
+        backoff = Backoff(self.settings.lookup_retry_max_seconds)
         while not self._stop.is_set():
             self.state.heartbeat()
             try:
                 result = self.lookup.check()
             except LookupUnavailable as exc:
-                if self._fail_open:
-                    self._enter_fail_open(exc)  # the operator chose to pass events on unscreened meanwhile
+                self.gate.unavailable(exc)
+                if self.gate.fails_open:
                     return True
-                self._enter_fail_closed(exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                self._stop.wait(backoff.next())
                 continue
-            self._leave_fail_closed(result.version, result.size)
+            self.gate.available(result)
             return True
         return False
 
     def _shutdown(self) -> None:
         try:
             self._drain(max(0.0, self._stop_deadline - time.monotonic()) if self._stop.is_set() else 5.0)
-            if self._inflight:
+            if len(self.window):
                 log.warning(
                     "outputs still unacknowledged at shutdown; their inputs are not committed",
-                    extra={"batches": len(self._inflight)},
+                    extra={"batches": len(self.window)},
                 )
-            if self._finished:
-                self._commit_sync(self._finished)
+            if self.window.finished:
+                self._commit_sync(self.window.finished)
         finally:
             try:
-                # autocommit=False: positions may be past abandoned records; only _finished offsets are safe.
+                # autocommit=False: positions may be past abandoned records; only finished offsets are safe.
                 self.consumer.close(autocommit=False)
             except KafkaError as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
@@ -284,20 +281,11 @@ class Screener:
         try:
             self._process(records)
         except Exception as exc:  # noqa: BLE001 - the loop's last line of defence, logged with traceback
-            self._release_hold()
+            self._resume_paused()
             self._abandon(f"unexpected {type(exc).__name__}")
-            self._loop_error("batch", exc, with_traceback=True)
+            self._stop.wait(self.errors.failed("batch", exc, with_traceback=True))
         else:
-            self._consecutive_errors = 0
-            self.state.loop_succeeded()
-
-    def _quiet_poll(self) -> None:
-        """An empty poll without error ends a run of loop errors only once the error has not come back for longer
-        than the longest retry back-off: otherwise an error that repeats between empty polls (a batch the client
-        cannot read is fetched again after each) would never count as repeating."""
-        if self._consecutive_errors and time.monotonic() - self._last_error_at > self._error_quiet_seconds:
-            self._consecutive_errors = 0
-            self.state.loop_succeeded()
+            self.errors.succeeded()
 
     def _on_poll_error(self, exc: Exception) -> None:
         partition = discard_failed_batch(self.consumer)
@@ -307,24 +295,21 @@ class Screener:
             except KafkaError:
                 offset = -1
             self._block(partition, offset, f"{type(exc).__name__}: {exc}")
-        self._loop_error("poll", exc)
+        self._stop.wait(self.errors.failed("poll", exc))
 
     def _block(self, partition: TopicPartition, offset: int, error: str) -> None:
         """An input partition cannot be read past `offset`: not ready (records wait undecided) until it can."""
         label = f"{partition.topic}-{partition.partition}"
-        known = self.state.unreadable.get(label)
-        if known is None or known[0] != offset:
+        if self.state.mark_unreadable(label, offset, error):
             log.error(
                 "input records cannot be read by the Kafka client; the partition is blocked at this offset (nothing "
                 "is skipped) until they can be (e.g. install the codec's library) or an operator moves the offset",
                 extra={"partition": label, "offset": offset, "error": error},
             )
-            self.state.unreadable[label] = (offset, error, time.monotonic())
         self._unreadable[partition] = offset
         self.metrics.unreadable_partitions.set(len(self._unreadable))
-        self.metrics.ready.set(0)
 
-    def _unblock(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def _unblock(self, polled: Mapping[TopicPartition, list[Any]]) -> None:
         """Records of a blocked partition at or past its blocked offset arrived: it is readable again."""
         for partition, records in polled.items():
             offset = self._unreadable.get(partition)
@@ -337,36 +322,17 @@ class Screener:
     def _forget_unreadable(self, partition: TopicPartition) -> None:
         if self._unreadable.pop(partition, None) is None:
             return
-        self.state.unreadable.pop(f"{partition.topic}-{partition.partition}", None)
+        self.state.clear_unreadable(f"{partition.topic}-{partition.partition}")
         self.metrics.unreadable_partitions.set(len(self._unreadable))
-        self.metrics.ready.set(1 if self.state.is_ready() else 0)
-
-    def _loop_error(self, where: str, exc: BaseException, *, with_traceback: bool = False) -> None:
-        self._consecutive_errors += 1
-        self._last_error_at = time.monotonic()
-        self.state.loop_failed()
-        self.metrics.loop_errors.labels(where).inc()
-        log.warning(
-            "consumer loop error; retrying",
-            extra={"where": where, "error": f"{type(exc).__name__}: {exc}", "consecutive": self._consecutive_errors},
-            exc_info=exc if with_traceback else None,
-        )
-        if self._consecutive_errors >= _ERRORS_BEFORE_NOT_READY:
-            self.state.set_not_ready(f"{where}_failing", fail_closed=False)
-            self.metrics.ready.set(0)
-        delay = min(
-            _FIRST_BACKOFF_SECONDS * 2 ** (self._consecutive_errors - 1), self.settings.lookup_retry_max_seconds
-        )
-        self._stop.wait(delay)
 
     def _process(self, records: Sequence[InputRecord]) -> None:
         """Decide one batch and send its outputs; commits happen when its acknowledgements are in (`_settle`)."""
-        self._held = {}
+        self._working = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            if tp not in self._held or record.offset < self._held[tp]:
-                self._held[tp] = record.offset
-        self._held_revoked = False
+            if tp not in self._working or record.offset < self._working[tp]:
+                self._working[tp] = record.offset
+        self._working_revoked = False
         self.metrics.events_consumed.labels(self.settings.kafka_input_topic).inc(len(records))
         try:
             prepared = self._prepare(records)
@@ -375,57 +341,56 @@ class Screener:
             self._abandon(str(reason))
             return
         finally:
-            self._release_hold()
-        batch = _InFlight(
-            offsets=_next_offsets(records),
+            self._resume_paused()
+        batch = InFlightBatch(
+            offsets=next_offsets(records),
             completed=completed,
             size=len(records),
             sent_at=time.perf_counter(),
             pending=len(completed.outputs),
         )
-        self._held = {}  # from here on the batch's fate is its acknowledgements, not a re-read
-        self._inflight.append(batch)
+        self._working = {}  # from here on the batch's fate is its acknowledgements, not a re-read
+        self.window.add(batch)
         self.emitter.send(completed.outputs, batch.on_delivery)
         stages = self.metrics.stage_duration
         for stage, seconds in completed.stage_seconds.items():
             stages.labels(stage).observe(seconds)
-        self._settle(wait=len(self._inflight) >= self.settings.max_inflight_batches)
+        self._settle(wait=len(self.window) >= self.settings.max_inflight_batches)
 
     def _prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
-        backoff = _FIRST_BACKOFF_SECONDS
+        backoff = Backoff(self.settings.lookup_retry_max_seconds)
+        registry_was_down = False
         while True:
             try:
                 prepared = self.batch.prepare(records)
             except SchemaSourceUnavailable as exc:
-                self._enter_fail_closed(LookupUnavailable("schema_registry_unavailable", str(exc)))
-                self._hold_for(backoff, abandon_on_stop=True)
-                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                # Decoding needs the registry: an outage of it is handled like a watchlist outage (fail closed).
+                self.gate.unavailable(LookupUnavailable(LookupFailure.SCHEMA_REGISTRY_UNAVAILABLE, str(exc)))
+                registry_was_down = True
+                self._wait_paused(backoff.next(), abandon_on_stop=True)
                 continue
-            if backoff > _FIRST_BACKOFF_SECONDS and not prepared.screenable:
+            if registry_was_down and not prepared.screenable:
                 # The registry is back but nothing in this batch consults the watchlist (only dead letters), which
                 # is what would otherwise end the fail-closed state: check the watchlist here.
                 with contextlib.suppress(LookupUnavailable):
-                    result = self.lookup.check()
-                    self._leave_fail_closed(result.version, result.size)
+                    self.gate.available(self.lookup.check())
             return prepared
 
     def _complete(self, prepared: PreparedBatch) -> CompletedBatch:
-        if self._fail_open_since is not None and time.monotonic() < self._fail_open_retry_at:
-            return self.batch.hold(prepared, self._fail_open_reason)  # not yet time to retry the watchlist
-        backoff = _FIRST_BACKOFF_SECONDS
+        if self.gate.pass_unscreened():
+            return self.batch.hold(prepared, self.gate.open_reason)  # not yet time to retry the watchlist
+        backoff = Backoff(self.settings.lookup_retry_max_seconds)
         while True:
             try:
                 completed = self.batch.complete(prepared)
             except LookupUnavailable as exc:
-                if self._fail_open:
-                    self._enter_fail_open(exc)
+                self.gate.unavailable(exc)
+                if self.gate.fails_open:
                     return self.batch.hold(prepared, exc.reason)
-                self._enter_fail_closed(exc)
-                self._hold_for(backoff, abandon_on_stop=True)
-                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
+                self._wait_paused(backoff.next(), abandon_on_stop=True)
                 continue
             if completed.lookup is not None:
-                self._leave_fail_closed(completed.lookup.version, completed.lookup.size)
+                self.gate.available(completed.lookup)
                 self.metrics.redis_lookup_duration.observe(completed.lookup.seconds)
             return completed
 
@@ -433,54 +398,54 @@ class Screener:
         """Serve delivery reports and commit the acknowledged prefix of the in-flight batches, in order.
 
         With `wait`, block (keeping the group membership) until the in-flight window has room again. Outputs that
-        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile.
+        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile. Partitions paused
+        while waiting are resumed before returning: a consumer left paused would never deliver the batch that
+        resumes it (found on real Kafka, where acks=all sometimes takes longer than one acknowledgement wait).
         """
-        backoff = _FIRST_BACKOFF_SECONDS
+        try:
+            self._settle_window(wait=wait)
+        finally:
+            self._resume_paused()
+
+    def _settle_window(self, *, wait: bool) -> None:
+        backoff = Backoff(self.settings.lookup_retry_max_seconds)
         while True:
             self.emitter.poll(0)
             self._commit_acknowledged()
-            head = self._inflight[0] if self._inflight else None
-            if head is not None and head.pending == 0 and head.failed:
-                self._resend(head)
+            refused = self.window.refused_head()
+            if refused is not None:
+                self._resend(refused)
                 try:
-                    self._hold_for(backoff, abandon_on_stop=False)
+                    self._wait_paused(backoff.next(), abandon_on_stop=False)
                 except _Abandon:
                     return
-                backoff = min(backoff * 2, self.settings.lookup_retry_max_seconds)
                 continue
-            if not wait or len(self._inflight) < self.settings.max_inflight_batches:
+            if not wait or len(self.window) < self.settings.max_inflight_batches:
                 return
             if not self.emitter.flush(_ACK_WAIT_SECONDS):
                 # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive.
                 try:
-                    self._hold_for(0, abandon_on_stop=False)
+                    self._wait_paused(0, abandon_on_stop=False)
                 except _Abandon:
                     return
 
-    def _resend(self, batch: _InFlight) -> None:
-        failed, batch.failed = batch.failed, []
-        for output, _error in failed:
+    def _resend(self, batch: InFlightBatch) -> None:
+        refused = batch.take_refused()
+        for output, _error in refused:
             self.metrics.produce_errors.labels(output.topic).inc()
         log.warning(
             "outputs not acknowledged; re-sending before any commit",
-            extra={"count": len(failed), "error": failed[0][1]},
+            extra={"count": len(refused), "error": refused[0][1]},
         )
-        batch.pending += len(failed)
-        self.emitter.send((output for output, _ in failed), batch.on_delivery)
+        self.emitter.send((output for output, _ in refused), batch.on_delivery)
 
     def _commit_acknowledged(self, *, commit: bool = True) -> None:
-        """Pop the fully acknowledged batches at the head of the window; commit their offsets (async)."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        done: list[_InFlight] = []
-        while self._inflight and self._inflight[0].pending == 0 and not self._inflight[0].failed:
-            batch = self._inflight.popleft()
-            offsets.update(batch.offsets)  # later batches carry higher offsets for the same partition
-            done.append(batch)
+        """Take the fully acknowledged batches at the head of the window; commit their offsets (async)."""
+        offsets, done = self.window.pop_acknowledged()
         if not done:
             return
         acked_at = self.clock()
         now = time.perf_counter()
-        self._finished.update(offsets)
         if commit and offsets:
             self.consumer.commit_async(offsets, callback=self._on_commit)
         for batch in done:
@@ -494,12 +459,12 @@ class Screener:
         """Wait (bounded) for every in-flight output's report and record what was acknowledged, without
         committing (the caller commits). Used on revoke and on shutdown."""
         deadline = time.monotonic() + timeout_seconds
-        while self._inflight and time.monotonic() < deadline:
+        while len(self.window) and time.monotonic() < deadline:
             self.emitter.flush(min(_ACK_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
             self._commit_acknowledged(commit=False)
-            head = self._inflight[0] if self._inflight else None
-            if head is not None and head.pending == 0 and head.failed:
-                self._resend(head)
+            refused = self.window.refused_head()
+            if refused is not None:
+                self._resend(refused)
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
@@ -509,7 +474,7 @@ class Screener:
         else:
             self.metrics.commits.labels("ok").inc()
 
-    def _commit_sync(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def _commit_sync(self, offsets: Offsets) -> None:
         try:
             self.consumer.commit(dict(offsets))
             self.metrics.commits.labels("ok").inc()
@@ -517,30 +482,31 @@ class Screener:
             self.metrics.commits.labels("failed").inc()
             log.warning("synchronous offset commit failed", extra={"error": str(exc)})
 
-    # --- holding a batch -------------------------------------------------------------------------------
-    def _hold_for(self, seconds: float, *, abandon_on_stop: bool) -> None:
+    # --- waiting with the partitions paused ------------------------------------------------------------
+    def _wait_paused(self, seconds: float, *, abandon_on_stop: bool) -> None:
         """Wait `seconds` with all partitions paused, polling to keep the group membership.
 
-        Raises _Abandon when the batch must be given up: its partitions were revoked, or a stop was requested
-        (immediately when `abandon_on_stop`, i.e. nothing was decided yet; otherwise at the shutdown deadline).
+        Raises _Abandon when the batch being worked on must be given up: its partitions were revoked, or a stop
+        was requested (immediately when `abandon_on_stop`, i.e. nothing was decided yet; otherwise at the shutdown
+        deadline).
         """
         deadline = time.monotonic() + seconds
         while True:
-            if self._held_revoked:
-                raise _Abandon("partitions of the held batch were revoked")
+            if self._working_revoked:
+                raise _Abandon("partitions of the batch being worked on were revoked")
             if self._stop.is_set() and (abandon_on_stop or time.monotonic() > self._stop_deadline):
                 raise _Abandon("stop requested")
-            self._holding = True
+            self._waiting_paused = True
             self._pause_all()
             self.emitter.poll(0)
             self._commit_acknowledged()
             try:
-                polled = self.consumer.poll(timeout_ms=_HOLD_POLL_MS if seconds else 0)
+                polled = self.consumer.poll(timeout_ms=_PAUSED_POLL_MS if seconds else 0)
             except KafkaError as exc:
-                log.warning("poll failed while holding a batch", extra={"error": str(exc)})
+                log.warning("poll failed while waiting with the partitions paused", extra={"error": str(exc)})
                 polled = {}
             for tp, records in polled.items():
-                # Only partitions assigned during the hold can deliver; rewind so nothing is skipped.
+                # Only partitions assigned during the wait can deliver; rewind so nothing is skipped.
                 self.consumer.seek(tp, min(record.offset for record in records))
             self.state.heartbeat()
             if time.monotonic() >= deadline:
@@ -553,8 +519,8 @@ class Screener:
             self.consumer.pause(*to_pause)
             self._paused |= to_pause
 
-    def _release_hold(self) -> None:
-        self._holding = False
+    def _resume_paused(self) -> None:
+        self._waiting_paused = False
         if self._paused:
             owned = self._paused & set(self.consumer.assignment())
             if owned:
@@ -562,102 +528,29 @@ class Screener:
             self._paused.clear()
 
     def _abandon(self, reason: str) -> None:
-        """Give up the held batch without committing; re-read it where we still own the partition."""
+        """Give up the batch being worked on without committing; re-read it where we still own the partition."""
         owned = set(self.consumer.assignment())
-        for tp, first_offset in self._held.items():
+        for tp, first_offset in self._working.items():
             if tp in owned:
                 self.consumer.seek(tp, first_offset)
-        log.warning("batch abandoned, will be re-read", extra={"reason": reason, "partitions": len(self._held)})
-        self._held = {}
-
-    # --- fail-closed state -----------------------------------------------------------------------------
-    def _enter_fail_closed(self, exc: LookupUnavailable) -> None:
-        self.metrics.lookup_errors.labels(exc.reason).inc()
-        if self._fail_closed_since is None:
-            self._fail_closed_since = time.monotonic()
-            self.metrics.fail_closed.set(1)
-            self.metrics.ready.set(0)
-            self.metrics.fail_closed_pauses.labels(exc.reason).inc()
-            self.state.set_not_ready(exc.reason, fail_closed=True)
-            log.error(
-                "watchlist unavailable: failing closed (consumption paused, no decisions)",
-                extra={"reason": exc.reason, "detail": exc.detail},
-            )
-
-    def _enter_fail_open(self, exc: LookupUnavailable) -> None:
-        self.metrics.lookup_errors.labels(exc.reason).inc()
-        now = time.monotonic()
-        if self._fail_open_since is None:
-            self._fail_open_since = now
-            self._fail_open_backoff = _FIRST_BACKOFF_SECONDS
-            self.metrics.fail_open_active.set(1)
-            self.metrics.ready.set(0)
-            self.state.set_not_ready(exc.reason, fail_closed=False, fail_open=True)
-            log.error(
-                "watchlist unavailable: FAIL-OPEN mode, passing events unscreened to the hold topic",
-                extra={"reason": exc.reason, "detail": exc.detail, "hold_topic": self.settings.kafka_hold_topic},
-            )
-        else:
-            self._fail_open_backoff = min(self._fail_open_backoff * 2, self.settings.lookup_retry_max_seconds)
-        self._fail_open_reason = exc.reason
-        self._fail_open_retry_at = now + self._fail_open_backoff
-
-    def _retry_fail_open(self) -> None:
-        """In fail-open mode, probe the watchlist when the back-off is due, whether or not records arrive: the
-        bypass must end as soon as the watchlist answers, not only when the next batch happens to come after
-        the retry time (an idle topic would otherwise keep the screener in fail-open, not ready, for ever)."""
-        if self._fail_open_since is None or time.monotonic() < self._fail_open_retry_at:
-            return
-        try:
-            result = self.lookup.check()
-        except LookupUnavailable as exc:
-            self._enter_fail_open(exc)
-            return
-        self._leave_fail_closed(result.version, result.size)
-
-    def _leave_fail_closed(self, version: str, size: int) -> None:
-        if self._fail_open_since is not None:
-            log.info(
-                "watchlist available again: screening resumes (fail-open bypass ends)",
-                extra={"bypassed_seconds": round(time.monotonic() - self._fail_open_since, 3)},
-            )
-            self._fail_open_since = None
-            self.metrics.fail_open_active.set(0)
-        if self._fail_closed_since is not None:
-            paused_for = time.monotonic() - self._fail_closed_since
-            self.metrics.fail_closed_seconds.inc(paused_for)
-            log.info("watchlist available again: resuming", extra={"paused_seconds": round(paused_for, 3)})
-            self._fail_closed_since = None
-            self.metrics.fail_closed.set(0)
-        if version != self.state.watchlist_version:
-            if self.state.watchlist_version is not None:
-                self.metrics.watchlist_switches.inc()
-            log.info("watchlist version in use", extra={"version": version, "addresses": size})
-            self.metrics.watchlist_info.info({"version": version})
-        if not self.state.ready or version != self.state.watchlist_version:
-            self.state.set_ready(version)
-            self.metrics.ready.set(1 if self.state.is_ready() else 0)
-        self.metrics.watchlist_keys.set(size)
+        log.warning("batch abandoned, will be re-read", extra={"reason": reason, "partitions": len(self._working)})
+        self._working = {}
 
     # --- rebalance callbacks (called from inside consumer.poll) ----------------------------------------
-    def _on_revoked(self, partitions: list[TopicPartition], *, lost: bool) -> dict[TopicPartition, OffsetAndMetadata]:
+    def _on_revoked(self, partitions: list[TopicPartition], *, lost: bool) -> Offsets:
         """Drop state of partitions we no longer own; return the finished offsets to commit (none if lost)."""
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
         gone = set(partitions)
-        finished = {} if lost else {tp: meta for tp, meta in self._finished.items() if tp in gone}
-        for batch in self._inflight:
-            for tp in gone & set(batch.offsets):
-                del batch.offsets[tp]  # never commit a partition we no longer own
+        finished = self.window.drop_partitions(gone, lost=lost)
         for tp in gone:
-            self._finished.pop(tp, None)
             self._paused.discard(tp)
             self._forget_unreadable(tp)
             label = (tp.topic, str(tp.partition))
             if label in self._lag_labels:
                 self.metrics.consumer_lag.remove(*label)
                 self._lag_labels.discard(label)
-        if gone & set(self._held):
-            self._held_revoked = True
+        if gone & set(self._working):
+            self._working_revoked = True
         log.info(
             "partitions lost" if lost else "partitions revoked",
             extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in gone)},
@@ -669,7 +562,7 @@ class Screener:
         assignment = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         self.metrics.assigned_partitions.set(len(assignment))
         self.state.assigned_partitions = [f"{tp.topic}-{tp.partition}" for tp in assignment]
-        if self._holding and partitions:
+        if self._waiting_paused and partitions:
             self.consumer.pause(*partitions)
             self._paused |= set(partitions)
         log.info("partitions assigned", extra={"partitions": self.state.assigned_partitions})

@@ -52,6 +52,7 @@ _T = TypeVar("_T")
 __all__ = [
     "MAX_ADDRESS_LENGTH",
     "MAX_UNIFIED_ADDRESS_LENGTH",
+    "AddressError",
     "AddressFormat",
     "ChainFamily",
     "InvalidAddress",
@@ -161,20 +162,40 @@ class Network:
     max_length: int = 0  # longest input looked at (0: MAX_ADDRESS_LENGTH)
 
 
+class AddressError(StrEnum):
+    """Why an address is not valid for its network: stable codes (decision reasons, metric labels, list
+    rejections); a StrEnum, so each compares equal to its string."""
+
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    WHITESPACE = "whitespace"
+    BAD_FORMAT = "bad_format"
+    BAD_CHARACTERS = "bad_characters"
+    BAD_LENGTH = "bad_length"
+    MIXED_CASE = "mixed_case"
+    BAD_HRP = "bad_hrp"
+    BAD_CHECKSUM = "bad_checksum"
+    BAD_ENCODING = "bad_encoding"
+    BAD_VERSION = "bad_version"
+    BAD_EIP55_CHECKSUM = "bad_eip55_checksum"
+    BAD_WITNESS_PROGRAM = "bad_witness_program"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+
+
 class InvalidAddress(ValueError):
     """The address is not a valid address of the network. ``reason`` is a short stable machine code."""
 
-    reason: str
+    reason: AddressError
     network: str
     address: str
 
-    def __init__(self, reason: str, network: str, address: str, message: str) -> None:
+    def __init__(self, reason: AddressError, network: str, address: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.network = network
         self.address = address
 
-    def __reduce__(self) -> tuple[type[InvalidAddress], tuple[str, str, str, str]]:
+    def __reduce__(self) -> tuple[type[InvalidAddress], tuple[AddressError, str, str, str]]:
         return (type(self), (self.reason, self.network, self.address, str(self)))
 
     @property
@@ -300,21 +321,23 @@ _ASSET_NETWORKS: Final[dict[str, tuple[str, ...]]] = {
 # --------------------------------------------------------------------------------------------------------
 
 # How far parsing got before failing; normalize_listed reports the failure that got furthest.
-_SPECIFICITY: Final[dict[str, int]] = {
-    "empty": 0,
-    "too_long": 0,
-    "whitespace": 0,
-    "bad_format": 1,
-    "bad_characters": 2,
-    "bad_length": 3,
-    "mixed_case": 3,
-    "bad_hrp": 3,
-    "bad_checksum": 4,
-    "bad_encoding": 4,  # right alphabet and length, but not a canonical encoding (padding bits, block overflow)
-    "bad_version": 5,
-    "bad_eip55_checksum": 5,
-    "bad_witness_program": 5,
-    "unsupported_format": 6,  # no longer produced (CashAddr is parsed now); kept for the rank of stored reasons
+_SPECIFICITY: Final[dict[AddressError, int]] = {
+    AddressError.EMPTY: 0,
+    AddressError.TOO_LONG: 0,
+    AddressError.WHITESPACE: 0,
+    AddressError.BAD_FORMAT: 1,
+    AddressError.BAD_CHARACTERS: 2,
+    AddressError.BAD_LENGTH: 3,
+    AddressError.MIXED_CASE: 3,
+    AddressError.BAD_HRP: 3,
+    AddressError.BAD_CHECKSUM: 4,
+    # right alphabet and length, but not a canonical encoding (padding bits, block overflow)
+    AddressError.BAD_ENCODING: 4,
+    AddressError.BAD_VERSION: 5,
+    AddressError.BAD_EIP55_CHECKSUM: 5,
+    AddressError.BAD_WITNESS_PROGRAM: 5,
+    # no longer produced (CashAddr is parsed now); kept for the rank of stored reasons
+    AddressError.UNSUPPORTED_FORMAT: 6,
 }
 
 
@@ -325,7 +348,7 @@ def _shown(text: str) -> str:
     return repr(text)
 
 
-def _invalid(net: Network, address: str, reason: str, detail: str) -> InvalidAddress:
+def _invalid(net: Network, address: str, reason: AddressError, detail: str) -> InvalidAddress:
     return InvalidAddress(reason, net.name, address, f"{_shown(address)} is not a valid {net.title} address: {detail}")
 
 
@@ -365,17 +388,19 @@ def _evm_lower_body(net: Network, address: str) -> tuple[str, str | None]:
     """Validate an EVM address; return (lowercase body, display if already known to be EIP-55)."""
     if address[:2] != "0x":
         if address[:2] == "0X":
-            raise _invalid(net, address, "bad_characters", "the prefix must be a lowercase '0x'")
+            raise _invalid(net, address, AddressError.BAD_CHARACTERS, "the prefix must be a lowercase '0x'")
         # Not this format at all (no 0x prefix): ranked below a bad character inside a recognised format.
-        raise _invalid(net, address, "bad_format", "an EVM address starts with '0x'")
+        raise _invalid(net, address, AddressError.BAD_FORMAT, "an EVM address starts with '0x'")
     if len(address) != 42:
-        raise _invalid(net, address, "bad_length", f"expected '0x' + 40 hex digits, got {len(address) - 2} characters")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"expected '0x' + 40 hex digits, got {len(address) - 2} characters"
+        )
     body = address[2:]
     lower = body.lower()
     # str.strip(chars) removes every leading/trailing char in the set: empty result <=> all are hex digits.
     # (int(body, 16) would also accept "_", "+" and whitespace.)
     if lower.strip(_HEX_DIGITS):
-        raise _invalid(net, address, "bad_characters", "the 40 characters after '0x' must be hex digits")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, "the 40 characters after '0x' must be hex digits")
     if body == lower or body == body.upper():
         # EIP-55: an all-lowercase or all-uppercase body carries no checksum and is valid as is.
         return lower, None
@@ -383,7 +408,7 @@ def _evm_lower_body(net: Network, address: str) -> tuple[str, str | None]:
         raise _invalid(
             net,
             address,
-            "bad_eip55_checksum",
+            AddressError.BAD_EIP55_CHECKSUM,
             "mixed-case hex must match its EIP-55 checksum (the case of some letters is wrong)",
         )
     return lower, address
@@ -422,7 +447,7 @@ def _b58_decode(net: Network, address: str, table: bytes, alphabet: str) -> byte
     digits = address.encode("ascii").translate(table)  # ASCII is checked by _precheck
     if _BAD_DIGIT in digits:
         bad = address[digits.index(_BAD_DIGIT)]
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a Base58 character")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a Base58 character")
     value = 0
     for digit in digits:
         value = value * 58 + digit
@@ -461,13 +486,13 @@ def _b58check_payload(net: Network, address: str, table: bytes, alphabet: str) -
     """Decode Base58Check and verify its checksum; return the payload (version + data, no checksum)."""
     raw = _b58_decode(net, address, table, alphabet)
     if len(raw) < 5:
-        raise _invalid(net, address, "bad_length", "it is too short to carry a Base58Check checksum")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "it is too short to carry a Base58Check checksum")
     payload = raw[:-4]
     # Checked before the length, so a typo (inserted or dropped character) reads as a checksum error and a
     # well-formed Base58Check string of another network (e.g. a 2-byte-version Zcash address on Bitcoin) as a
     # length/version error.
     if _sha256d_checksum(payload) != raw[-4:]:
-        raise _invalid(net, address, "bad_checksum", "the Base58Check checksum does not match (typo?)")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the Base58Check checksum does not match (typo?)")
     return payload
 
 
@@ -479,23 +504,23 @@ def _b58check_versioned(net: Network, address: str) -> tuple[bytes, str]:
     digits = address.encode("ascii").translate(_B58_DIGITS)  # ASCII is checked by _precheck
     if _BAD_DIGIT in digits:
         bad = address[digits.index(_BAD_DIGIT)]
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a Base58 character")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a Base58 character")
     value = 0
     for digit in digits:
         value = value * 58 + digit
     size = len(address) - len(address.lstrip("1")) + (value.bit_length() + 7) // 8  # see _b58_decode
     if size < 5:
-        raise _invalid(net, address, "bad_length", "it is too short to carry a Base58Check checksum")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "it is too short to carry a Base58Check checksum")
     raw = value.to_bytes(size, "big")
     payload = raw[:-4]
     if hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] != raw[-4:]:  # see _b58check_payload
-        raise _invalid(net, address, "bad_checksum", "the Base58Check checksum does not match (typo?)")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the Base58Check checksum does not match (typo?)")
     versions, version_len, expected, _canonical = _B58_PARAMS[net.name]
     if size != expected:
         raise _invalid(
             net,
             address,
-            "bad_length",
+            AddressError.BAD_LENGTH,
             f"it decodes to {size} bytes, not {expected} (version, 20-byte hash, checksum)",
         )
     kind = versions.get(payload[:version_len])
@@ -503,7 +528,7 @@ def _b58check_versioned(net: Network, address: str) -> tuple[bytes, str]:
         raise _invalid(
             net,
             address,
-            "bad_version",
+            AddressError.BAD_VERSION,
             f"version byte(s) 0x{payload[:version_len].hex()} belong to another network or address type",
         )
     return payload, kind
@@ -549,13 +574,18 @@ def _parse_tron_hex(net: Network, address: str) -> NormalizedAddress:
     body = address[2:] if address[:2] == "0x" else address
     if len(body) != 42:
         raise _invalid(
-            net, address, "bad_length", f"a TRON hex address is '41' + 40 hex digits, got {len(body)} characters"
+            net,
+            address,
+            AddressError.BAD_LENGTH,
+            f"a TRON hex address is '41' + 40 hex digits, got {len(body)} characters",
         )
     lower = body.lower()
     if lower.strip(_HEX_DIGITS):
-        raise _invalid(net, address, "bad_characters", "a TRON hex address consists of hex digits")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, "a TRON hex address consists of hex digits")
     if lower[:2] != "41":
-        raise _invalid(net, address, "bad_version", "a TRON hex address starts with the mainnet prefix byte 41")
+        raise _invalid(
+            net, address, AddressError.BAD_VERSION, "a TRON hex address starts with the mainnet prefix byte 41"
+        )
     raw = bytes.fromhex(lower)
     display = _b58_encode(raw + _sha256d_checksum(raw), _B58_ALPHABET)
     return NormalizedAddress(net.family, f"{net.family.value}:{display}", display, "tron", raw[1:])
@@ -576,17 +606,21 @@ def _parse_xrp(net: Network, address: str) -> NormalizedAddress:
     if len(payload) == 21:
         # Classic address: version 0x00 + 20-byte account id (https://xrpl.org/docs/concepts/accounts/addresses).
         if payload[0] != 0:
-            raise _invalid(net, address, "bad_version", f"version byte 0x{payload[0]:02x} is not an account id (0x00)")
+            raise _invalid(
+                net, address, AddressError.BAD_VERSION, f"version byte 0x{payload[0]:02x} is not an account id (0x00)"
+            )
         return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, "classic")
     if len(payload) == 31:
         if payload[:2] == _XADDRESS_TESTNET:
-            raise _invalid(net, address, "bad_version", "it is a test-network X-address")
+            raise _invalid(net, address, AddressError.BAD_VERSION, "it is a test-network X-address")
         if payload[:2] != _XADDRESS_MAINNET:
-            raise _invalid(net, address, "bad_version", "it is not an X-address (unknown prefix bytes)")
+            raise _invalid(net, address, AddressError.BAD_VERSION, "it is not an X-address (unknown prefix bytes)")
         flag, tag = payload[22], payload[23:]
         # XLS-5d: flag 0 = no tag (all 8 tag bytes zero), 1 = 32-bit tag (upper 4 bytes zero); nothing else.
         if flag > 1 or tag[4:] != b"\0\0\0\0" or (flag == 0 and tag != bytes(8)):
-            raise _invalid(net, address, "bad_version", "its tag flags or tag bytes are not a valid X-address")
+            raise _invalid(
+                net, address, AddressError.BAD_VERSION, "its tag flags or tag bytes are not a valid X-address"
+            )
         # The destination tag only tells the recipient which customer paid; the funds reach the account.
         classic_payload = b"\x00" + payload[2:22]
         classic = _b58_encode(classic_payload + _sha256d_checksum(classic_payload), _XRP_ALPHABET)
@@ -594,7 +628,7 @@ def _parse_xrp(net: Network, address: str) -> NormalizedAddress:
     raise _invalid(
         net,
         address,
-        "bad_length",
+        AddressError.BAD_LENGTH,
         f"it decodes to {len(payload) + 4} bytes, not 25 (classic address) or 35 (X-address)",
     )
 
@@ -611,10 +645,14 @@ def _parse_solana(net: Network, address: str) -> NormalizedAddress:
     if not 32 <= len(address) <= 44:
         # Characters first, so that e.g. a hex string reads as "not Base58" rather than "wrong length".
         _b58_decode(net, address, _B58_DIGITS, _B58_ALPHABET)
-        raise _invalid(net, address, "bad_length", f"a Solana address has 32 to 44 characters, not {len(address)}")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"a Solana address has 32 to 44 characters, not {len(address)}"
+        )
     raw = _b58_decode(net, address, _B58_DIGITS, _B58_ALPHABET)
     if len(raw) != 32:
-        raise _invalid(net, address, "bad_length", f"it decodes to {len(raw)} bytes, not a 32-byte public key")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"it decodes to {len(raw)} bytes, not a 32-byte public key"
+        )
     return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, "account", raw)
 
 
@@ -681,9 +719,9 @@ def _from_5bit(net: Network, address: str, data_part: str) -> bytes:
     pad_bits = n_bits % 8
     value = int(data_part.translate(_BECH32_TO_BASE32), 32) if data_part else 0
     if pad_bits > 4:
-        raise _invalid(net, address, "bad_length", "its data part has a superfluous 5-bit group")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "its data part has a superfluous 5-bit group")
     if value & ((1 << pad_bits) - 1):
-        raise _invalid(net, address, "bad_encoding", "the padding bits of its data part are not zero")
+        raise _invalid(net, address, AddressError.BAD_ENCODING, "the padding bits of its data part are not zero")
     return (value >> pad_bits).to_bytes(n_bits // 8, "big")
 
 
@@ -709,35 +747,37 @@ def _bech32_decode(
 ) -> tuple[str, str, bytes, bool]:
     """BIP-173/BIP-350 string checks: (lowercase address, data part, 5-bit values, is bech32m)."""
     if len(address) > max_length:
-        raise _invalid(net, address, "bad_length", f"a bech32 address has at most {max_length} characters")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, f"a bech32 address has at most {max_length} characters")
     lower = address.lower()
     # BIP-173: decoders must not accept strings mixing upper and lower case; all-uppercase is valid.
     if address != lower and address != address.upper():
-        raise _invalid(net, address, "mixed_case", "bech32 addresses must be all lowercase or all uppercase")
+        raise _invalid(net, address, AddressError.MIXED_CASE, "bech32 addresses must be all lowercase or all uppercase")
     sep = lower.rfind("1")  # the data part cannot contain '1', so the last '1' is the separator
     if lower[:sep] != hrp:
         if lower.startswith(f"{hrp}1"):
-            raise _invalid(net, address, "bad_characters", "'1' is not a bech32 character after the separator")
+            raise _invalid(
+                net, address, AddressError.BAD_CHARACTERS, "'1' is not a bech32 character after the separator"
+            )
         raise _invalid(
             net,
             address,
-            "bad_hrp",
+            AddressError.BAD_HRP,
             f"the prefix {lower[:sep]!r} is not {net.title}'s {hrp!r} (another chain or a test network)",
         )
     data_part = lower[sep + 1 :]
     values = data_part.encode("ascii").translate(_BECH32_DIGITS)
     if _BAD_DIGIT in values:
         bad = data_part[values.index(_BAD_DIGIT)]
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a bech32 character")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a bech32 character")
     if len(values) < min_values:
-        raise _invalid(net, address, "bad_length", f"the data part is too short for a {net.title} address")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, f"the data part is too short for a {net.title} address")
     residue = _polymod(_hrp_state_of(net, hrp), values)
     if residue == _BECH32_CONST:
         is_bech32m = False
     elif residue == _BECH32M_CONST:
         is_bech32m = True
     else:
-        raise _invalid(net, address, "bad_checksum", "the bech32 checksum does not match (typo?)")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the bech32 checksum does not match (typo?)")
     return lower, data_part, values, is_bech32m
 
 
@@ -746,7 +786,7 @@ def _parse_segwit(net: Network, address: str) -> NormalizedAddress:
     lower, data_part, values, is_bech32m = _bech32_decode(net, address, _HRPS[net.name], 8)
     version = values[0]
     if version > 16:
-        raise _invalid(net, address, "bad_version", f"witness version {version} does not exist (0..16)")
+        raise _invalid(net, address, AddressError.BAD_VERSION, f"witness version {version} does not exist (0..16)")
     # Program: 5-bit groups -> bytes. BIP-173: an incomplete final group must be at most 4 bits, all zero.
     groups = len(values) - 7
     n_bits = groups * 5
@@ -754,13 +794,13 @@ def _parse_segwit(net: Network, address: str) -> NormalizedAddress:
     program_len = n_bits // 8
     program_int = int(data_part[1:-6].translate(_BECH32_TO_BASE32), 32)
     if pad_bits > 4 or program_int & ((1 << pad_bits) - 1):
-        raise _invalid(net, address, "bad_witness_program", "the witness program has invalid padding")
+        raise _invalid(net, address, AddressError.BAD_WITNESS_PROGRAM, "the witness program has invalid padding")
     # BIP-141/173: program 2..40 bytes; version 0 only 20 (P2WPKH) or 32 (P2WSH).
     if not 2 <= program_len <= 40 or (version == 0 and program_len not in (20, 32)):
         raise _invalid(
             net,
             address,
-            "bad_witness_program",
+            AddressError.BAD_WITNESS_PROGRAM,
             f"a version {version} witness program cannot be {program_len} bytes",
         )
     # BIP-350: version 0 must use bech32, versions 1..16 must use bech32m.
@@ -769,7 +809,7 @@ def _parse_segwit(net: Network, address: str) -> NormalizedAddress:
         raise _invalid(
             net,
             address,
-            "bad_checksum",
+            AddressError.BAD_CHECKSUM,
             f"witness version {version} requires a {needed} checksum but it has a {used} one (BIP-350)",
         )
     if version == 0:
@@ -789,12 +829,14 @@ def _parse_bech32_account(net: Network, address: str) -> NormalizedAddress:
     hrp = _HRPS[net.name]
     sep = address.rfind("1")
     if sep <= 0 or not address[:sep].isalpha():
-        raise _invalid(net, address, "bad_format", f"a {net.title} address starts with {hrp + '1'!r}")
+        raise _invalid(net, address, AddressError.BAD_FORMAT, f"a {net.title} address starts with {hrp + '1'!r}")
     lower, _data, values, is_bech32m = _bech32_decode(net, address, hrp, 7)
     if is_bech32m:
-        raise _invalid(net, address, "bad_checksum", "it has a bech32m checksum; these addresses use bech32")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "it has a bech32m checksum; these addresses use bech32")
     if len(values) != 32 + 6:
-        raise _invalid(net, address, "bad_length", f"expected a 20-byte account (38 characters after {hrp + '1'!r})")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"expected a 20-byte account (38 characters after {hrp + '1'!r})"
+        )
     return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, "bnb")
 
 
@@ -873,27 +915,29 @@ def _cashaddr_checked(net: Network, address: str) -> tuple[str, bytes]:
     lower = address.lower()
     # spec, "Uppercase/lowercase": uppercase is accepted, a mixture must be rejected (prefix included).
     if address != lower and address != address.upper():
-        raise _invalid(net, address, "mixed_case", "CashAddr addresses must be all lowercase or all uppercase")
+        raise _invalid(
+            net, address, AddressError.MIXED_CASE, "CashAddr addresses must be all lowercase or all uppercase"
+        )
     colon = lower.find(":")
     payload = lower[colon + 1 :]  # the whole string when there is no prefix
     if colon >= 0 and lower[:colon] != _CASHADDR_PREFIX:
         prefix = lower[:colon]
         what = _CASHADDR_OTHER_PREFIXES.get(prefix, "another network's address")
-        raise _invalid(net, address, "bad_hrp", f"the prefix {prefix!r} is not 'bitcoincash:' ({what})")
+        raise _invalid(net, address, AddressError.BAD_HRP, f"the prefix {prefix!r} is not 'bitcoincash:' ({what})")
     values = payload.encode("ascii").translate(_BECH32_DIGITS)
     if _BAD_DIGIT in values:
         bad = payload[values.index(_BAD_DIGIT)]
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a CashAddr character")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a CashAddr character")
     if len(values) < 8 + 2:  # the checksum and at least the version byte
-        raise _invalid(net, address, "bad_length", "it is too short for a CashAddr address")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "it is too short for a CashAddr address")
     # spec: "When presented to users, the prefix may be omitted as it is part of the checksum computation",
     # so an unprefixed payload is checked as a "bitcoincash:" one.
     if _cashaddr_polymod(_CASHADDR_PREFIX_STATE, values) != 1:
         if colon < 0:
             for prefix, state in _CASHADDR_TEST_PREFIX_STATES.items():
                 if _cashaddr_polymod(state, values) == 1:
-                    raise _invalid(net, address, "bad_hrp", f"it is a {prefix!r} (test network) address")
-        raise _invalid(net, address, "bad_checksum", "the CashAddr checksum does not match (typo?)")
+                    raise _invalid(net, address, AddressError.BAD_HRP, f"it is a {prefix!r} (test network) address")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the CashAddr checksum does not match (typo?)")
     return payload, values
 
 
@@ -904,28 +948,31 @@ def _parse_cashaddr(net: Network, address: str) -> NormalizedAddress:
     pad_bits = n_bits % 8
     data_int = int(payload[:groups].translate(_BECH32_TO_BASE32), 32)
     if pad_bits > 4:
-        raise _invalid(net, address, "bad_length", "its payload has a superfluous 5-bit group")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "its payload has a superfluous 5-bit group")
     # Only the zero-padded spelling is canonical (the reference decoder rejects non-zero padding), which keeps
     # one string per address and thus the payload usable as the key.
     if data_int & ((1 << pad_bits) - 1):
-        raise _invalid(net, address, "bad_encoding", "the padding bits of its payload are not zero")
+        raise _invalid(net, address, AddressError.BAD_ENCODING, "the padding bits of its payload are not zero")
     data = (data_int >> pad_bits).to_bytes(n_bits // 8, "big")
     version = data[0]
     # spec, "Type byte": the most significant bit is reserved and must be 0, the next 4 bits are the type,
     # the low 3 bits the hash size.
     if version & 0x80:
-        raise _invalid(net, address, "bad_version", "the reserved bit of its version byte is set")
+        raise _invalid(net, address, AddressError.BAD_VERSION, "the reserved bit of its version byte is set")
     type_bits, hash_len = version >> 3, _CASHADDR_HASH_SIZES[version & 7]
     if len(data) - 1 != hash_len:
         raise _invalid(
-            net, address, "bad_length", f"its version byte announces a {hash_len}-byte hash, not {len(data) - 1}"
+            net,
+            address,
+            AddressError.BAD_LENGTH,
+            f"its version byte announces a {hash_len}-byte hash, not {len(data) - 1}",
         )
     kind = _CASHADDR_KINDS.get((type_bits, hash_len))
     if kind is None:
         raise _invalid(
             net,
             address,
-            "bad_version",
+            AddressError.BAD_VERSION,
             f"type {type_bits} with a {hash_len * 8}-bit hash is not a Bitcoin Cash payment address",
         )
     # Token-aware types pay the same locking script as their plain type: key them by the plain form.
@@ -984,10 +1031,12 @@ def _parse_monero(net: Network, address: str) -> NormalizedAddress:
     digits = address.encode("ascii").translate(_B58_DIGITS)
     if _BAD_DIGIT in digits:
         bad = address[digits.index(_BAD_DIGIT)]
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a Base58 character")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a Base58 character")
     # 69 bytes (standard, subaddress) = 8 blocks + 5 bytes -> 95 characters; 77 bytes (integrated) -> 106.
     if len(address) not in (95, 106):
-        raise _invalid(net, address, "bad_length", f"a Monero address has 95 or 106 characters, not {len(address)}")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"a Monero address has 95 or 106 characters, not {len(address)}"
+        )
     blocks: list[bytes] = []
     for start in range(0, len(digits), _XMR_BLOCK_CHARS):
         block = digits[start : start + _XMR_BLOCK_CHARS]
@@ -996,20 +1045,20 @@ def _parse_monero(net: Network, address: str) -> NormalizedAddress:
         for digit in block:
             value = value * 58 + digit
         if value >> (8 * size):
-            raise _invalid(net, address, "bad_encoding", "a Base58 block overflows its byte count")
+            raise _invalid(net, address, AddressError.BAD_ENCODING, "a Base58 block overflows its byte count")
         blocks.append(value.to_bytes(size, "big"))
     raw = b"".join(blocks)
     if _keccak4(raw[:-4]) != raw[-4:]:
-        raise _invalid(net, address, "bad_checksum", "the Keccak-256 checksum does not match (typo?)")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the Keccak-256 checksum does not match (typo?)")
     tag = raw[0]
     known = _XMR_TAGS.get(tag)
     if known is None:
         other = _XMR_OTHER_TAGS.get(tag)
         detail = f"it is a {other} address" if other else f"network tag {tag} is not a Monero mainnet address"
-        raise _invalid(net, address, "bad_version", detail)
+        raise _invalid(net, address, AddressError.BAD_VERSION, detail)
     kind, size = known
     if len(raw) != size:
-        raise _invalid(net, address, "bad_length", f"a {kind} address has {size} bytes, not {len(raw)}")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, f"a {kind} address has {size} bytes, not {len(raw)}")
     if kind != "integrated":
         return NormalizedAddress(net.family, f"{net.family.value}:{address}", address, kind)
     # An integrated address is the standard address (same spend and view keys) plus a payment ID that only
@@ -1054,20 +1103,25 @@ def _parse_stellar(net: Network, address: str) -> NormalizedAddress:
     if _BAD_DIGIT in values:
         bad = address[values.index(_BAD_DIGIT)]
         hint = " (Stellar addresses are uppercase)" if bad.upper() in _STRKEY_ALPHABET else ""
-        raise _invalid(net, address, "bad_characters", f"{bad!r} is not a StrKey (base32) character{hint}")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, f"{bad!r} is not a StrKey (base32) character{hint}")
     # 35 bytes (G) -> 56 characters; 43 bytes (M) -> 69 characters.
     if len(address) not in (56, 69):
         raise _invalid(
-            net, address, "bad_length", f"a Stellar address has 56 (G...) or 69 (M...) characters, not {len(address)}"
+            net,
+            address,
+            AddressError.BAD_LENGTH,
+            f"a Stellar address has 56 (G...) or 69 (M...) characters, not {len(address)}",
         )
     n_bits = len(address) * 5
     pad_bits = n_bits % 8
     value = int(address.translate(_STRKEY_TO_BASE32), 32)
     if value & ((1 << pad_bits) - 1):
-        raise _invalid(net, address, "bad_encoding", "the unused trailing bits of its last character are not zero")
+        raise _invalid(
+            net, address, AddressError.BAD_ENCODING, "the unused trailing bits of its last character are not zero"
+        )
     raw = (value >> pad_bits).to_bytes(n_bits // 8, "big")
     if _strkey_crc(raw[:-2]) != raw[-2:]:
-        raise _invalid(net, address, "bad_checksum", "the StrKey checksum does not match (typo?)")
+        raise _invalid(net, address, AddressError.BAD_CHECKSUM, "the StrKey checksum does not match (typo?)")
     version = raw[0]
     base, algorithm = version & 0xF8, version & 0x07  # SEP-23: key type in the top 5 bits, algorithm below
     if version == _STRKEY_ACCOUNT and len(raw) == 35:
@@ -1080,10 +1134,10 @@ def _parse_stellar(net: Network, address: str) -> NormalizedAddress:
         return NormalizedAddress(net.family, f"{net.family.value}:{canonical}", address, "muxed")
     if base in (_STRKEY_ACCOUNT, _STRKEY_MUXED):
         if algorithm:
-            raise _invalid(net, address, "bad_version", f"key algorithm {algorithm} is not ed25519 (0)")
-        raise _invalid(net, address, "bad_length", "its length does not match its StrKey type")
+            raise _invalid(net, address, AddressError.BAD_VERSION, f"key algorithm {algorithm} is not ed25519 (0)")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, "its length does not match its StrKey type")
     what = _STRKEY_OTHER.get(base, "not an account")
-    raise _invalid(net, address, "bad_version", f"version byte 0x{version:02x}: {what}")
+    raise _invalid(net, address, AddressError.BAD_VERSION, f"version byte 0x{version:02x}: {what}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1223,13 +1277,19 @@ def _parse_unified(net: Network, address: str, hrp: str) -> NormalizedAddress:
     limit = net.max_length or MAX_ADDRESS_LENGTH
     lower, data_part, _values, is_bech32m = _bech32_decode(net, address, hrp, 8, max_length=limit)
     if not is_bech32m:
-        raise _invalid(net, address, "bad_checksum", "it has a bech32 checksum; unified addresses use bech32m")
+        raise _invalid(
+            net, address, AddressError.BAD_CHECKSUM, "it has a bech32 checksum; unified addresses use bech32m"
+        )
     raw = _from_5bit(net, address, data_part[:-6])
     if len(raw) < _UA_MIN_BYTES:
-        raise _invalid(net, address, "bad_length", f"it decodes to {len(raw)} bytes, a unified address has 48 or more")
+        raise _invalid(
+            net, address, AddressError.BAD_LENGTH, f"it decodes to {len(raw)} bytes, a unified address has 48 or more"
+        )
     decoded = f4jumble_inv(raw)
     if decoded[-_UA_PADDING_BYTES:] != _ua_padding(hrp):
-        raise _invalid(net, address, "bad_encoding", "its unjumbled padding does not match (not a unified address)")
+        raise _invalid(
+            net, address, AddressError.BAD_ENCODING, "its unjumbled padding does not match (not a unified address)"
+        )
     items: dict[int, bytes] = {}
     body = decoded[:-_UA_PADDING_BYTES]
     pos = 0
@@ -1238,24 +1298,30 @@ def _parse_unified(net: Network, address: str, hrp: str) -> NormalizedAddress:
         typecode_at = _compact_size(body, pos)
         length_at = _compact_size(body, typecode_at[1]) if typecode_at else None
         if typecode_at is None or length_at is None or length_at[1] + length_at[0] > len(body):
-            raise _invalid(net, address, "bad_encoding", "its items are truncated or not minimally encoded")
+            raise _invalid(net, address, AddressError.BAD_ENCODING, "its items are truncated or not minimally encoded")
         typecode, (length, start) = typecode_at[0], length_at
         expected = _UA_LENGTHS.get(typecode)
         if expected is not None and length != expected:
-            raise _invalid(net, address, "bad_encoding", f"item type {typecode:#x} has {length} bytes, not {expected}")
+            raise _invalid(
+                net, address, AddressError.BAD_ENCODING, f"item type {typecode:#x} has {length} bytes, not {expected}"
+            )
         if typecode <= previous:
-            raise _invalid(net, address, "bad_encoding", "its items are not in ascending typecode order")
+            raise _invalid(net, address, AddressError.BAD_ENCODING, "its items are not in ascending typecode order")
         if typecode in _UA_MUST_UNDERSTAND and (hrp == _ZCASH_UA_HRP or typecode not in _UA_KNOWN_R2_METADATA):
-            raise _invalid(net, address, "bad_version", f"it carries metadata {typecode:#x} that must be understood")
+            raise _invalid(
+                net, address, AddressError.BAD_VERSION, f"it carries metadata {typecode:#x} that must be understood"
+            )
         items[typecode] = body[start : start + length]
         previous = typecode
         pos = start + length
     if _UA_P2PKH in items and _UA_P2SH in items:
-        raise _invalid(net, address, "bad_encoding", "it has both a P2PKH and a P2SH receiver")
+        raise _invalid(net, address, AddressError.BAD_ENCODING, "it has both a P2PKH and a P2SH receiver")
     if hrp == "zu" and (_UA_P2PKH in items or _UA_P2SH in items):
-        raise _invalid(net, address, "bad_encoding", "a shielded-only unified address has a transparent receiver")
+        raise _invalid(
+            net, address, AddressError.BAD_ENCODING, "a shielded-only unified address has a transparent receiver"
+        )
     if not any(typecode not in _UA_METADATA for typecode in items):
-        raise _invalid(net, address, "bad_encoding", "it has no receiver")
+        raise _invalid(net, address, AddressError.BAD_ENCODING, "it has no receiver")
     receivers = tuple(
         _zcash_receiver(typecode, item)
         for typecode, item in items.items()
@@ -1276,7 +1342,7 @@ def _parse_zcash_bech32(net: Network, address: str) -> NormalizedAddress:
     hrp = address[: address.find("1")].lower()
     other = _ZCASH_NOT_ADDRESSES.get(hrp)
     if other is not None:
-        reason = "bad_hrp" if "test" in hrp or "regtest" in hrp else "bad_version"
+        reason = AddressError.BAD_HRP if "test" in hrp else AddressError.BAD_VERSION
         raise _invalid(net, address, reason, f"it is {other}")
     if hrp in _ZCASH_UA_HRPS:
         return _parse_unified(net, address, hrp)
@@ -1284,15 +1350,21 @@ def _parse_zcash_bech32(net: Network, address: str) -> NormalizedAddress:
     raw = _from_5bit(net, address, data_part[:-6])
     if hrp == _ZCASH_TEX_HRP:
         if not is_bech32m:
-            raise _invalid(net, address, "bad_checksum", "it has a bech32 checksum; TEX addresses use bech32m")
+            raise _invalid(
+                net, address, AddressError.BAD_CHECKSUM, "it has a bech32 checksum; TEX addresses use bech32m"
+            )
         if len(raw) != 20:
-            raise _invalid(net, address, "bad_length", f"a TEX address holds a 20-byte hash, not {len(raw)} bytes")
+            raise _invalid(
+                net, address, AddressError.BAD_LENGTH, f"a TEX address holds a 20-byte hash, not {len(raw)} bytes"
+            )
         t_address = _b58check_encode(_ZCASH_VERSION_P2PKH + raw)
         return NormalizedAddress(net.family, f"{net.family.value}:{t_address}", lower, "tex", raw)
     if is_bech32m:
-        raise _invalid(net, address, "bad_checksum", "it has a bech32m checksum; Sapling addresses use bech32")
+        raise _invalid(
+            net, address, AddressError.BAD_CHECKSUM, "it has a bech32m checksum; Sapling addresses use bech32"
+        )
     if len(raw) != _ZCASH_RECEIVER_BYTES:
-        raise _invalid(net, address, "bad_length", f"a Sapling address holds 43 bytes, not {len(raw)}")
+        raise _invalid(net, address, AddressError.BAD_LENGTH, f"a Sapling address holds 43 bytes, not {len(raw)}")
     return NormalizedAddress(net.family, f"{net.family.value}:{lower}", lower, "sapling", raw)
 
 
@@ -1412,16 +1484,16 @@ def _entry(network: str) -> _Entry:
 def _precheck(net: Network, address: str) -> None:
     """Generic rejections, before any format-specific work. Input is never repaired."""
     if not address:
-        raise _invalid(net, address, "empty", "the address is empty")
+        raise _invalid(net, address, AddressError.EMPTY, "the address is empty")
     limit = net.max_length or MAX_ADDRESS_LENGTH
     if len(address) > limit:
-        raise _invalid(net, address, "too_long", f"it is longer than {limit} characters")
+        raise _invalid(net, address, AddressError.TOO_LONG, f"it is longer than {limit} characters")
     # Same definition of whitespace as str.strip(), but O(1): the screener must not silently strip input.
     if address[0].isspace() or address[-1].isspace():
-        raise _invalid(net, address, "whitespace", "it has leading or trailing whitespace")
+        raise _invalid(net, address, AddressError.WHITESPACE, "it has leading or trailing whitespace")
     # Every supported format is printable ASCII; control characters (NUL, ESC, DEL...) never belong to one.
     if not (address.isascii() and address.isprintable()):
-        raise _invalid(net, address, "bad_characters", "it contains non-ASCII or control characters")
+        raise _invalid(net, address, AddressError.BAD_CHARACTERS, "it contains non-ASCII or control characters")
 
 
 # --------------------------------------------------------------------------------------------------------

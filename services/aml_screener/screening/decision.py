@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
+from aml_screener.screening.records import Match
 from aml_screener.screening.watchlist import Category, Severity, highest_severity
 
 # Fixed namespace for decision ids (UUIDv5). Changing it would make re-screened events look new: never change.
@@ -32,10 +32,10 @@ class Outcome(StrEnum):
 class Verdict:
     outcome: Outcome
     severity: Severity | None
-    matches: Sequence[Mapping[str, Any]]  # the matches that count (after allowlist overrides)
+    matches: Sequence[Match]  # the matches that count (after allowlist overrides)
     reason: str | None = None
-    allowlisted: Sequence[Mapping[str, Any]] = ()  # allowlist entries of the address
-    overridden: Sequence[Mapping[str, Any]] = ()  # matches the allowlist downgraded
+    allowlisted: Sequence[Match] = ()  # allowlist entries of the address
+    overridden: Sequence[Match] = ()  # matches the allowlist downgraded
 
 
 _NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
@@ -63,7 +63,7 @@ _CLEAR = Verdict(Outcome.CLEAR, None, ())
 ALLOW = Category.ALLOW.value
 
 
-def decide(matches: Sequence[Mapping[str, Any]] | None, overridable: frozenset[str] = frozenset()) -> Verdict:
+def decide(matches: Sequence[Match] | None, overridable: frozenset[str] = frozenset()) -> Verdict:
     """Outcome for a normalized address that was looked up in a watchlist version (None = not listed).
 
     Allowlist entries (category "allow": the exchange's known-safe addresses) are not hits. They downgrade only
@@ -91,7 +91,7 @@ def unscreenable(reason: str) -> Verdict:
     return Verdict(Outcome.UNSCREENABLE, None, (), reason)
 
 
-def summarize(asset: str, network: str, matches: Sequence[Mapping[str, Any]]) -> str:
+def summarize(asset: str, network: str, matches: Sequence[Match]) -> str:
     """One line for analysts: what was sent where, and who listed the destination."""
     parts = []
     for match in matches:

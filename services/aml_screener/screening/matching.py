@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aml_screener.screening.records import Match
 from aml_screener.screening.related import MatchType, match_type_of
 
 
-def _identity(listing: Mapping[str, Any]) -> tuple[Any, ...]:
+def _identity(listing: Match) -> tuple[Any, ...]:
     return (
         listing["list"],
         listing["entry_id"],
@@ -36,11 +37,11 @@ def _identity(listing: Mapping[str, Any]) -> tuple[Any, ...]:
 def collect_matches(
     address_key: str,
     related: Sequence[tuple[str, str]],
-    found: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> list[dict[str, Any]]:
+    found: Mapping[str, Sequence[Match]],
+) -> list[Match]:
     """The matches of destination ``address_key`` whose related keys are ``related`` ((key, relation) pairs),
     given ``found`` (listings per key that is listed). Direct matches come first."""
-    matches: list[dict[str, Any]] = []
+    matches: list[Match] = []
     seen: set[tuple[Any, ...]] = set()
     for key, via in ((address_key, None), *related):
         listings = found.get(key)
@@ -59,7 +60,7 @@ def collect_matches(
             if identity in seen:
                 continue
             seen.add(identity)
-            match = dict(listing)
+            match = listing.copy()
             match["relation"] = relation
             match["match_type"] = match_type_of(relation).value
             match["matched_key"] = key

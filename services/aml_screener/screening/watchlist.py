@@ -14,7 +14,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
+
+from aml_screener.screening.records import Match
 
 
 class Category(StrEnum):
@@ -63,10 +65,10 @@ def severity_of(category: str, match_type: str = "direct") -> Severity:
     return severity
 
 
-def highest_severity(matches: Iterable[Mapping[str, Any]]) -> Severity | None:
+def highest_severity(matches: Iterable[Match]) -> Severity | None:
     best: Severity | None = None
     for match in matches:
-        severity = severity_of(match["category"], match.get("match_type") or "direct")
+        severity = severity_of(match["category"], match.get("match_type", "direct"))
         if best is None or _SEVERITY_RANK[severity] > _SEVERITY_RANK[best]:
             best = severity
     return best
@@ -90,8 +92,8 @@ class Listing:
     relation: str | None = None
     listed_key: str | None = None
 
-    def as_match(self) -> dict[str, Any]:
-        match: dict[str, Any] = {
+    def as_match(self) -> Match:
+        match: Match = {
             "list": self.list,
             "category": self.category,
             "source": self.source,
@@ -133,8 +135,8 @@ def encode_matches(listings: Iterable[Listing]) -> str:
     return json.dumps([item.as_match() for item in ordered], separators=(",", ":"), ensure_ascii=False)
 
 
-def decode_matches(value: str | bytes) -> list[dict[str, Any]]:
+def decode_matches(value: str | bytes) -> list[Match]:
     matches = json.loads(value)
     if not isinstance(matches, list) or not matches:
         raise ValueError("watchlist value is not a non-empty JSON array")
-    return matches
+    return cast("list[Match]", matches)  # written by encode_matches (Listing.as_match); the lookup checks counts

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from aml_screener.screening.records import Match
 from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, listing_entries
 from aml_screener.screening.watchlist import Listing, decode_matches, encode_matches
 from aml_screener.watchlist.errors import EmptyTableError, WatchlistWriteError
@@ -224,12 +225,12 @@ class WatchlistStore:
         version = self.active_version()
         return self.meta(version) if version else None
 
-    def lookup(self, version: str, address_key: str) -> list[dict[str, Any]]:
+    def lookup(self, version: str, address_key: str) -> list[Match]:
         """Every listing of an address key in a version, across its tables (for tools; not the hot path)."""
         meta = self.meta(version)
         if meta is None:
             return []
-        matches: list[dict[str, Any]] = []
+        matches: list[Match] = []
         for table in meta.tables.values():
             value = self.redis.hget(table, address_key)
             if value is not None:
