@@ -26,6 +26,7 @@ import redis
 from aml_screener.screening.records import Match
 from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, listing_entries
 from aml_screener.screening.watchlist import Listing, decode_matches, encode_matches
+from aml_screener.watchlist.errors import EmptyTableError, WatchlistWriteError
 from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
 from aml_screener.watchlist.sources.base import SourceEntry
 
@@ -39,14 +40,6 @@ KEEP_VERSIONS = 3
 _LOCK_TTL_MS = 30 * 60 * 1000
 # Order-independent content digest: sum of per-item SHA-256 values modulo 2**256.
 _MOD = 1 << 256
-
-
-class WatchlistWriteError(Exception):
-    """A table or version could not be built or activated; the active version is unchanged."""
-
-
-class EmptyTableError(WatchlistWriteError):
-    """A source produced no usable entry: never activated (it would silently drop the whole list)."""
 
 
 def _item_digest(key: str, value: str) -> int:
