@@ -18,8 +18,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from aml_screener.screener.logs import configure_logging
-from aml_screener.screener.settings import ENV_PREFIX, ConfigError, Settings, load_settings
+from aml_screener.infra.logs import configure_logging
+from aml_screener.infra.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 
