@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aml_screener.screener.settings import Settings
+from aml_screener.infra.settings import Settings
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     DOCKER,

@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from aml_screener.infra.settings import FailureMode, Settings
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screener.health import ServiceState
@@ -22,7 +23,6 @@ from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import OutputRecord
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screener.service import Screener
-from aml_screener.screener.settings import FailureMode, Settings
 from tests.pipeline_support import CATALOG, Record, batch_screener
 
 TOPIC = "withdrawals.requested"

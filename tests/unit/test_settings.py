@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aml_screener.cli import main, settings_markdown
-from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
-from aml_screener.screener.settings import ConfigError, Settings, load_settings
+from aml_screener.infra.kafka import consumer_config, producer_config, redacted
+from aml_screener.infra.settings import ConfigError, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from aml_screener.infra.redis_client import redis_client
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
 from aml_screener.screening.matching import collect_matches
 from aml_screener.screening.related import ListingRelations, screening_keys
@@ -151,8 +152,6 @@ def _settings(args: argparse.Namespace, settings_factory: SettingsFactory) -> An
 def _store(
     args: argparse.Namespace, settings_factory: SettingsFactory, relations: ListingRelations | None = None
 ) -> WatchlistStore:
-    from aml_screener.screener.app import redis_client
-
     settings = _settings(args, settings_factory)
     return WatchlistStore(redis_client(settings), WatchlistKeys(settings.watchlist_key_prefix), relations)
 
@@ -342,8 +341,6 @@ def cmd_acl(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
         if not (args.screener_password_env and args.sync_password_env):
             print("watchlist acl: --apply needs --screener-password-env and --sync-password-env", file=sys.stderr)
             return 2
-        from aml_screener.screener.app import redis_client
-
         client = redis_client(settings)
         try:
             version = str(client.info("server").get("redis_version", "0"))

@@ -18,8 +18,8 @@ from confluent_kafka import Producer
 
 # The Kafka client configuration is the service's (TLS, SASL settings); it moves to the shared plumbing with issue
 # 12, item 3.
-from aml_screener.screener.kafka_config import producer_config
-from aml_screener.screener.settings import Settings
+from aml_screener.infra.kafka import producer_config
+from aml_screener.infra.settings import Settings
 from aml_screener.watchlist.errors import WatchlistWriteError
 from aml_screener.watchlist.store import TableInfo, VersionMeta, WatchlistStore
 
