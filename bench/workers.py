@@ -34,6 +34,7 @@ from aml_screener.devstack.generator import WithdrawalGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
 from aml_screener.infra.kafka import consumer_config
 from aml_screener.infra.settings import Settings
+from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.screener.app import build
 from aml_screener.screener.codec import HEADER, WithdrawalEncoder
 from aml_screener.screener.metrics import STAGES, Metrics
@@ -43,7 +44,6 @@ from aml_screener.screener.schemas import (
     SchemaCatalog,
     strip_logical_types,
 )
-from aml_screener.watchlist.keys import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import load_config, run_sync
 from bench.related_cost import disable_relations_if_asked

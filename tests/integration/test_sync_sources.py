@@ -19,13 +19,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.cli import main
 from aml_screener.devstack.stack import EmbeddedStack
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
 )
 from aml_screener.watchlist.config import AddressListConfig, CustomAllowConfig, SourceConfig, load_config
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.sync import run_sync
 from tests.pipeline_support import CATALOG, REPOSITORY, TOPICS, Record, batch_screener
 from tests.shared_data import watchlist_data_dir

@@ -13,12 +13,12 @@ import pytest
 
 from aml_screener.cli import main
 from aml_screener.devstack.address_factory import random_address
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize_key
 from aml_screener.watchlist.config import AddressListConfig, OfacXmlConfig, source_config
 from aml_screener.watchlist.errors import SyncConfigError, SyncFailed
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import run_sync
 from tests.shared_data import watchlist_data_dir

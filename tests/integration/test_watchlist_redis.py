@@ -12,13 +12,13 @@ import redis
 
 from aml_screener.cli import main
 from aml_screener.demo.sample import load_sample
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize
 from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist.config import AddressListConfig
 from aml_screener.watchlist.errors import EmptyTableError, SyncFailed
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.sources import address_list
 from aml_screener.watchlist.sources.base import SourceEntry
 from aml_screener.watchlist.store import KEEP_VERSIONS, WatchlistStore

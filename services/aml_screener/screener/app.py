@@ -17,6 +17,7 @@ from kafka import KafkaConsumer
 from aml_screener.infra.kafka import consumer_config, producer_config, redacted
 from aml_screener.infra.redis_client import redis_client
 from aml_screener.infra.settings import Settings
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
@@ -37,7 +38,6 @@ from aml_screener.screener.schemas import (
 from aml_screener.screener.service import Screener
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
-from aml_screener.watchlist.keys import WatchlistKeys
 
 log = logging.getLogger(__name__)
 

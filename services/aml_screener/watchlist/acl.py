@@ -19,8 +19,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.watchlist.errors import AclError
-from aml_screener.watchlist.keys import WatchlistKeys
 
 DEFAULT_SCREENER_USER = "aml-screener"
 DEFAULT_SYNC_USER = "aml-sync"

@@ -26,9 +26,10 @@ from typing import Any
 import redis
 
 from aml_screener.infra.redis_client import redis_client
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
 from aml_screener.screening.matching import collect_matches
-from aml_screener.screening.related import ListingRelations, screening_keys
+from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, screening_keys
 from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
 from aml_screener.watchlist.config import SourceConfig, manifest_config, read_sync_config, source_config
@@ -40,9 +41,8 @@ from aml_screener.watchlist.errors import (
     UsageError,
     WatchlistWriteError,
 )
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.publish import kafka_publisher
-from aml_screener.watchlist.store import WatchlistStore, outdated_key_schemes
+from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import SyncResult, run_sync
 
 SettingsFactory = Callable[..., Any]
@@ -302,7 +302,7 @@ def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
     if meta is None:
         print("no active watchlist version")
         return 1
-    outdated = outdated_key_schemes(meta.sources, meta.tables)
+    outdated = meta.outdated_key_schemes(KEY_SCHEME_VERSION)
     if outdated:
         print(f"watchlist built under another key scheme ({', '.join(outdated)}): run `watchlist sync` first")
         return 1

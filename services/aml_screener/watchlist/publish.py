@@ -20,8 +20,9 @@ from confluent_kafka import Producer
 # 12, item 3.
 from aml_screener.infra.kafka import producer_config
 from aml_screener.infra.settings import Settings
+from aml_screener.infra.watchlist_layout import VersionRecord
 from aml_screener.watchlist.errors import WatchlistWriteError
-from aml_screener.watchlist.store import TableInfo, VersionMeta, WatchlistStore
+from aml_screener.watchlist.store import TableInfo, WatchlistStore
 
 # Diffs are enumerated (keys listed in the notification and on Kafka) only for tables up to this size; larger
 # ones are reported as counts, because listing millions of keys in one message helps nobody.
@@ -39,7 +40,7 @@ Diff = dict[str, dict[str, Any]]
 
 def publish_changes(
     store: WatchlistStore,
-    meta: VersionMeta,
+    meta: VersionRecord,
     previous: Mapping[str, str],
     tables: Mapping[str, TableInfo],
     kafka_publish: Publish | None = None,
