@@ -312,3 +312,16 @@ def test_a_full_window_pauses_consumption_only_until_the_acknowledgements_arrive
     assert screener.run() == 0
     assert consumer.commits[-1] == {TP0: OffsetAndMetadata(2, "", -1)}, "the second batch was consumed and decided"
     assert not consumer.paused
+
+
+def test_a_long_wait_for_acknowledgements_is_logged_once_per_batch(monkeypatch, caplog) -> None:
+    """A slow or stuck producer must not look like an idle topic: the wait is logged (consumption waits paused)."""
+    monkeypatch.setattr("aml_screener.screener.service._SLOW_ACK_SECONDS", 0.0)
+    screener, consumer, _emitter, _state, _ = make(
+        [{TP0: [withdrawal(0)]}], emitter=FakeEmitter(slow_flushes=4), max_inflight_batches=1
+    )
+    consumer.until = lambda: bool(consumer.commits)
+    with caplog.at_level("WARNING", logger="aml_screener.screener.service"):
+        assert screener.run() == 0
+    slow = [r for r in caplog.records if r.getMessage().startswith("outputs not acknowledged by Kafka yet")]
+    assert len(slow) == 1 and slow[0].pending == 1

@@ -44,6 +44,7 @@ class InFlightBatch:
     sent_at: float
     pending: int  # outputs whose delivery report has not come yet
     failed: list[tuple[OutputRecord, str]] = field(default_factory=list)  # refused outputs and the error
+    slow_reported: bool = False  # a wait for its acknowledgements was long enough to be logged
 
     def on_delivery(self, error: Any, message: Any) -> None:
         # Called by librdkafka's poll/flush in the thread that called them (the loop, or the rebalance
@@ -84,6 +85,9 @@ class AcknowledgementWindow:
 
     def add(self, batch: InFlightBatch) -> None:
         self._batches.append(batch)
+
+    def oldest(self) -> InFlightBatch | None:
+        return self._batches[0] if self._batches else None
 
     def refused_head(self) -> InFlightBatch | None:
         """The oldest batch, when it is the one holding the prefix back because outputs were refused."""

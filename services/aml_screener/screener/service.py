@@ -67,6 +67,10 @@ _IN_FLIGHT_POLL_MS = 2
 _REVOKE_DRAIN_SECONDS = 3.0
 # Flush slice while waiting for acknowledgements before the consumer is polled again.
 _ACK_WAIT_SECONDS = 0.2
+# A batch whose outputs wait this long for Kafka's acknowledgement is logged (once): well above a broker failover's
+# usual few seconds, far below librdkafka's delivery timeout (AML_KAFKA_DELIVERY_TIMEOUT_MS), after which they fail
+# and are re-sent.
+_SLOW_ACK_SECONDS = 10.0
 
 
 class Consumer(Protocol):
@@ -424,10 +428,25 @@ class Screener:
                 return
             if not self.emitter.flush(_ACK_WAIT_SECONDS):
                 # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive.
+                self._report_slow_acknowledgements()
                 try:
                     self._wait_paused(0, abandon_on_stop=False)
                 except _Abandon:
                     return
+
+    def _report_slow_acknowledgements(self) -> None:
+        """One warning per batch whose outputs Kafka has not acknowledged for long: consumption waits (paused) and
+        nothing is committed past them; without this line a slow or stuck producer would look like an idle topic."""
+        oldest = self.window.oldest()
+        if oldest is None or oldest.slow_reported:
+            return
+        waited = time.perf_counter() - oldest.sent_at
+        if waited > _SLOW_ACK_SECONDS:
+            oldest.slow_reported = True
+            log.warning(
+                "outputs not acknowledged by Kafka yet; consumption waits and nothing is committed past them",
+                extra={"seconds": round(waited, 1), "pending": oldest.pending, "batches_in_flight": len(self.window)},
+            )
 
     def _resend(self, batch: InFlightBatch) -> None:
         refused = batch.take_refused()
