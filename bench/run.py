@@ -39,12 +39,12 @@ import redis
 from confluent_kafka import Producer
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
 from aml_screener.devstack.screener_process import screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import EmbeddedStack
-from aml_screener.screener.codec import WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.watchlist.store import WatchlistStore
 from bench import related_cost
@@ -92,8 +92,8 @@ def machine() -> dict[str, Any]:
 
 def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
     entry = SchemaCatalog().current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
-        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
+    generator = EventGenerator(
+        sample_listings(), EventEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
     )
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 20, "log.connection.close": False})
     expected: dict[str, int] = {}

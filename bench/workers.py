@@ -30,13 +30,13 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
 from aml_screener.infra.kafka import consumer_config
 from aml_screener.infra.settings import Settings
 from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.screener.app import build
-from aml_screener.screener.codec import HEADER, WithdrawalEncoder
+from aml_screener.screener.codec import HEADER, EventEncoder
 from aml_screener.screener.metrics import STAGES, Metrics
 from aml_screener.screener.schemas import (
     SCREENING_DECISION,
@@ -133,8 +133,8 @@ def screener(bootstrap: str, redis_url: str, count: str, group: str, prefix: str
 def produce(bootstrap: str, topic: str, rate: str, seconds: str, seed: str) -> dict[str, Any]:
     """Steady load: `rate` events/s for `seconds`, sent on a 1 ms schedule."""
     entry = _CATALOG.current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
-        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
+    generator = EventGenerator(
+        sample_listings(), EventEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
     )
     total = int(float(rate) * float(seconds))
     events = [generator.event(0) for _ in range(total)]  # pre-encoded: the schedule is not slowed by encoding

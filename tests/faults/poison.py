@@ -12,12 +12,12 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from aml_screener.screener.codec import WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from tests.pipeline_support import CATALOG
 
 _ENTRY = CATALOG.current(WITHDRAWAL_REQUESTED)
-ENCODER = WithdrawalEncoder(_ENTRY.schema, _ENTRY.schema_id)
+ENCODER = EventEncoder(_ENTRY.schema, _ENTRY.schema_id)
 
 
 def valid_payload(event_id: str, address: str = "0x52908400098527886e0f7030069857d2e4169ee7") -> bytes:

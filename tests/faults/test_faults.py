@@ -26,7 +26,7 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.mock_kafka import ApiKey, KafkaError
 from aml_screener.screener.codec import WithdrawalDecoder
 from aml_screener.screener.errors import DecodeError
@@ -79,7 +79,7 @@ _CHUNK_FLUSH_S = 200
 
 
 def event_stream(seed: int, count: int = _STREAM_LIMIT) -> Iterator[GeneratedEvent]:
-    return WithdrawalGenerator(sample_listings(), encoder(), seed=seed, hit_share=0.05).stream(count)
+    return EventGenerator(sample_listings(), encoder(), seed=seed, hit_share=0.05).stream(count)
 
 
 class PacedLoad(threading.Thread):

@@ -30,13 +30,13 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.kafka_cluster import KafkaCluster
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.screener_process import screener_env, start_screener
 from aml_screener.devstack.stack import BrokerKind, Brokers, EmbeddedStack
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist.store import WatchlistStore
@@ -157,9 +157,9 @@ def isolated_stack(
             kafka_cluster.admin().delete_topics(list(topics.partitions()), operation_timeout=0)
 
 
-def encoder() -> WithdrawalEncoder:
+def encoder() -> EventEncoder:
     entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    return WithdrawalEncoder(entry.schema, entry.schema_id)
+    return EventEncoder(entry.schema, entry.schema_id)
 
 
 def load_bundled_watchlist(redis_url: str) -> list[tuple[str, Listing]]:
@@ -169,7 +169,7 @@ def load_bundled_watchlist(redis_url: str) -> list[tuple[str, Listing]]:
 
 
 def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> list[GeneratedEvent]:
-    return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
+    return list(EventGenerator(listings, encoder(), **kwargs).stream(count))
 
 
 def _target(target: IsolatedStack | str, topic: str | None) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import redis
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
 from tests.integration.harness import (
     IsolatedStack,
     ScreenerProcess,
@@ -107,7 +107,7 @@ def run_traffic(
 ) -> None:
     """Produce `waves` waves of seeded withdrawals (sanctions hits, unscreenable and malformed records among them),
     `pause` seconds apart; when wave `outage_at_wave` starts (0-based), pause Redis for OUTAGE_MS while it arrives."""
-    generator = WithdrawalGenerator(
+    generator = EventGenerator(
         sample_listings(), encoder(), seed=seed, hit_share=hit_share, invalid_share=0.01, malformed_share=0.01
     )
     client = redis.Redis.from_url(run.stack.redis_url)

@@ -14,10 +14,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from aml_screener.screener.codec import (
     HEADER,
+    EventEncoder,
     FramedReader,
     RecordEncoder,
     WithdrawalDecoder,
-    WithdrawalEncoder,
     amount_of,
     usd_value_of,
 )
@@ -86,9 +86,9 @@ def encode_with(catalog: SchemaCatalog, schema_id: int, record: dict) -> bytes:
     return stream.getvalue()
 
 
-def current_encoder(catalog: SchemaCatalog) -> WithdrawalEncoder:
+def current_encoder(catalog: SchemaCatalog) -> EventEncoder:
     entry = catalog.current(WITHDRAWAL_REQUESTED)
-    return WithdrawalEncoder(entry.schema, entry.schema_id)
+    return EventEncoder(entry.schema, entry.schema_id)
 
 
 def test_round_trip_current_schema_keeps_every_field(catalog, decoder):
@@ -272,7 +272,7 @@ def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
     }
     value = encoder.encode(decision)
     schema_id, decoded = FramedReader(repository).decode(value)
-    assert schema_id == decision_entry.schema_id == 5
+    assert schema_id == decision_entry.schema_id == 8
     assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
     assert decoded["decision"] == "FLAGGED"
 

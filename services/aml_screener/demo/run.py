@@ -32,12 +32,12 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.screener_process import ScreenerNotReady, screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.infra.watchlist_layout import WatchlistKeys
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
 from aml_screener.watchlist.store import WatchlistStore
 
@@ -150,7 +150,7 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | 
 def run_demo(args: argparse.Namespace) -> int:
     catalog = SchemaCatalog()
     repository = LocalSchemaRepository(catalog)
-    encoder = WithdrawalEncoder(
+    encoder = EventEncoder(
         catalog.current(WITHDRAWAL_REQUESTED).schema, catalog.current(WITHDRAWAL_REQUESTED).schema_id
     )
     listings = sample_listings()
@@ -162,7 +162,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"watchlist: loaded {len(listings)} OFAC SDN addresses of {len(parties)} parties "
             f"(incl. Lazarus Group), version {synced.version}"
         )
-        generator = WithdrawalGenerator(
+        generator = EventGenerator(
             listings,
             encoder,
             seed=args.seed,

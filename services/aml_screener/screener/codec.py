@@ -1,4 +1,4 @@
-"""Avro in the Confluent wire format: decode WithdrawalRequested inputs, encode decision/flagged outputs.
+"""Avro in the Confluent wire format: decode WithdrawalRequested and DepositReceived inputs, encode the outputs.
 
 Wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body. Input records may be written with
 any writer schema the repository knows (older or newer versions); they are resolved into the current reader
@@ -25,6 +25,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
 from aml_screener.screener.schemas import (
+    DEPOSIT_RECEIVED,
     WITHDRAWAL_REQUESTED,
     Schema,
     SchemaCatalog,
@@ -32,7 +33,8 @@ from aml_screener.screener.schemas import (
     UnknownSchemaId,
     strip_logical_types,
 )
-from aml_screener.screening.records import WithdrawalEvent
+from aml_screener.screening.addresses import MAX_UNIFIED_ADDRESS_LENGTH
+from aml_screener.screening.records import DepositEvent, WithdrawalEvent
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -59,11 +61,11 @@ def decimal_to_bytes(value: Decimal, scale: int) -> bytes:
     return unscaled.to_bytes(length, "big", signed=True)
 
 
-def amount_of(event: WithdrawalEvent) -> Decimal:
+def amount_of(event: WithdrawalEvent | DepositEvent) -> Decimal:
     return decimal_from_bytes(event["amount"], _AMOUNT_SCALE)
 
 
-def usd_value_of(event: WithdrawalEvent) -> Decimal | None:
+def usd_value_of(event: WithdrawalEvent | DepositEvent) -> Decimal | None:
     raw = event.get("usd_value")
     return None if raw is None else decimal_from_bytes(raw, _USD_SCALE)
 
@@ -121,17 +123,23 @@ _REQUIRED_NON_EMPTY = ("event_id",)
 
 # Longest string (in characters) each field may hold; a record with a longer one is dead-lettered as
 # `field_too_long` right after decoding, before normalization, the normalization cache (200,000 entries: with
-# 61 KB addresses that cache alone grew by 120 MB per 2,000 records, measured) or any output. Generous: the
-# longest valid address (a Monero integrated address) has 106 characters, XRP/XLM/EOS tags and memos fit in 256.
+# 61 KB addresses that cache alone grew by 120 MB per 2,000 records, measured) or any output. Generous: addresses
+# may be Zcash unified addresses (up to MAX_UNIFIED_ADDRESS_LENGTH; others have at most 106 characters, a Monero
+# integrated address), XRP/XLM/EOS tags and memos fit in 256.
 FIELD_MAX_CHARS: dict[str, int] = {
     "event_id": 256,
     "exchange_id": 256,
     "account_id": 256,
     "asset": 32,
     "network": 64,
-    "destination_address": 256,
+    "destination_address": MAX_UNIFIED_ADDRESS_LENGTH,
     "destination_tag": 256,
+    "tx_hash": 256,
+    "receiving_address": MAX_UNIFIED_ADDRESS_LENGTH,
 }
+# A deposit's source addresses: at most this many (a large consolidation transaction has hundreds of inputs), each
+# at most an address long.
+SOURCE_ADDRESSES_MAX = 2_000
 # metadata (carried into flagged events for analysts): at most this many entries, keys and values this long.
 METADATA_MAX_ENTRIES = 64
 METADATA_KEY_MAX_CHARS = 256
@@ -144,6 +152,17 @@ def _check_lengths(record: dict[str, Any]) -> None:
         value = record.get(name)
         if value is not None and len(value) > limit:
             raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, limit {limit}")
+    sources = record.get("source_addresses")
+    if sources is not None:
+        if not sources:
+            raise DecodeError(DeadLetterReason.INVALID_FIELD, "source_addresses is empty")
+        if len(sources) > SOURCE_ADDRESSES_MAX:
+            detail = f"source_addresses has {len(sources)} entries, limit {SOURCE_ADDRESSES_MAX}"
+            raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
+        longest = max(len(address) for address in sources)
+        if longest > MAX_UNIFIED_ADDRESS_LENGTH:
+            detail = f"a source address has {longest} characters, limit {MAX_UNIFIED_ADDRESS_LENGTH}"
+            raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
     metadata = record.get("metadata")
     if metadata:
         if len(metadata) > METADATA_MAX_ENTRIES:
@@ -158,12 +177,15 @@ def _check_lengths(record: dict[str, Any]) -> None:
                 raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
 
 
-class WithdrawalDecoder:
-    """Turns input record values into raw WithdrawalRequested dicts, or raises DecodeError."""
+class EventDecoder:
+    """Turns input record values into raw dicts of one input record type (the current version of `reader`, any
+    writer schema resolved into it), or raises DecodeError."""
+
+    reader_name = WITHDRAWAL_REQUESTED
 
     def __init__(self, repository: SchemaRepository, catalog: SchemaCatalog, max_message_bytes: int) -> None:
         self._repository = repository
-        self._reader_full = catalog.current(WITHDRAWAL_REQUESTED).schema
+        self._reader_full = catalog.current(self.reader_name).schema
         self._reader = parse_schema(strip_logical_types(self._reader_full), {})
         self._reader_canonical = to_parsing_canonical_form(self._reader)
         self._plans: dict[int, _ReadPlan] = {}
@@ -197,17 +219,17 @@ class WithdrawalDecoder:
         if not branches:
             detail = (
                 f"writer schema {schema_id} is a {_writer_kind(writer_json)!r}, not a record: it cannot be read as "
-                f"{WITHDRAWAL_REQUESTED}"
+                f"{self.reader_name}"
             )
             return DecodeError(DeadLetterReason.WRONG_TYPE, detail[:500])
         for branch in branches:
             mismatch = _logical_mismatch(branch, self._reader_full)  # canonical forms omit logical types
             if mismatch:
-                detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {mismatch}"
+                detail = f"writer schema {schema_id} cannot be read as {self.reader_name}: {mismatch}"
                 return DecodeError(DeadLetterReason.WRONG_TYPE, detail)
         return None
 
-    def decode(self, value: bytes | None) -> tuple[int, WithdrawalEvent]:
+    def decode_raw(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
         """Return (writer schema id, record). Raises DecodeError; SchemaSourceUnavailable propagates."""
         if value is None:
             raise DecodeError(DeadLetterReason.NULL_VALUE, "record has no value (tombstone)")
@@ -236,7 +258,7 @@ class WithdrawalDecoder:
                 if message.startswith("No default value")
                 else DeadLetterReason.WRONG_TYPE
             )
-            detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {message}"
+            detail = f"writer schema {schema_id} cannot be read as {self.reader_name}: {message}"
             raise DecodeError(reason, detail) from None
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage; all mean "malformed"
             raise DecodeError(DeadLetterReason.MALFORMED_AVRO, f"{type(exc).__name__}: {exc}") from None
@@ -248,8 +270,28 @@ class WithdrawalDecoder:
         _check_lengths(record)
         if len(record["amount"]) > _MAX_DECIMAL_BYTES:
             raise DecodeError(DeadLetterReason.INVALID_FIELD, "amount exceeds decimal(38, 18)")
+        return schema_id, record
+
+
+class WithdrawalDecoder(EventDecoder):
+    """WithdrawalRequested inputs."""
+
+    reader_name = WITHDRAWAL_REQUESTED
+
+    def decode(self, value: bytes | None) -> tuple[int, WithdrawalEvent]:
+        schema_id, record = self.decode_raw(value)
         # Read into the reader schema (Avro resolution), so it has exactly the fields of WithdrawalEvent.
         return schema_id, cast("WithdrawalEvent", record)
+
+
+class DepositDecoder(EventDecoder):
+    """DepositReceived inputs."""
+
+    reader_name = DEPOSIT_RECEIVED
+
+    def decode(self, value: bytes | None) -> tuple[int, DepositEvent]:
+        schema_id, record = self.decode_raw(value)
+        return schema_id, cast("DepositEvent", record)
 
 
 class RecordEncoder:
@@ -267,11 +309,10 @@ class RecordEncoder:
         return stream.getvalue()
 
 
-class WithdrawalEncoder(RecordEncoder):
-    """Encodes WithdrawalRequested events (for producers: the demo generator, tests, benchmarks).
-
-    Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw form.
-    """
+class EventEncoder(RecordEncoder):
+    """Encodes input events, WithdrawalRequested or DepositReceived (for producers: the demo generator, tests,
+    benchmarks). Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw
+    form."""
 
     def encode(self, record: Mapping[str, object]) -> bytes:
         raw: dict[str, Any] = dict(record)
@@ -279,9 +320,10 @@ class WithdrawalEncoder(RecordEncoder):
             raw["amount"] = decimal_to_bytes(raw["amount"], _AMOUNT_SCALE)
         if isinstance(raw.get("usd_value"), Decimal):
             raw["usd_value"] = decimal_to_bytes(raw["usd_value"], _USD_SCALE)
-        requested_at = raw.get("requested_at")
-        if requested_at is not None and not isinstance(requested_at, int):
-            raw["requested_at"] = int(requested_at.timestamp() * 1000)
+        for name in ("requested_at", "observed_at"):
+            moment = raw.get(name)
+            if moment is not None and not isinstance(moment, int):
+                raw[name] = int(moment.timestamp() * 1000)
         return super().encode(raw)
 
 

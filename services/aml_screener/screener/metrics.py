@@ -77,20 +77,20 @@ class Metrics:
         )
         self.decisions = Counter(
             "aml_screener_decisions_total",
-            "Decisions produced and acknowledged by Kafka, by outcome.",
-            ["decision"],
+            "Decisions produced and acknowledged by Kafka, by outcome and direction (withdrawal, deposit).",
+            ["decision", "direction"],
             registry=r,
         )
         self.flags = Counter(
             "aml_screener_flags_total",
-            "Watchlist matches of flagged withdrawals (one per matched list entry).",
-            ["list", "category", "asset", "chain"],
+            "Watchlist matches of flagged events (one per matched list entry), by direction.",
+            ["list", "category", "asset", "chain", "direction"],
             registry=r,
         )
         self.flagged_usd = Counter(
             "aml_screener_flagged_usd_total",
-            "USD value of flagged withdrawals (where the event carries usd_value).",
-            ["category", "asset"],
+            "USD value of flagged events (where the event carries usd_value), by direction.",
+            ["category", "asset", "direction"],
             registry=r,
         )
         self.unscreenable = Counter(
@@ -101,8 +101,8 @@ class Metrics:
         )
         self.dead_lettered = Counter(
             "aml_screener_dead_lettered_total",
-            "Input records sent to the dead-letter topic, by reason.",
-            ["reason"],
+            "Input records sent to a dead-letter topic, by reason and direction (which input they came from).",
+            ["reason", "direction"],
             registry=r,
         )
         self.batch_size = Histogram(

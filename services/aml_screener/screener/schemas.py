@@ -31,6 +31,8 @@ from aml_screener.screener.errors import SchemaSourceUnavailable
 WITHDRAWAL_REQUESTED = "aml_screener.events.WithdrawalRequested"
 SCREENING_DECISION = "aml_screener.screening.ScreeningDecision"
 WITHDRAWAL_FLAGGED = "aml_screener.screening.WithdrawalFlagged"
+DEPOSIT_RECEIVED = "aml_screener.events.DepositReceived"
+DEPOSIT_FLAGGED = "aml_screener.screening.DepositFlagged"
 
 # How long a schema id the registry does not know is answered "unknown" without asking again.
 _UNKNOWN_ID_TTL_SECONDS = 60.0
