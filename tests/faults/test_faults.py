@@ -30,6 +30,8 @@ from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.mock_kafka import ApiKey, KafkaError
 from aml_screener.screener.codec import WithdrawalDecoder
 from aml_screener.screener.errors import DecodeError
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED
+from aml_screener.screening.records import Direction
 from tests.faults.conftest import PERSISTENT_REDIS
 from tests.faults.oracle import Row, account, assert_sound
 from tests.faults.poison import mutate, valid_payload
@@ -78,8 +80,21 @@ _INPUT_PRODUCER = {
 _CHUNK_FLUSH_S = 200
 
 
+# Every scenario runs a mixed stream: withdrawals and, for this share, deposits (several source addresses each on
+# UTXO chains), so both inputs are held to the same guarantees under every fault.
+_DEPOSIT_SHARE = 0.3
+
+
 def event_stream(seed: int, count: int = _STREAM_LIMIT) -> Iterator[GeneratedEvent]:
-    return EventGenerator(sample_listings(), encoder(), seed=seed, hit_share=0.05).stream(count)
+    generator = EventGenerator(
+        sample_listings(),
+        encoder(),
+        seed=seed,
+        hit_share=0.05,
+        deposit_share=_DEPOSIT_SHARE,
+        deposit_encoder=encoder(DEPOSIT_RECEIVED),
+    )
+    return generator.stream(count)
 
 
 class PacedLoad(threading.Thread):
@@ -109,8 +124,10 @@ class PacedLoad(threading.Thread):
                 chunk = [event for _, event in zip(range(_CHUNK), self.source, strict=False)]
                 if not chunk:
                     return
+                topics = self.stack.topics
                 for event in chunk:
-                    producer.produce(self.stack.topics.input, event.value, event.key, on_delivery=on_delivery)
+                    topic = topics.deposits if event.direction is Direction.DEPOSIT else topics.input
+                    producer.produce(topic, event.value, event.key, on_delivery=on_delivery)
                     producer.poll(0)
                 if producer.flush(_CHUNK_FLUSH_S) or failures:
                     raise AssertionError(f"test input not delivered: {failures[:3]}")
@@ -265,10 +282,15 @@ def test_broker_frozen_with_sigstop_then_resumed(cluster, screeners, reader, rep
 
 
 def committed_offsets(stack: IsolatedStack, group: str) -> int:
+    """The group's committed offsets summed over both inputs (withdrawals and deposits)."""
     consumer = KafkaConsumer(**stack.kafka_python_config(), group_id=group, enable_auto_commit=False)
+    names = stack.topics.by_role()
     try:
-        partitions = range(TOPICS["withdrawals.requested"])
-        return sum(consumer.committed(TopicPartition(stack.topics.input, p)) or 0 for p in partitions)
+        return sum(
+            consumer.committed(TopicPartition(names[role], p)) or 0
+            for role in ("withdrawals.requested", "deposits.received")
+            for p in range(TOPICS[role])
+        )
     finally:
         consumer.close()
 
@@ -304,7 +326,9 @@ def test_isr_below_min_insync_refuses_outputs_and_nothing_is_committed_past_them
     time.sleep(4)
     reader.settle(0.5)
     committed_during, decided_during = committed_offsets(cluster, group), len(reader.outputs.decisions)
-    consumed = first.metric("aml_screener_events_consumed_total", topic=topics.input)
+    consumed = first.metric("aml_screener_events_consumed_total", topic=topics.input) + first.metric(
+        "aml_screener_events_consumed_total", topic=topics.deposits
+    )
     assert committed_during == committed_before, "no offset is committed while decisions are refused"
     assert decided_during == decided_before, "no decision is written while the ISR is below min.insync.replicas"
     window = 4 * 2000 + 2000  # max in-flight batches x max poll records, plus the batch in hand

@@ -360,6 +360,38 @@ class EventGenerator:
             sources=(address,) if direction is Direction.DEPOSIT else (),
         )
 
+    def deposit_from(
+        self,
+        sources: Sequence[str],
+        *,
+        network: str,
+        asset: str,
+        expected: Expected,
+        address_key: str | None = None,
+        event_id: str | None = None,
+        now_ms: int | None = None,
+    ) -> GeneratedEvent:
+        """One deposit from exactly these source addresses (e.g. the demo's deposit from a Lazarus address)."""
+        if self.deposit_encoder is None:
+            raise ValueError("deposits need a deposit_encoder (DepositReceived)")
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        event_id = event_id or f"dep-{self._event_id()}"
+        value = self._encode(
+            Direction.DEPOSIT, event_id, network=network, asset=asset, addresses=sources, now_ms=now_ms
+        )
+        return GeneratedEvent(
+            event_id,
+            event_id.encode(),
+            value,
+            expected,
+            network,
+            asset,
+            sources[0],
+            address_key,
+            direction=Direction.DEPOSIT,
+            sources=tuple(sources),
+        )
+
     def stream(self, count: int) -> Iterator[GeneratedEvent]:
         for _ in range(count):
             yield self.event()
