@@ -244,6 +244,27 @@ class Settings(BaseSettings):
         5.0, gt=0, le=300, description="Longest back-off between lookup retries while failing closed."
     )
 
+    # --- Action policy -----------------------------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "TOML file of the action policy (docs/policy.md): read at start-up (invalid or unreadable: the screener "
+            "does not start), then checked every AML_POLICY_RELOAD_SECONDS and used from the next batch when it "
+            "changed and is valid (an invalid change is refused; the previous policy stays). Unset: the built-in "
+            "default policy."
+        ),
+    )
+    policy_reload_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3_600,
+        description=(
+            "How often the policy file is checked for changes (it is read and hashed: a few KB). A change takes "
+            "effect within this time plus one batch."
+        ),
+    )
+
     # --- Service -----------------------------------------------------------------------------------------
     http_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz and /readyz.")  # noqa: S104
     http_port: int = Field(9400, ge=0, le=65_535, description="Port of /metrics, /healthz, /readyz (0 = off).")

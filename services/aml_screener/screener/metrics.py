@@ -208,3 +208,21 @@ class Metrics:
             "Unix time the last batch was committed (progress indicator).",
             registry=r,
         )
+        self.policy_info = Info(
+            "aml_screener_policy",
+            "Version of the action policy the screener decides with (declared version + content digest).",
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "aml_screener_policy_reloads_total",
+            "Changes of the policy file seen while running, by result: applied (a new policy is in use), unchanged "
+            "(same rules, e.g. only comments changed), invalid or unreadable (refused: the previous policy stays).",
+            ["result"],
+            registry=r,
+        )
+        self.policy_file_refused = Gauge(
+            "aml_screener_policy_file_refused",
+            "1 while the policy file's current content is refused (invalid or unreadable): the screener decides "
+            "with an earlier policy than the file says.",
+            registry=r,
+        )
