@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aml_screener.screening.policy import DEFAULT_POLICY, parse_policy
 from aml_screener.watchlist.sync import load_config
 from tests.deploy.conftest import (
     CHART,
@@ -442,14 +443,39 @@ def test_values_schema_rejects_mistakes(values: dict[str, Any], complaint: str, 
 
 
 def test_values_schema_knows_exactly_the_settings() -> None:
-    """config/env accept every non-secret setting except the three the chart sets, secrets accept every secret:
+    """config/env accept every non-secret setting except the four the chart sets, secrets accept every secret:
     a setting added to the code without updating the schema fails here, not in a user's `helm install`."""
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     plain = set(schema["definitions"]["settingName"]["enum"])
     secret = set(schema["definitions"]["secretName"]["enum"])
-    chart_managed = {"AML_HTTP_PORT", "AML_SHUTDOWN_TIMEOUT_SECONDS", "AML_INSTANCE_ID"}
+    chart_managed = {"AML_HTTP_PORT", "AML_SHUTDOWN_TIMEOUT_SECONDS", "AML_INSTANCE_ID", "AML_POLICY_FILE"}
     assert secret == SECRET_VARIABLES
     assert plain == SETTINGS_VARIABLES - SECRET_VARIABLES - chart_managed
     assert schema["additionalProperties"] is False
     defaults = load_yaml((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert set(defaults) == set(schema["properties"]), "values.yaml and the schema list different keys"
+
+
+def test_the_action_policy_is_mounted_as_a_directory_so_changes_reach_running_screeners(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """The kubelet updates a ConfigMap volume in place, but never a subPath mount; and no checksum annotation rolls
+    the pods on a policy change: the screener reloads the file itself (docs/policy.md)."""
+    docs = rendered["defaults"]
+    configmap = next(doc for doc in objects(docs, "ConfigMap") if doc["metadata"]["name"].endswith("-policy"))
+    assert parse_policy(configmap["data"]["policy.toml"]).version == DEFAULT_POLICY.version, "the shipped default"
+    container = screener_container(docs)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    mount = next(item for item in container["volumeMounts"] if item["name"] == "policy")
+    assert "subPath" not in mount and mount["readOnly"] is True
+    assert env["AML_POLICY_FILE"] == f"{mount['mountPath']}/policy.toml"
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "policy")["configMap"]["name"] == configmap["metadata"]["name"]
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert not any("policy" in key for key in annotations)
+
+    own = 'version = "exchange-1"\n[[rule]]\nid = "mixers"\ndirection = "deposit"\n'
+    own += 'category = "mixer"\naction = "freeze"\n'
+    custom = load_yaml_all(helm_template({"policy": {"content": own}}, tmp_path))
+    data = next(doc for doc in objects(custom, "ConfigMap") if doc["metadata"]["name"].endswith("-policy"))["data"]
+    assert parse_policy(data["policy.toml"]).version == parse_policy(own).version

@@ -81,6 +81,13 @@ class Metrics:
             ["decision", "direction"],
             registry=r,
         )
+        self.actions = Counter(
+            "aml_screener_actions_total",
+            "Actions the policy chose for acknowledged decisions, by direction (withdrawal: reject/hold/allow; "
+            "deposit: freeze/review/accept).",
+            ["direction", "action"],
+            registry=r,
+        )
         self.flags = Counter(
             "aml_screener_flags_total",
             "Watchlist matches of flagged events (one per matched list entry), by direction.",

@@ -35,7 +35,8 @@ from pydantic import (
 )
 
 from aml_screener.screening.decision import Outcome
-from aml_screener.screening.records import Match
+from aml_screener.screening.records import Direction, Match
+from aml_screener.screening.records import ShadowResult as ShadowRecord
 from aml_screener.screening.related import MatchType
 from aml_screener.screening.watchlist import Category, Severity, highest_severity, severity_of, severity_rank
 
@@ -58,13 +59,6 @@ __all__ = [
 
 class PolicyError(ValueError):
     """A policy that cannot be used. The message names the file, the rule (number and id) and the field."""
-
-
-class Direction(StrEnum):
-    """Which way funds move: a withdrawal sends them to an address, a deposit receives them from addresses."""
-
-    WITHDRAWAL = "withdrawal"
-    DEPOSIT = "deposit"
 
 
 class Action(StrEnum):
@@ -334,7 +328,7 @@ class ShadowResult:
     action: Action
     severity: Severity | None
 
-    def as_record(self) -> dict[str, str | None]:
+    def as_record(self) -> ShadowRecord:
         """The Avro ShadowResult record."""
         return {"rule": self.rule, "action": self.action.value, "severity": self.severity}
 
@@ -411,6 +405,11 @@ class Policy:
                     candidates = replace(candidates, constant=constant)
                 index[direction, outcome] = candidates
         object.__setattr__(self, "_index", index)
+
+    def needs_details(self, direction: Direction, outcome: Outcome) -> bool:
+        """Whether a decision without matches of this direction and outcome can depend on its asset or USD value
+        (False: :func:`apply_policy` answers from a precomputed result, so the caller need not decode the amount)."""
+        return self._index[direction, outcome].constant is None
 
     @property
     def effective(self) -> tuple[Rule, ...]:
