@@ -331,11 +331,14 @@ def _transaction(flagged: Mapping[str, Any], direction: Direction) -> Transactio
     )
 
 
+def decimal_text(amount: Decimal) -> str:
+    """An amount without the trailing zeros of its Avro scale, never in scientific notation: 12500.5, 100."""
+    return f"{amount.normalize():f}"
+
+
 def _quantity(transaction: Transaction) -> str:
-    amount = transaction.amount.normalize()
-    text = f"{amount:f}"  # never scientific notation
     value = f" (USD {transaction.usd_value:,.2f})" if transaction.usd_value is not None else ""
-    return f"{text} {transaction.asset} on {transaction.network}{value}"
+    return f"{decimal_text(transaction.amount)} {transaction.asset} on {transaction.network}{value}"
 
 
 def _property_description(transaction: Transaction) -> str:
