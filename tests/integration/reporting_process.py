@@ -1,6 +1,6 @@
 """`aml-screener report` as the tests run it: `report serve` as a child process (a ScreenerProcess with another
 command: same environment, probes, metrics and log handling) and the one-shot commands, on an IsolatedStack's
-broker, with the reporter's own topics (flagged deposits and obligations, uniquely named)."""
+broker and flagged topics, with an obligations topic of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Producer
@@ -23,25 +22,13 @@ from tests.integration.harness import IsolatedStack, ScreenerProcess
 REPORT_SERVE = [sys.executable, "-m", "aml_screener.cli", "report", "serve"]
 
 
-@dataclass(frozen=True)
-class ReportingTopics:
-    """The reporter's topics besides the stack's withdrawal flagged topic."""
+def reporting_env(obligations_topic: str, group: str) -> dict[str, str]:
+    """The reporter's own settings; the flagged topics are the stack's (ScreenerProcess sets them)."""
+    return {"AML_KAFKA_OBLIGATIONS_TOPIC": obligations_topic, "AML_REPORTING_GROUP_ID": group}
 
-    deposit_flagged: str
-    obligations: str
 
-    @classmethod
-    def unique(cls) -> ReportingTopics:
-        tag = uuid.uuid4().hex[:8]
-        return cls(f"deposits.flagged.{tag}", f"compliance.obligations.{tag}")
-
-    def env(self, stack: IsolatedStack, group: str) -> dict[str, str]:
-        return {
-            **stack.topics.env(),
-            "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": self.deposit_flagged,
-            "AML_KAFKA_OBLIGATIONS_TOPIC": self.obligations,
-            "AML_REPORTING_GROUP_ID": group,
-        }
+def unique_obligations_topic() -> str:
+    return f"compliance.obligations.{uuid.uuid4().hex[:8]}"
 
 
 class ReporterProcess(ScreenerProcess):

@@ -21,12 +21,13 @@ from aml_screener.reporting.obligations import ObligationKind, ObligationStatus,
 from tests.integration.harness import IsolatedStack
 from tests.integration.reporting_process import (
     ReporterProcess,
-    ReportingTopics,
     committed,
     list_json,
     produce_values,
     read_topic,
+    reporting_env,
     run_report,
+    unique_obligations_topic,
 )
 from tests.reporting_support import decoded, deposit_flagged, encode, theft_match, withdrawal_flagged
 
@@ -47,10 +48,9 @@ def open_count(reporter: ReporterProcess, kind: ObligationKind) -> float:
 
 def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stack: IsolatedStack, tmp_path: Path):
     cluster = stack.cluster
-    topics = ReportingTopics.unique()
-    cluster.create_topic(topics.deposit_flagged, 1)  # the obligations topic is left to the reporter to create
+    obligations_topic = unique_obligations_topic()  # left to the reporter to create
     group = f"aml-reporting-test-{uuid.uuid4().hex[:8]}"
-    serve_env = {**topics.env(stack, group), **INSTITUTION}
+    serve_env = {**reporting_env(obligations_topic, group), **INSTITUTION}
     reporters: list[ReporterProcess] = []
 
     def start(instance: str) -> ReporterProcess:
@@ -72,7 +72,7 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
                 (b"garbage", b"\x00\x00\x00\x00\x63not avro"),
             ],
         )
-        produce_values(stack.bootstrap_servers, topics.deposit_flagged, [(b"d1", encode(frozen))])
+        produce_values(stack.bootstrap_servers, stack.topics.deposit_flagged, [(b"d1", encode(frozen))])
         expected_rejected = obligation_from_flagged(decoded(rejected))
         expected_frozen = obligation_from_flagged(decoded(frozen))
         assert expected_rejected is not None and expected_frozen is not None
@@ -90,10 +90,10 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
         )
 
         # The state topic: created compacted, one value per obligation, exactly what the flagged events oblige.
-        resource = ConfigResource(ConfigResource.Type.TOPIC, topics.obligations)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, obligations_topic)
         configs = cluster.admin().describe_configs([resource])[resource].result(15)
         assert configs["cleanup.policy"].value == "compact"
-        records = read_topic(stack, topics.obligations)
+        records = read_topic(stack, obligations_topic)
         assert {key for key, _ in records} == {expected_rejected.obligation_id, expected_frozen.obligation_id}
         by_id = {key: value for key, value in records}
         recorded = by_id[expected_rejected.obligation_id]
@@ -103,7 +103,7 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
         assert (recorded.evidence.flagged_topic, recorded.evidence.flagged_offset) == (stack.topics.flagged, 0)
         # The flagged offsets are committed (after the writes were acknowledged): every record was handled.
         flagged_partitions = [TopicPartition(stack.topics.flagged, p) for p in range(2)]
-        flagged_partitions.append(TopicPartition(topics.deposit_flagged, 0))
+        flagged_partitions.append(TopicPartition(stack.topics.deposit_flagged, 0))
         first.wait_until(
             lambda: sum(max(offset, 0) for offset in committed(stack, group, flagged_partitions).values()) == 5,
             30,
@@ -167,7 +167,7 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
             "the duplicate committed",
         )
         values = [
-            value for key, value in read_topic(stack, topics.obligations) if key == expected_rejected.obligation_id
+            value for key, value in read_topic(stack, obligations_topic) if key == expected_rejected.obligation_id
         ]
         assert [value.status if value else None for value in values] == [ObligationStatus.OPEN, ObligationStatus.FILED]
         assert values[-1] is not None and values[-1].filing is not None
@@ -184,7 +184,7 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
         assert open_count(second, ObligationKind.BLOCKED_PROPERTY) == 1
         assert second.metric("aml_screener_reporting_known_obligations") == 2
         later = deposit_flagged(action="freeze", flagged_at=datetime.now(UTC))
-        produce_values(stack.bootstrap_servers, topics.deposit_flagged, [(b"d2", encode(later))])
+        produce_values(stack.bootstrap_servers, stack.topics.deposit_flagged, [(b"d2", encode(later))])
         second.wait_until(
             lambda: open_count(second, ObligationKind.BLOCKED_PROPERTY) == 2, 60, "a new obligation after restart"
         )
@@ -197,10 +197,10 @@ def test_report_serve_records_obligations_and_rebuilds_them_after_a_restart(stac
 
 
 def test_report_serve_refuses_an_obligations_topic_that_is_not_compacted(stack: IsolatedStack) -> None:
-    topics = ReportingTopics.unique()
-    stack.cluster.create_topic(topics.obligations, 1)  # cleanup.policy=delete: obligations would expire
+    obligations_topic = unique_obligations_topic()
+    stack.cluster.create_topic(obligations_topic, 1)  # cleanup.policy=delete: obligations would expire
     group = f"aml-reporting-test-{uuid.uuid4().hex[:8]}"
-    process = ReporterProcess(stack, group=group, instance="r1", env=topics.env(stack, group)).start()
+    process = ReporterProcess(stack, group=group, instance="r1", env=reporting_env(obligations_topic, group)).start()
     try:
         assert process.proc is not None
         assert process.proc.wait(60) == 2

@@ -31,7 +31,7 @@ from tests.integration.harness import (
     load_bundled_watchlist,
     produce,
 )
-from tests.integration.reporting_process import ReporterProcess, produce_values
+from tests.integration.reporting_process import ReporterProcess, produce_values, reporting_env
 from tests.observability.prom import PrometheusServer
 from tests.reporting_support import deposit_flagged, encode, withdrawal_flagged
 
@@ -41,14 +41,8 @@ OUTAGE_MS = 2000
 _SLICES = 5
 
 
-# The reporter's topics on the mock, which has no admin API to create (or check) a compacted topic: created here.
+# The obligations topic on the mock, which has no admin API to create (or check) a compacted topic: created here.
 OBLIGATIONS_TOPIC = "compliance.obligations"
-DEPOSIT_FLAGGED_TOPIC = "deposits.flagged"
-REPORTING_ENV = {
-    "AML_KAFKA_OBLIGATIONS_TOPIC": OBLIGATIONS_TOPIC,
-    "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": DEPOSIT_FLAGGED_TOPIC,
-    "AML_REPORTING_MANAGE_TOPIC": "false",
-}
 
 
 @dataclass
@@ -106,9 +100,8 @@ def observed_screener(scrape_interval: float = 1.0) -> Iterator[Run]:
     with isolated_stack(None, broker="mock") as stack:
         screener = ScreenerProcess(stack, group=f"aml-observability-{uuid.uuid4().hex[:8]}", instance="s1")
         group = f"aml-observability-reporting-{uuid.uuid4().hex[:8]}"
-        reporter = ReporterProcess(
-            stack, group=group, instance="r1", env={**REPORTING_ENV, "AML_REPORTING_GROUP_ID": group}
-        )
+        env = {**reporting_env(OBLIGATIONS_TOPIC, group), "AML_REPORTING_MANAGE_TOPIC": "false"}
+        reporter = ReporterProcess(stack, group=group, instance="r1", env=env)
         targets = [f"127.0.0.1:{screener.port}", f"127.0.0.1:{reporter.port}"]
         prometheus = PrometheusServer(targets, scrape_interval=scrape_interval)
         try:
@@ -131,7 +124,6 @@ REPORTED_OBLIGATIONS = 2
 def start_reporting(run: Run) -> None:
     """The reporter with its topics, and two obligations recorded: one overdue, one due in two weeks."""
     run.stack.kafka.create_topic(OBLIGATIONS_TOPIC, 1)
-    run.stack.kafka.create_topic(DEPOSIT_FLAGGED_TOPIC, 1)
     run.reporter.start()
     run.reporter.wait_until(lambda: run.reporter.probe("/readyz")[0] == 200, 60, "reporter ready")
     now = datetime.now(UTC)
@@ -139,7 +131,7 @@ def start_reporting(run: Run) -> None:
     frozen = deposit_flagged(action="freeze", flagged_at=now)
     servers = run.stack.bootstrap_servers
     produce_values(servers, run.stack.topics.flagged, [(rejected["event_id"].encode(), encode(rejected))])
-    produce_values(servers, DEPOSIT_FLAGGED_TOPIC, [(frozen["event_id"].encode(), encode(frozen))])
+    produce_values(servers, run.stack.topics.deposit_flagged, [(frozen["event_id"].encode(), encode(frozen))])
 
     def recorded() -> bool:
         open_ = run.reporter.metric("aml_screener_reporting_open_obligations", kind="rejected_transaction")
