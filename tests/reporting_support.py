@@ -74,8 +74,23 @@ def theft_match(address: str = HACK_ETH) -> dict[str, Any]:
     )
 
 
-def _source(topic: str) -> dict[str, Any]:
-    return {"topic": topic, "partition": 1, "offset": 4211, "schema_id": 1}
+def _decision(
+    event_id: str, watchlist_version: str, action: str | None, flagged_at: datetime, input_topic: str
+) -> dict[str, Any]:
+    """The fields every flagged event carries about its decision."""
+    return {
+        "decision_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id}/{watchlist_version}")),
+        "event_id": event_id,
+        "severity": "critical",
+        "action": action,
+        "policy_version": "2026-12-01 (sha256:ab12)",
+        "policy_rule": "default:sanctions",
+        "watchlist_version": watchlist_version,
+        "source": {"topic": input_topic, "partition": 1, "offset": 4211, "schema_id": 1},
+        "flagged_at": _us(flagged_at),
+        "screener": "screener-0",
+        "screener_version": "aml-screener 0.1.0",
+    }
 
 
 def withdrawal_flagged(
@@ -95,17 +110,11 @@ def withdrawal_flagged(
     event_id = event_id or str(uuid.uuid4())
     found = [dict(item) for item in (matches if matches is not None else [match(destination)])]
     return {
-        "decision_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id}/{watchlist_version}")),
-        "event_id": event_id,
-        "severity": "critical",
-        "action": action,
-        "policy_version": "2026-12-01 (sha256:ab12)",
-        "policy_rule": "default:sanctions",
+        **_decision(event_id, watchlist_version, action, flagged_at, "withdrawals.requested"),
         "summary": f"{asset} on {network} to address listed by ofac-sdn (Lazarus Group, DPRK3)",
         "address_key": f"evm:{destination.lower()}",
         "chain_family": "evm",
         "matches": found,
-        "watchlist_version": watchlist_version,
         "withdrawal": {
             "event_id": event_id,
             "exchange_id": "bithumb-kr",
@@ -119,10 +128,6 @@ def withdrawal_flagged(
             "requested_at": _ms(flagged_at) - 40,
             "metadata": {"channel": "api"},
         },
-        "source": _source("withdrawals.requested"),
-        "flagged_at": _us(flagged_at),
-        "screener": "screener-0",
-        "screener_version": "aml-screener 0.1.0",
     }
 
 
@@ -169,16 +174,10 @@ def deposit_flagged(
         for address, found in sources
     ]
     return {
-        "decision_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id}/{watchlist_version}")),
-        "event_id": event_id,
-        "severity": "critical",
-        "action": action,
-        "policy_version": "2026-12-01 (sha256:ab12)",
-        "policy_rule": "default:sanctions",
+        **_decision(event_id, watchlist_version, action, flagged_at, "deposits.received"),
         "summary": "BTC on bitcoin from an address listed by ofac-sdn (Garantex Europe OU)",
         "matches": [item for _address, found in sources for item in map(dict, found)],
         "sources": screened,
-        "watchlist_version": watchlist_version,
         "deposit": {
             "event_id": event_id,
             "exchange_id": "upbit-kr",
@@ -195,10 +194,6 @@ def deposit_flagged(
             "confirmations": 2,
             "metadata": None,
         },
-        "source": _source("deposits.received"),
-        "flagged_at": _us(flagged_at),
-        "screener": "screener-1",
-        "screener_version": "aml-screener 0.1.0",
     }
 
 

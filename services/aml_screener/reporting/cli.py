@@ -112,14 +112,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def cmd_list(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
-    settings = settings_factory()
+def _snapshot(settings: Any) -> ObligationBook:
+    """Every obligation recorded so far (none when the topic does not exist yet: said on stderr)."""
     try:
         book, obligations = _read(settings)
     except ObligationsTopicError as exc:
         print(f"aml-screener report: no obligations recorded: {exc}", file=sys.stderr)
-        return 0
+        return ObligationBook()
     obligations.close()
+    return book
+
+
+def cmd_list(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
+    book = _snapshot(settings_factory())
     now = _now()
     shown = [o for o in book.obligations() if args.status in ("all", o.status.value)]
     if args.json:
@@ -142,13 +147,7 @@ def cmd_list(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
 
 def cmd_drafts(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
     settings = settings_factory()
-    try:
-        book, obligations = _read(settings)
-    except ObligationsTopicError as exc:
-        print(f"aml-screener report: no obligations recorded: {exc}", file=sys.stderr)
-        book, obligations = ObligationBook(), None
-    if obligations is not None:
-        obligations.close()
+    book = _snapshot(settings)
     selected = [o for o in book.obligations() if o.is_open and (args.since is None or o.decided_at >= args.since)]
     institution = Institution(
         name=settings.reporting_institution_name,

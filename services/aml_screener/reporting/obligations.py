@@ -295,39 +295,33 @@ def _targets(flagged: Mapping[str, Any], direction: Direction) -> tuple[Sanction
 
 
 def _transaction(flagged: Mapping[str, Any], direction: Direction) -> Transaction:
+    event = flagged["withdrawal" if direction is Direction.WITHDRAWAL else "deposit"]
+    common: dict[str, Any] = {
+        "direction": direction,
+        "event_id": event["event_id"],
+        "exchange_id": event["exchange_id"],
+        "account_id": event["account_id"],
+        "asset": event["asset"],
+        "network": event["network"],
+        "amount": event["amount"],
+        "usd_value": event.get("usd_value"),
+        "metadata": event.get("metadata"),
+    }
     if direction is Direction.WITHDRAWAL:
-        event = flagged["withdrawal"]
         return Transaction(
-            direction=direction,
-            event_id=event["event_id"],
-            exchange_id=event["exchange_id"],
-            account_id=event["account_id"],
-            asset=event["asset"],
-            network=event["network"],
-            amount=event["amount"],
-            usd_value=event.get("usd_value"),
+            **common,
             occurred_at=_utc(event["requested_at"]),
             destination_address=event["destination_address"],
             destination_tag=event.get("destination_tag"),
-            metadata=event.get("metadata"),
         )
-    event = flagged["deposit"]
     return Transaction(
-        direction=direction,
-        event_id=event["event_id"],
-        exchange_id=event["exchange_id"],
-        account_id=event["account_id"],
-        asset=event["asset"],
-        network=event["network"],
-        amount=event["amount"],
-        usd_value=event.get("usd_value"),
+        **common,
         occurred_at=_utc(event["observed_at"]),
         tx_hash=event["tx_hash"],
         output_index=event.get("output_index"),
         receiving_address=event["receiving_address"],
         source_addresses=tuple(event["source_addresses"]),
         confirmations=event.get("confirmations"),
-        metadata=event.get("metadata"),
     )
 
 

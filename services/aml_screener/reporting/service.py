@@ -38,6 +38,7 @@ from aml_screener.reporting.topic import ObligationLog, ObligationsTopicError
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import FramedReader
 from aml_screener.screener.errors import SchemaSourceUnavailable
+from aml_screener.screener.health import loop_liveness_problem
 from aml_screener.screening.records import Direction
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,7 @@ class ReporterState:
         self.failing_since = None
 
     def liveness_problem(self) -> str | None:
-        now = time.monotonic()
-        if now - self.last_loop > self.stall_seconds:
-            return "loop_stalled"
-        if self.failing_since is not None and now - self.failing_since > self.stall_seconds:
-            return "loop_failing"
-        return None
+        return loop_liveness_problem(time.monotonic(), self.last_loop, self.failing_since, self.stall_seconds)
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -49,6 +49,18 @@ class HasRegistry(Protocol):
     registry: CollectorRegistry
 
 
+def loop_liveness_problem(
+    now: float, last_loop: float, failing_since: float | None, stall_seconds: float
+) -> str | None:
+    """A consumer loop is stuck when it has not come round, or has kept failing, for longer than `stall_seconds`
+    (monotonic times)."""
+    if now - last_loop > stall_seconds:
+        return "loop_stalled"
+    if failing_since is not None and now - failing_since > stall_seconds:
+        return "loop_failing"
+    return None
+
+
 @dataclass
 class ServiceState:
     """What the loop tells the probes. Written by the loop thread, read by HTTP threads (plain attributes).
@@ -99,10 +111,9 @@ class ServiceState:
     def liveness_problem(self) -> str | None:
         """Why the loop counts as stuck, or None while it makes progress."""
         now = time.monotonic()
-        if now - self.last_loop > self.stall_seconds:
-            return "loop_stalled"
-        if self.failing_since is not None and now - self.failing_since > self.stall_seconds:
-            return "loop_failing"
+        problem = loop_liveness_problem(now, self.last_loop, self.failing_since, self.stall_seconds)
+        if problem is not None:
+            return problem
         if any(now - since > self.stall_seconds for _offset, _error, since in self.unreadable.values()):
             return "input_unreadable"
         return None
