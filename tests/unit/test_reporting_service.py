@@ -1,12 +1,14 @@
 """The reporter's loop against fakes of its Kafka ports (the process-level test proves the wiring): flagged offsets
 are committed only after every new obligation of the batch is acknowledged; a failed write or an unreachable schema
 registry sends the consumer back to the batch; an obligation is written once, never again (a filed one stays filed);
-and the metrics and drafts show what the state holds."""
+the metrics and drafts show what the state holds; and the obligations topic is created compacted, a deleting one or
+a refusal stops the reporter, a transient error is retried."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +26,7 @@ from aml_screener.reporting.drafts import SUMMARY_FILE, Institution, write_draft
 from aml_screener.reporting.metrics import ReportingMetrics
 from aml_screener.reporting.obligations import Obligation, ObligationKind, obligation_from_flagged
 from aml_screener.reporting.service import Reporter, ReporterState
+from aml_screener.reporting.topic import ObligationsTopicError, ensure_compacted
 from aml_screener.screener.codec import FramedReader
 from aml_screener.screener.errors import SchemaSourceUnavailable
 from aml_screener.screening.records import Direction
@@ -318,3 +323,86 @@ def test_drafts_carry_the_forms_fields_and_say_what_is_left_to_complete(tmp_path
     assert [row["obligation_id"] for row in rows] == [rejected.obligation_id, blocked.obligation_id]
     assert rows[1]["sanctions_targets"] == "Garantex Europe OU (ofac-sdn 36025)"
     assert rows[1]["draft"] == paths[1].name and rows[0]["usd_value"] == "12498.75"
+
+
+@dataclass
+class _Future:
+    value: Any = None
+    error: int | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        del timeout
+        if self.error is not None:
+            raise KafkaException(KafkaError(self.error))
+        return self.value
+
+
+@dataclass
+class _Entry:
+    value: str
+
+
+@dataclass
+class FakeAdmin:
+    """AdminClient answers: the topic exists or not, its cleanup.policy, what creating and describing it return."""
+
+    exists: bool = True
+    policy: str = "compact"
+    create_error: int | None = None
+    describe_error: int | None = None
+    created: list[dict[str, str]] = field(default_factory=list)
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        del timeout
+        error = None if self.exists else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+        @dataclass
+        class Meta:
+            topics: dict[str, Any]
+
+        @dataclass
+        class TopicMeta:
+            error: Any
+
+        return Meta({topic: TopicMeta(error)})
+
+    def create_topics(self, topics: Sequence[Any], **kwargs: Any) -> dict[str, _Future]:
+        del kwargs
+        self.created += [dict(topic.config) for topic in topics]
+        if self.create_error is None:
+            self.exists = True
+        return {topic.topic: _Future(error=self.create_error) for topic in topics}
+
+    def describe_configs(self, resources: Sequence[Any], **kwargs: Any) -> dict[Any, _Future]:
+        del kwargs
+        return {r: _Future({"cleanup.policy": _Entry(self.policy)}, self.describe_error) for r in resources}
+
+
+def test_the_obligations_topic_is_created_compacted_and_a_deleting_one_refused() -> None:
+    missing = FakeAdmin(exists=False)
+    assert ensure_compacted(missing, "compliance.obligations") == "created"  # type: ignore[arg-type]
+    assert missing.created == [{"cleanup.policy": "compact"}]
+    assert ensure_compacted(FakeAdmin(), "compliance.obligations") == "exists"  # type: ignore[arg-type]
+    for policy in ("delete", "compact,delete"):
+        expected = re.escape(f"cleanup.policy={policy}: obligations would be deleted")
+        with pytest.raises(ObligationsTopicError, match=expected):
+            ensure_compacted(FakeAdmin(policy=policy), "compliance.obligations")  # type: ignore[arg-type]
+
+
+def test_refusals_stop_the_reporter_and_transient_errors_are_retried() -> None:
+    topic = "compliance.obligations"
+    refused = FakeAdmin(describe_error=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(ObligationsTopicError, match="DescribeConfigs"):
+        ensure_compacted(refused, topic)  # type: ignore[arg-type]
+    not_allowed = FakeAdmin(exists=False, create_error=KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+    with pytest.raises(ObligationsTopicError, match="could not be created"):
+        ensure_compacted(not_allowed, topic)  # type: ignore[arg-type]
+    raced = FakeAdmin(exists=False, create_error=KafkaError.TOPIC_ALREADY_EXISTS, policy="delete")
+    with pytest.raises(ObligationsTopicError, match=r"cleanup\.policy=delete"):  # created meanwhile, checked anyway
+        ensure_compacted(raced, topic)  # type: ignore[arg-type]
+    for transient in (
+        FakeAdmin(exists=False, create_error=KafkaError._TIMED_OUT),
+        FakeAdmin(describe_error=KafkaError._TRANSPORT),
+    ):
+        with pytest.raises(KafkaException):  # the caller backs off and tries again
+            ensure_compacted(transient, topic)  # type: ignore[arg-type]

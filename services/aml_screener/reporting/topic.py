@@ -44,6 +44,19 @@ _CATCH_UP_POLL_MS = 200
 _DELIVERY_MARGIN_SECONDS = 5.0
 
 
+# Answers that no retry changes: the operator must grant the permission (or manage the topic), or fix the cluster's
+# topic policy.
+_REFUSED = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
+_UNCREATABLE = frozenset(
+    {KafkaError.POLICY_VIOLATION, KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_CONFIG}
+)
+
+
+def _code(exc: KafkaException) -> int | None:
+    error = exc.args[0] if exc.args else None
+    return int(error.code()) if isinstance(error, KafkaError) else None
+
+
 class ObligationsTopicError(Exception):
     """The obligations topic cannot hold obligations safely (not compacted, cannot be created, has no partitions).
     The operator must act: the message says what."""
@@ -61,17 +74,27 @@ def ensure_compacted(admin: AdminClient, topic: str, *, timeout: float = ADMIN_T
         try:
             admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[topic].result(timeout)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            code = _code(exc)
+            if code in _REFUSED or code in _UNCREATABLE:
                 raise ObligationsTopicError(
                     f"AML_KAFKA_OBLIGATIONS_TOPIC {topic!r} does not exist and could not be created ({exc}): create "
                     f"it with cleanup.policy={COMPACT}, or allow this client to create topics"
                 ) from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:  # created meanwhile: check it like any other
+                raise  # a timeout, a broker down: retried by the caller
         else:
             log.info("obligations topic created", extra={"topic": topic, "cleanup_policy": COMPACT})
             return "created"
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    except KafkaException as exc:
+        if _code(exc) in _REFUSED:
+            raise ObligationsTopicError(
+                f"not allowed to read the configuration of AML_KAFKA_OBLIGATIONS_TOPIC {topic!r} ({exc}): grant "
+                "DescribeConfigs on it, or create it compacted yourself and set AML_REPORTING_MANAGE_TOPIC=false"
+            ) from None
+        raise  # anything else (a timeout, a broker down) is retried by the caller
     policy = entries["cleanup.policy"].value if "cleanup.policy" in entries else None
     if policy != COMPACT:
         raise ObligationsTopicError(
