@@ -5,6 +5,8 @@ aml-screener demo                the whole pipeline on the embedded stack with t
 aml-screener watchlist load      load address lists into a new watchlist version in Redis
 aml-screener watchlist status    show the active watchlist version
 aml-screener watchlist check     look one address up in the active version
+aml-screener report serve        record OFAC reporting obligations from the flagged topics (metrics, probes)
+aml-screener report list|drafts|file   the obligations, their report drafts, mark one filed
 aml-screener devstack            run the embedded Kafka-protocol broker + redis-server until Ctrl-C
 aml-screener policy check FILE   validate an action policy file and show its version and rules
 aml-screener config              document or check the AML_* settings
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from aml_screener.demo.run import add_demo_arguments
     from aml_screener.devstack.cli import add_devstack_arguments
+    from aml_screener.reporting.cli import add_report_commands
     from aml_screener.watchlist.cli import add_watchlist_commands
 
     demo = sub.add_parser("demo", help="screen a synthetic stream on the embedded stack (or given Kafka/Redis)")
@@ -131,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     watchlist = sub.add_parser("watchlist", help="load and inspect the watchlist in Redis")
     add_watchlist_commands(watchlist, _settings_or_exit)
+
+    report = sub.add_parser("report", help="OFAC reporting obligations: record them, list, draft and file reports")
+    add_report_commands(report, _settings_or_exit)
 
     devstack = sub.add_parser("devstack", help="run the embedded Kafka-protocol broker and redis-server")
     add_devstack_arguments(devstack)
