@@ -3,11 +3,11 @@
 
 Embedded stack (the librdkafka mock, so `render_dashboards.py --demo` needs no JVM, + redis-server) with the
 bundled OFAC sample, one real `aml-screener run` process, a Prometheus scraping it every second with the alert
-rules loaded, and a seeded withdrawal stream with sanctions hits, unscreenable and malformed records, produced in
-waves, with one short watchlist outage (Redis paused) so that the fail-closed series exist too. Beside it one
-`aml-screener report serve` with two OFAC reporting obligations (a sanctions reject decided a month ago, overdue,
-and a freeze decided now), from flagged events produced with their action set (the screener's have none until the
-action policy sets it), so the reporting panels and alerts have series too.
+rules loaded, and a seeded stream of withdrawals and deposits (a quarter) with sanctions hits, unscreenable and
+malformed records, produced in waves, with one short watchlist outage (Redis paused) so that the fail-closed series
+exist too. Beside it one `aml-screener report serve` with two OFAC reporting obligations (a sanctions reject decided
+a month ago, overdue, and a freeze decided now), from flagged events produced here with those dates, so the
+reporting panels and alerts have series whatever the screener decided during the run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import redis
 
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED
 from tests.integration.harness import (
     IsolatedStack,
     ScreenerProcess,
@@ -39,6 +40,8 @@ from tests.reporting_support import deposit_flagged, encode, withdrawal_flagged
 # and the screener fails closed, short enough to keep the test quick.
 OUTAGE_MS = 2000
 _SLICES = 5
+# Deposits among the events, so the per-direction panels (deposits frozen, matches by direction) have series.
+DEPOSIT_SHARE = 0.25
 
 
 # The obligations topic on the mock, which has no admin API to create (or check) a compacted topic: created here.
@@ -151,10 +154,17 @@ def run_traffic(
     hit_share: float = 0.04,
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Produce `waves` waves of seeded withdrawals (sanctions hits, unscreenable and malformed records among them),
+    """Produce `waves` waves of seeded withdrawals and deposits (sanctions hits, unscreenable and malformed records among them),
     `pause` seconds apart; when wave `outage_at_wave` starts (0-based), pause Redis for OUTAGE_MS while it arrives."""
     generator = EventGenerator(
-        sample_listings(), encoder(), seed=seed, hit_share=hit_share, invalid_share=0.01, malformed_share=0.01
+        sample_listings(),
+        encoder(),
+        seed=seed,
+        hit_share=hit_share,
+        invalid_share=0.01,
+        malformed_share=0.01,
+        deposit_share=DEPOSIT_SHARE,
+        deposit_encoder=encoder(DEPOSIT_RECEIVED),
     )
     client = redis.Redis.from_url(run.stack.redis_url)
     try:
