@@ -48,6 +48,7 @@ from aml_screener.screening.records import (
     DepositFlagged,
     Direction,
     Flagged,
+    FlaggedCommon,
     Match,
     SourcePosition,
     WithdrawalEvent,
@@ -446,23 +447,12 @@ class BatchScreener:
         if verdict.outcome is Outcome.FLAGGED and address.key and family and context.version is not None:
             usd_decimal = usd_value_of(event)
             usd = float(usd_decimal) if usd_decimal is not None else None
+            summary = summarize(event["asset"], event["network"], decision["matches"])
             flagged: Flagged = {
-                "decision_id": did,
-                "event_id": event_id,
-                "severity": decision["severity"] or "low",
-                "action": decision["action"],
-                "policy_version": decision["policy_version"],
-                "policy_rule": decision["policy_rule"],
-                "summary": summarize(event["asset"], event["network"], decision["matches"]),
+                **self._flag(decision, context.version, context.decided_at, summary),
                 "address_key": address.key,
                 "chain_family": family,
-                "matches": decision["matches"],
-                "watchlist_version": context.version,
                 "withdrawal": event,
-                "source": source,
-                "flagged_at": context.decided_at,
-                "screener": self.instance_id,
-                "screener_version": self.screener_version,
             }
             outputs.append(OutputRecord(self.topics.flagged, event_key, self.flagged_encoder.encode(flagged)))
         return _decided(
@@ -473,6 +463,24 @@ class BatchScreener:
             family=family,
             usd=usd,
         )
+
+    def _flag(self, decision: Decision, version: str, flagged_at: int, summary: str) -> FlaggedCommon:
+        """The fields a flagged event shares with its decision, whichever the direction."""
+        return {
+            "decision_id": decision["decision_id"],
+            "event_id": decision["event_id"],
+            "severity": decision["severity"] or "low",
+            "action": decision["action"],
+            "policy_version": decision["policy_version"],
+            "policy_rule": decision["policy_rule"],
+            "summary": summary,
+            "matches": decision["matches"],
+            "watchlist_version": version,
+            "source": decision["source"],
+            "flagged_at": flagged_at,
+            "screener": self.instance_id,
+            "screener_version": self.screener_version,
+        }
 
     def _deposit(
         self, item: _Screenable, verdicts: list[Verdict], context: _Context, outputs: list[OutputRecord]
@@ -508,22 +516,11 @@ class BatchScreener:
         if verdict.outcome is Outcome.FLAGGED and context.version is not None:
             usd_decimal = usd_value_of(event)
             usd = float(usd_decimal) if usd_decimal is not None else None
+            summary = summarize(event["asset"], event["network"], decision["matches"], deposit=True)
             flagged: DepositFlagged = {
-                "decision_id": did,
-                "event_id": event_id,
-                "severity": decision["severity"] or "low",
-                "action": decision["action"],
-                "policy_version": decision["policy_version"],
-                "policy_rule": decision["policy_rule"],
-                "summary": summarize(event["asset"], event["network"], decision["matches"], deposit=True),
-                "matches": decision["matches"],
+                **self._flag(decision, context.version, context.decided_at, summary),
                 "sources": sources,
-                "watchlist_version": context.version,
                 "deposit": event,
-                "source": source,
-                "flagged_at": context.decided_at,
-                "screener": self.instance_id,
-                "screener_version": self.screener_version,
             }
             outputs.append(OutputRecord(deposits.flagged, event_key, deposits.flagged_encoder.encode(flagged)))
         return _decided(

@@ -146,42 +146,34 @@ class Decision(TypedDict):
     screener_version: str | None
 
 
-class Flagged(TypedDict):
+class FlaggedCommon(TypedDict):
+    """What every flagged event carries, withdrawal or deposit: the decision, its action and evidence."""
+
+    decision_id: str
+    event_id: str
+    severity: str
+    action: str | None
+    policy_version: str | None
+    policy_rule: str | None
+    summary: str
+    matches: list[Match]
+    watchlist_version: str
+    source: SourcePosition
+    flagged_at: int  # microseconds since the epoch
+    screener: str
+    screener_version: str | None
+
+
+class Flagged(FlaggedCommon):
     """aml_screener.screening.WithdrawalFlagged (v3)."""
 
-    decision_id: str
-    event_id: str
-    severity: str
-    action: str | None
-    policy_version: str | None
-    policy_rule: str | None
-    summary: str
     address_key: str
     chain_family: str
-    matches: list[Match]
-    watchlist_version: str
     withdrawal: WithdrawalEvent
-    source: SourcePosition
-    flagged_at: int  # microseconds since the epoch
-    screener: str
-    screener_version: str | None
 
 
-class DepositFlagged(TypedDict):
+class DepositFlagged(FlaggedCommon):
     """aml_screener.screening.DepositFlagged (v1)."""
 
-    decision_id: str
-    event_id: str
-    severity: str
-    action: str | None
-    policy_version: str | None
-    policy_rule: str | None
-    summary: str
-    matches: list[Match]
     sources: list[AddressScreening]
-    watchlist_version: str
     deposit: DepositEvent
-    source: SourcePosition
-    flagged_at: int  # microseconds since the epoch
-    screener: str
-    screener_version: str | None
