@@ -12,6 +12,10 @@ Part B (latency): fresh topics; the screener runs while a producer process sends
   - acked:    input record timestamp -> decision acknowledged by Kafka (screener histogram, bucket-interpolated).
 Target: p99 <= 35 ms.
 
+Part C (watchlist scale), part D (related addresses; bench/related_cost.py) and part E (a mixed stream of
+withdrawals and deposits vs withdrawals only, end to end and in pipeline CPU time; bench/mixed_cost.py) are
+described in docs/benchmarks.md; each can be skipped (--skip-...).
+
 The broker runs in its own process (mock cluster subprocess), Redis is a real redis-server. Results are written
 to bench/results/<UTC timestamp>.json and printed as a table.
 """
@@ -49,7 +53,7 @@ from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.screening.records import Direction
 from aml_screener.watchlist.store import WatchlistStore
-from bench import related_cost
+from bench import mixed_cost, related_cost
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
@@ -370,7 +374,17 @@ def part_d(events: int, rounds: int, seed: int, sync_size: int, work: Path) -> d
 
 def part_e(events: int, rounds: int, seed: int, deposit_share: float) -> dict[str, Any]:
     """A mixed stream (withdrawals and deposits, every deposit source screened) vs withdrawals only: two prefilled
-    input sets on one broker, read by the screener in alternating rounds."""
+    input sets on one broker, read by the screener in alternating rounds; before that, the batch pipeline's CPU time
+    per event on the same two kinds of stream (bench/mixed_cost.py)."""
+    cpu = mixed_cost.pipeline_cpu(50_000, 5, seed, deposit_share)
+    print(
+        "  pipeline CPU per event, median of 5: withdrawals {:.1f} us, mixed {:.1f} us ({:.1f} us per address)".format(
+            cpu["withdrawals"]["median_us_per_event"],
+            cpu["mixed"]["median_us_per_event"],
+            cpu["mixed"]["median_us_per_address"],
+        ),
+        flush=True,
+    )
     with _stack_with_watchlist(("", MIXED_PREFIX)) as stack:
         sets = {
             "withdrawals": ("", prefill(stack, events, seed)),
@@ -400,6 +414,7 @@ def part_e(events: int, rounds: int, seed: int, deposit_share: float) -> dict[st
     medians = {name: statistics.median(values) for name, values in rates.items()}
     addresses = {name: mix["addresses"] for name, (_, mix) in sets.items()}
     return {
+        "pipeline_cpu": cpu,
         "events": events,
         "deposit_share": deposit_share,
         "input_mix": {name: mix for name, (_, mix) in sets.items()},
