@@ -145,6 +145,10 @@ class _Producer(threading.Thread):
             self.producer.flush(30)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.error = exc
+        finally:
+            # Destroy the client now: kept alive, it would try to reconnect (and log connection failures) once the
+            # embedded broker has been stopped at the end of the demo.
+            del self.producer
 
 
 @contextlib.contextmanager
