@@ -154,8 +154,9 @@ def run_traffic(
     hit_share: float = 0.04,
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Produce `waves` waves of seeded withdrawals and deposits (sanctions hits, unscreenable and malformed records among them),
-    `pause` seconds apart; when wave `outage_at_wave` starts (0-based), pause Redis for OUTAGE_MS while it arrives."""
+    """Produce `waves` waves of seeded withdrawals and deposits (sanctions hits, unscreenable and malformed records
+    among them), `pause` seconds apart; when wave `outage_at_wave` starts (0-based), pause Redis for OUTAGE_MS while
+    it arrives."""
     generator = EventGenerator(
         sample_listings(),
         encoder(),
