@@ -521,9 +521,9 @@ def test_the_action_policy_is_mounted_as_a_directory_so_changes_reach_running_sc
     mount = next(item for item in container["volumeMounts"] if item["name"] == "policy")
     assert "subPath" not in mount and mount["readOnly"] is True
     assert env["AML_POLICY_FILE"] == f"{mount['mountPath']}/policy.toml"
-    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = one(docs, "Deployment", "screener")["spec"]["template"]["spec"]["volumes"]
     assert next(v for v in volumes if v["name"] == "policy")["configMap"]["name"] == configmap["metadata"]["name"]
-    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = one(docs, "Deployment", "screener")["spec"]["template"]["metadata"]["annotations"]
     assert not any("policy" in key for key in annotations)
 
     own = 'version = "exchange-1"\n[[rule]]\nid = "mixers"\ndirection = "deposit"\n'
