@@ -259,7 +259,22 @@ def test_every_decision_carries_the_evidence_to_reproduce_it():
     ids=["no-source", "too-many-sources", "over-long-source"],
 )
 def test_deposits_that_cannot_be_screened_go_to_the_deposit_dead_letter_topic(sources, reason, detail):
-    value = deposit("d1", "ethereum", sources)
+    _dead_lettered_as(deposit("d1", "ethereum", sources), reason, detail)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "detail"),
+    [
+        ("observed_at", 253_402_300_800_000, "observed_at 253402300800000 is not a time between years 1 and 9999"),
+        ("usd_value", (10**20).to_bytes(9, "big", signed=True), "usd_value has more than 20 digits"),
+    ],
+    ids=["observed-in-year-10000", "usd-21-digits"],
+)
+def test_deposit_values_their_logical_type_cannot_hold_are_dead_lettered(field, raw, detail):
+    _dead_lettered_as(deposit("d1", "ethereum", [LAZARUS], **{field: raw}), DeadLetterReason.INVALID_FIELD, detail)
+
+
+def _dead_lettered_as(value: bytes, reason: DeadLetterReason, detail: str) -> None:
     done = run(make_screener(), on(DEPOSIT_TOPIC, value))
     assert outputs_on(done, "decisions") == []
     (dead,) = [output for output in done.outputs if output.topic == "deposits.dlq"]

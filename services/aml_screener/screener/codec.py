@@ -16,7 +16,7 @@ import io
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_PREC, Context, Decimal
 from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -40,10 +40,15 @@ MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 HEADER_SIZE = HEADER.size
 
-# Precision 38 needs at most 16 bytes of two's complement; more is not a value the schema allows.
-_MAX_DECIMAL_BYTES = 16
 _AMOUNT_SCALE = 18
 _USD_SCALE = 2
+# Scaling by a power of ten is exact with enough digits; the default context (28 digits) would round an amount of
+# decimal(38, 18), e.g. 12,345,678,901.123456789012345678 tokens (29 digits).
+_EXACT = Context(prec=MAX_PREC)
+# The range of timestamp-millis values a logical reader can turn into a datetime (Python's: years 1 to 9999; also
+# confluent-kafka's AvroDeserializer, which uses fastavro).
+_TIMESTAMP_MILLIS_MIN = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_TIMESTAMP_MILLIS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -52,11 +57,11 @@ def frame(schema_id: int, body: bytes) -> bytes:
 
 def decimal_from_bytes(raw: bytes, scale: int) -> Decimal:
     """Avro decimal (big-endian two's complement unscaled integer) to Decimal."""
-    return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale)
+    return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale, _EXACT)
 
 
 def decimal_to_bytes(value: Decimal, scale: int) -> bytes:
-    unscaled = int(value.scaleb(scale).to_integral_value())
+    unscaled = int(value.scaleb(scale, _EXACT).to_integral_value())
     length = max(1, (unscaled.bit_length() + 8) // 8)
     return unscaled.to_bytes(length, "big", signed=True)
 
@@ -177,6 +182,42 @@ def _check_lengths(record: dict[str, Any]) -> None:
                 raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
 
 
+@dataclass(frozen=True, slots=True)
+class _LogicalCheck:
+    """A top-level field of the reader schema with a logical type whose raw value may not fit it. Decoding skips
+    logical types (the fast path), but the event is copied into decisions and flagged events, and their consumers
+    read them with logical types: a value the type cannot hold would make those outputs undecodable downstream."""
+
+    field: str
+    logical_type: str
+    precision: int = 0  # decimals
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if self.logical_type == "timestamp-millis":
+            if _TIMESTAMP_MILLIS_MIN <= value <= _TIMESTAMP_MILLIS_MAX:
+                return None
+            return f"{self.field} {value} is not a time between years 1 and 9999 (timestamp-millis)"
+        if abs(int.from_bytes(value, "big", signed=True)) < 10**self.precision:
+            return None
+        return f"{self.field} has more than {self.precision} digits (its decimal precision)"
+
+
+def _logical_checks(reader: Schema) -> tuple[_LogicalCheck, ...]:
+    checks = []
+    for field in reader.get("fields", []):
+        members = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for member in members:
+            if not isinstance(member, dict):
+                continue
+            if member.get("logicalType") == "timestamp-millis":
+                checks.append(_LogicalCheck(field["name"], "timestamp-millis"))
+            elif member.get("logicalType") == "decimal":
+                checks.append(_LogicalCheck(field["name"], "decimal", int(member["precision"])))
+    return tuple(checks)
+
+
 class EventDecoder:
     """Turns input record values into raw dicts of one input record type (the current version of `reader`, any
     writer schema resolved into it), or raises DecodeError."""
@@ -188,6 +229,7 @@ class EventDecoder:
         self._reader_full = catalog.current(self.reader_name).schema
         self._reader = parse_schema(strip_logical_types(self._reader_full), {})
         self._reader_canonical = to_parsing_canonical_form(self._reader)
+        self._logical_checks = _logical_checks(self._reader_full)
         self._plans: dict[int, _ReadPlan] = {}
         self.max_message_bytes = max_message_bytes
 
@@ -264,13 +306,19 @@ class EventDecoder:
             raise DecodeError(DeadLetterReason.MALFORMED_AVRO, f"{type(exc).__name__}: {exc}") from None
         if stream.tell() != size:
             raise DecodeError(DeadLetterReason.TRAILING_BYTES, f"{size - stream.tell()} bytes left after the record")
+        self._validate(record)
+        return schema_id, record
+
+    def _validate(self, record: dict[str, Any]) -> None:
+        """What Avro cannot say: required strings not empty, sizes bounded, values their logical types can hold."""
         for field in _REQUIRED_NON_EMPTY:
             if not record[field]:
                 raise DecodeError(DeadLetterReason.INVALID_FIELD, f"{field} is empty")
         _check_lengths(record)
-        if len(record["amount"]) > _MAX_DECIMAL_BYTES:
-            raise DecodeError(DeadLetterReason.INVALID_FIELD, "amount exceeds decimal(38, 18)")
-        return schema_id, record
+        for check in self._logical_checks:
+            problem = check.problem(record[check.field])
+            if problem is not None:
+                raise DecodeError(DeadLetterReason.INVALID_FIELD, problem)
 
 
 class WithdrawalDecoder(EventDecoder):
