@@ -28,13 +28,13 @@ from kafka import KafkaConsumer, TopicPartition
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.mock_kafka import ApiKey, KafkaError
-from aml_screener.screener.codec import WithdrawalDecoder
+from aml_screener.screener.codec import DepositDecoder, WithdrawalDecoder
 from aml_screener.screener.errors import DecodeError
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED
 from aml_screener.screening.records import Direction
 from tests.faults.conftest import PERSISTENT_REDIS
 from tests.faults.oracle import Row, account, assert_sound
-from tests.faults.poison import mutate, valid_payload
+from tests.faults.poison import mutate, valid_deposit_payload, valid_payload
 from tests.integration.harness import (
     TOPICS,
     IsolatedStack,
@@ -503,23 +503,36 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
 ):
     rng = random.Random(SEED + 6)
     events = workload(SEED + 6)
-    decoder = WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65_536)
+    # Each input topic gets its own events and poison made from real records of its kind (withdrawals or deposits),
+    # kept only if the real decoder of that topic rejects them, in proportion to its share of the stream.
+    topics = cluster.topics
+    kinds: dict[Direction, tuple[str, WithdrawalDecoder | DepositDecoder, Callable[[str], bytes]]] = {
+        Direction.WITHDRAWAL: (topics.input, WithdrawalDecoder(REPOSITORY, CATALOG, 65_536), valid_payload),
+        Direction.DEPOSIT: (topics.deposits, DepositDecoder(REPOSITORY, CATALOG, 65_536), valid_deposit_payload),
+    }
     poison: dict[str, str] = {}  # key -> the reason the real decoder gives
-    values: list[tuple[bytes | None, bytes | None]] = []
-    while len(poison) < len(events) // 10:
-        value = mutate(valid_payload(f"p-{len(poison)}"), rng)
-        try:
-            decoder.decode(value)
-        except DecodeError as exc:
-            key = f"poison-{len(poison)}"
-            poison[key] = exc.reason.value
-            values.append((key.encode(), value))
-    stream: list[tuple[bytes | None, bytes | None]] = [(event.key, event.value) for event in events]
-    for position, item in zip(sorted(rng.sample(range(len(stream)), len(values)), reverse=True), values, strict=True):
-        stream.insert(position, item)
+    streams: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+    for direction, (topic, decoder, valid) in kinds.items():
+        stream: list[tuple[bytes | None, bytes | None]] = [
+            (event.key, event.value) for event in events if event.direction is direction
+        ]
+        values: list[tuple[bytes | None, bytes | None]] = []
+        while len(values) < len(stream) // 10:
+            value = mutate(valid(f"p-{direction.value}-{len(values)}"), rng)
+            try:
+                decoder.decode(value)
+            except DecodeError as exc:
+                key = f"poison-{direction.value}-{len(values)}"
+                poison[key] = exc.reason.value
+                values.append((key.encode(), value))
+        positions = sorted(rng.sample(range(len(stream)), len(values)), reverse=True)
+        for position, item in zip(positions, values, strict=True):
+            stream.insert(position, item)
+        streams[topic] = stream
     screener = screeners("poison")
     screener.wait_assigned()
-    produce_raw(cluster, stream)
+    for topic, stream in streams.items():
+        produce_raw(cluster, stream, topic)
 
     def poison_dead_lettered(outputs) -> bool:
         return len({record.key.decode() for record in outputs.dead_letters} & poison.keys()) == len(poison)
@@ -540,5 +553,8 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
         record.key.decode(): dict(record.headers)["aml.dlq.reason"].decode() for record in reader.outputs.dead_letters
     }
     assert {key: got[key] for key in poison} == poison, "each dead-lettered with the reason the decoder gives"
+    landed = {record.key.decode(): record.topic for record in reader.outputs.dead_letters}
+    wanted = {key: topics.deposit_dlq if "-deposit-" in key else topics.dlq for key in poison}
+    assert {key: landed[key] for key in poison} == wanted, "each on the dead-letter topic of its input"
     assert screener.metric("aml_screener_loop_errors_total", where="batch") == 0, "no batch failed"
     assert screener.terminate() == 0, "the process survived the whole stream"
