@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator
 from aml_screener.screener import pipeline
-from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import BatchScreener, Normalizer, Topics
 from aml_screener.screener.schemas import (
@@ -60,8 +60,8 @@ def pipeline_cpu(events: int, rounds: int, seed: int) -> dict[str, Any]:
     """CPU seconds per event of prepare + complete over generated withdrawals, relations on vs off."""
     catalog = SchemaCatalog()
     entry = catalog.current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
-        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=events // 2
+    generator = EventGenerator(
+        sample_listings(), EventEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=events // 2
     )
     records = [_Record(offset, event.value) for offset, event in enumerate(generator.stream(events))]
     decision, flagged = catalog.current(SCREENING_DECISION), catalog.current(WITHDRAWAL_FLAGGED)

@@ -12,6 +12,10 @@ Part B (latency): fresh topics; the screener runs while a producer process sends
   - acked:    input record timestamp -> decision acknowledged by Kafka (screener histogram, bucket-interpolated).
 Target: p99 <= 35 ms.
 
+Part C (watchlist scale), part D (related addresses; bench/related_cost.py) and part E (a mixed stream of
+withdrawals and deposits vs withdrawals only, end to end and in pipeline CPU time; bench/mixed_cost.py) are
+described in docs/benchmarks.md; each can be skipped (--skip-...).
+
 The broker runs in its own process (mock cluster subprocess), Redis is a real redis-server. Results are written
 to bench/results/<UTC timestamp>.json and printed as a table.
 """
@@ -39,18 +43,23 @@ import redis
 from confluent_kafka import Producer
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.process import child_process_kwargs
 from aml_screener.devstack.screener_process import screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import EmbeddedStack
-from aml_screener.screener.codec import WithdrawalEncoder
-from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
+from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX
+from aml_screener.screener.codec import EventEncoder
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED, SchemaCatalog
+from aml_screener.screening.records import Direction
 from aml_screener.watchlist.store import WatchlistStore
-from bench import related_cost
+from bench import mixed_cost, related_cost
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
+DEPOSIT_TOPICS = ["deposits.received", "deposits.flagged", "deposits.received.dlq"]
+# Part E's second input set on the same broker: every topic name with this prefix.
+MIXED_PREFIX = "mixed."
 
 
 def worker(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -90,20 +99,34 @@ def machine() -> dict[str, Any]:
     }
 
 
-def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
-    entry = SchemaCatalog().current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
-        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=seed, clean_pool=50_000
+def prefill(
+    stack: EmbeddedStack, count: int, seed: int, *, deposit_share: float = 0.0, topic_prefix: str = ""
+) -> dict[str, int]:
+    """`count` generated events on the input topics (withdrawals, and deposits when `deposit_share` > 0); the mix of
+    expected outcomes, and how many addresses they carry (a deposit has one per distinct source)."""
+    catalog = SchemaCatalog()
+    withdrawal, deposit = catalog.current(WITHDRAWAL_REQUESTED), catalog.current(DEPOSIT_RECEIVED)
+    generator = EventGenerator(
+        sample_listings(),
+        EventEncoder(withdrawal.schema, withdrawal.schema_id),
+        seed=seed,
+        clean_pool=50_000,
+        deposit_share=deposit_share,
+        deposit_encoder=EventEncoder(deposit.schema, deposit.schema_id),
     )
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 20, "log.connection.close": False})
+    topics = {Direction.WITHDRAWAL: topic_prefix + TOPICS[0], Direction.DEPOSIT: topic_prefix + DEPOSIT_TOPICS[0]}
     expected: dict[str, int] = {}
     size = 0
     for event in generator.stream(count):
         expected[event.expected.value] = expected.get(event.expected.value, 0) + 1
+        expected[event.direction.value] = expected.get(event.direction.value, 0) + 1
+        addresses = len(dict.fromkeys(event.sources)) if event.direction is Direction.DEPOSIT else 1
+        expected["addresses"] = expected.get("addresses", 0) + addresses
         size += len(event.value)
         while True:
             try:
-                producer.produce(TOPICS[0], event.value, event.key)
+                producer.produce(topics[event.direction], event.value, event.key)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -115,9 +138,15 @@ def prefill(stack: EmbeddedStack, count: int, seed: int) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _stack_with_watchlist() -> Iterator[EmbeddedStack]:
-    """Fresh topics (4 input partitions), the broker in its own process, the bundled watchlist loaded."""
-    topics = {TOPICS[0]: 4, TOPICS[1]: 4, TOPICS[2]: 1, TOPICS[3]: 1}
+def _stack_with_watchlist(topic_prefixes: tuple[str, ...] = ("",)) -> Iterator[EmbeddedStack]:
+    """Fresh topics (4 input partitions each for withdrawals and deposits) for every prefix, the broker in its own
+    process, the bundled watchlist loaded."""
+    partitions = [4, 4, 1, 1, 4, 1, 1]
+    topics = {
+        prefix + name: count
+        for prefix in topic_prefixes
+        for name, count in zip([*TOPICS, *DEPOSIT_TOPICS], partitions, strict=True)
+    }
     with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
         client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
         load_sample(WatchlistStore(client))
@@ -343,6 +372,59 @@ def part_d(events: int, rounds: int, seed: int, sync_size: int, work: Path) -> d
     return out
 
 
+def part_e(events: int, rounds: int, seed: int, deposit_share: float) -> dict[str, Any]:
+    """A mixed stream (withdrawals and deposits, every deposit source screened) vs withdrawals only: two prefilled
+    input sets on one broker, read by the screener in alternating rounds; before that, the batch pipeline's CPU time
+    per event on the same two kinds of stream (bench/mixed_cost.py)."""
+    cpu = mixed_cost.pipeline_cpu(50_000, 5, seed, deposit_share)
+    print(
+        "  pipeline CPU per event, median of 5: withdrawals {:.1f} us, mixed {:.1f} us ({:.1f} us per address)".format(
+            cpu["withdrawals"]["median_us_per_event"],
+            cpu["mixed"]["median_us_per_event"],
+            cpu["mixed"]["median_us_per_address"],
+        ),
+        flush=True,
+    )
+    with _stack_with_watchlist(("", MIXED_PREFIX)) as stack:
+        sets = {
+            "withdrawals": ("", prefill(stack, events, seed)),
+            "mixed": (
+                MIXED_PREFIX,
+                prefill(stack, events, seed, deposit_share=deposit_share, topic_prefix=MIXED_PREFIX),
+            ),
+        }
+        for name, (_, mix) in sets.items():
+            print(f"  prefilled {name}: {mix}", flush=True)
+        rates: dict[str, list[float]] = {name: [] for name in sets}
+        for index in range(rounds):
+            for name, (prefix, _) in sets.items():
+                result = worker(
+                    "screener",
+                    stack.bootstrap_servers,
+                    stack.redis_url,
+                    str(events),
+                    f"{name}-{index}",
+                    DEFAULT_PREFIX,
+                    prefix,
+                )
+                rates[name].append(result["per_second"])
+            print(
+                f"  round {index + 1}: withdrawals {rates['withdrawals'][-1]:,.0f}/s  mixed {rates['mixed'][-1]:,.0f}/s"
+            )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    addresses = {name: mix["addresses"] for name, (_, mix) in sets.items()}
+    return {
+        "pipeline_cpu": cpu,
+        "events": events,
+        "deposit_share": deposit_share,
+        "input_mix": {name: mix for name, (_, mix) in sets.items()},
+        "events_per_second": rates,
+        "median_events_per_second": medians,
+        "ratio_mixed_vs_withdrawals": medians["mixed"] / medians["withdrawals"],
+        "median_addresses_per_second": {name: medians[name] * addresses[name] / events for name in sets},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -357,6 +439,8 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-related", action="store_true")
     parser.add_argument("--related-sync-size", type=int, default=500_000)
+    parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--deposit-share", type=float, default=0.3)
     args = parser.parse_args()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
     if not args.skip_throughput:
@@ -381,6 +465,9 @@ def main() -> int:
         print("part D: related-address matching, relations on vs off", flush=True)
         with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
             report["related"] = part_d(args.events, args.rounds, args.seed, args.related_sync_size, Path(work))
+    if not args.skip_mixed:
+        print(f"part E: a mixed stream ({args.deposit_share:.0%} deposits) vs withdrawals only", flush=True)
+        report["mixed"] = part_e(args.events, args.rounds, args.seed, args.deposit_share)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

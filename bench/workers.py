@@ -1,7 +1,7 @@
 """Benchmark worker processes. Each prints one JSON line with its measurements and exits.
 
     python -m bench.workers bare      BOOTSTRAP TOPIC COUNT GROUP
-    python -m bench.workers screener  BOOTSTRAP REDIS_URL COUNT GROUP [INPUT DECISIONS FLAGGED DLQ]
+    python -m bench.workers screener  BOOTSTRAP REDIS_URL COUNT GROUP [WATCHLIST_PREFIX [TOPIC_PREFIX]]
     python -m bench.workers produce   BOOTSTRAP TOPIC RATE SECONDS SEED REDIS_URL
     python -m bench.workers observe   BOOTSTRAP DECISIONS_TOPIC PARTITIONS SECONDS
 
@@ -30,13 +30,13 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
 from aml_screener.infra.kafka import consumer_config
 from aml_screener.infra.settings import Settings
 from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.screener.app import build
-from aml_screener.screener.codec import HEADER, WithdrawalEncoder
+from aml_screener.screener.codec import HEADER, EventEncoder
 from aml_screener.screener.metrics import STAGES, Metrics
 from aml_screener.screener.schemas import (
     SCREENING_DECISION,
@@ -49,10 +49,16 @@ from aml_screener.watchlist.sync import load_config, run_sync
 from bench.related_cost import disable_relations_if_asked
 
 DEFAULT_TOPICS = ("withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq")
+DEPOSIT_TOPICS = ("deposits.received", "deposits.flagged", "deposits.received.dlq")
 
 
-def _settings(bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_PREFIX) -> Settings:
-    names = list(DEFAULT_TOPICS)
+def _settings(
+    bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_PREFIX, topic_prefix: str = ""
+) -> Settings:
+    """The screener's settings on the benchmark's topics (every name prefixed with `topic_prefix`, so one broker
+    holds several prefilled input sets)."""
+    names = [topic_prefix + name for name in DEFAULT_TOPICS]
+    deposits = [topic_prefix + name for name in DEPOSIT_TOPICS]
     mock: dict[str, Any] = {key.removeprefix("AML_").lower(): value for key, value in MOCK_SCREENER_ENV.items()}
     return Settings(
         **mock,
@@ -62,6 +68,9 @@ def _settings(bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_
         kafka_decisions_topic=names[1],
         kafka_flagged_topic=names[2],
         kafka_dead_letter_topic=names[3],
+        kafka_deposit_topic=deposits[0],
+        kafka_deposit_flagged_topic=deposits[1],
+        kafka_deposit_dead_letter_topic=deposits[2],
         redis_url=redis_url,
         watchlist_key_prefix=prefix,
         http_port=0,
@@ -89,12 +98,15 @@ def bare(bootstrap: str, topic: str, count: str, group: str) -> dict[str, Any]:
     return {"records": seen, "seconds": elapsed, "per_second": seen / elapsed}
 
 
-def screener(bootstrap: str, redis_url: str, count: str, group: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
-    """The real screener (same wiring as `aml-screener run`), stopped once every input is committed.
+def screener(  # noqa: PLR0917 - the worker's command-line arguments, in order
+    bootstrap: str, redis_url: str, count: str, group: str, prefix: str = DEFAULT_PREFIX, topic_prefix: str = ""
+) -> dict[str, Any]:
+    """The real screener (same wiring as `aml-screener run`; withdrawals and deposits), stopped once every input is
+    committed.
 
     The window starts when the first batch completes, so it excludes the group join and one batch (of up to
     max_poll_records); over 100,000 events that under-counts the elapsed time by at most ~2%."""
-    settings = _settings(bootstrap, redis_url, group, prefix)
+    settings = _settings(bootstrap, redis_url, group, prefix, topic_prefix)
     components = build(settings, Metrics(CollectorRegistry()))
     metrics = components.metrics
     wanted = int(count)
@@ -133,8 +145,8 @@ def screener(bootstrap: str, redis_url: str, count: str, group: str, prefix: str
 def produce(bootstrap: str, topic: str, rate: str, seconds: str, seed: str) -> dict[str, Any]:
     """Steady load: `rate` events/s for `seconds`, sent on a 1 ms schedule."""
     entry = _CATALOG.current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
-        sample_listings(), WithdrawalEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
+    generator = EventGenerator(
+        sample_listings(), EventEncoder(entry.schema, entry.schema_id), seed=int(seed), clean_pool=50_000
     )
     total = int(float(rate) * float(seconds))
     events = [generator.event(0) for _ in range(total)]  # pre-encoded: the schedule is not slowed by encoding

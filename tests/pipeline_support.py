@@ -6,14 +6,35 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
+from aml_screener.screener.codec import DepositDecoder, RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.lookup import LookupResult
-from aml_screener.screener.pipeline import BatchScreener, Normalizer, Topics
-from aml_screener.screener.schemas import SCREENING_DECISION, WITHDRAWAL_FLAGGED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.screener.pipeline import BatchScreener, DepositInput, Normalizer, Topics
+from aml_screener.screener.schemas import (
+    DEPOSIT_FLAGGED,
+    SCREENING_DECISION,
+    WITHDRAWAL_FLAGGED,
+    LocalSchemaRepository,
+    SchemaCatalog,
+)
+from aml_screener.screening.policy import DEFAULT_POLICY, Policy
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
 TOPICS = Topics("decisions", "flagged", "dlq")
+DEPOSIT_TOPIC = "deposits"
+
+
+def deposit_input() -> DepositInput:
+    """Deposits read from topic "deposits"; flagged to "deposits.flagged", dead letters to "deposits.dlq"."""
+    flagged = CATALOG.current(DEPOSIT_FLAGGED)
+    return DepositInput(
+        topic=DEPOSIT_TOPIC,
+        decoder=DepositDecoder(REPOSITORY, CATALOG, max_message_bytes=65_536),
+        flagged_encoder=RecordEncoder(flagged.schema, flagged.schema_id),
+        flagged="deposits.flagged",
+        dead_letter="deposits.dlq",
+        hold="deposits.held",
+    )
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,8 @@ def batch_screener(
     topics: Topics = TOPICS,
     instance_id: str = "test",
     clock_us: Callable[[], int] = lambda: 1_700_000_000_000_000,  # decisions carry a fixed decided_at
+    screener_version: str | None = "aml-screener test",
+    policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
 ) -> BatchScreener:
     decision, flagged = CATALOG.current(SCREENING_DECISION), CATALOG.current(WITHDRAWAL_FLAGGED)
     return BatchScreener(
@@ -46,4 +69,7 @@ def batch_screener(
         lookup=lookup,
         normalizer=Normalizer(),
         clock_us=clock_us,
+        deposits=deposit_input(),
+        screener_version=screener_version,
+        policy=policy,
     )

@@ -18,8 +18,8 @@ import time
 from confluent_kafka import Producer
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import WithdrawalGenerator
-from aml_screener.screener.codec import WithdrawalEncoder
+from aml_screener.devstack.generator import EventGenerator
+from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 
 # How often a progress line is printed (the container's log is the only output).
@@ -38,9 +38,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     current = SchemaCatalog().current(WITHDRAWAL_REQUESTED)
-    generator = WithdrawalGenerator(
+    generator = EventGenerator(
         sample_listings(),
-        WithdrawalEncoder(current.schema, current.schema_id),
+        EventEncoder(current.schema, current.schema_id),
         seed=args.seed if args.seed is not None else random.SystemRandom().randrange(2**32),
         hit_share=args.hit_share,
         clean_pool=10_000,

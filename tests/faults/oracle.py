@@ -6,7 +6,8 @@ are listed) and everything the screeners produced:
 - lost: an input event without a decision (or, for an undecodable record, without its dead letter) — must be 0;
 - wrong_clear: a listed address decided `CLEAR` even once — must be 0;
 - wrong_outcome: any decision other than the expected one (FLAGGED / CLEAR / UNSCREENABLE) — must be 0;
-- flagged: the set of event ids on the flagged topic is exactly the set of listed events;
+- flagged: the set of event ids on the flagged topics is exactly the set of listed events, each on the topic of its
+  direction (withdrawals.flagged or deposits.flagged); the stream mixes withdrawals and deposits;
 - duplicates: decisions beyond the first per event (at-least-once); each must carry the same decision id, which is
   how a consumer recognises it.
 """
@@ -106,8 +107,13 @@ def account(scenario: str, broker: str, events: list[GeneratedEvent], outputs: O
             wrong_outcome += 1
         if len({decision["decision_id"] for decision in decisions}) != 1:
             problems.append(f"{event.event_id}: duplicates with different decision ids")
-    expected_flagged = {event.event_id for event in events if event.expected is Expected.FLAGGED}
-    flagged = {record["event_id"] for record in outputs.flagged}
+    # Each flagged event on its direction's flagged topic (WithdrawalFlagged or DepositFlagged), none elsewhere.
+    expected_flagged = {
+        (event.direction.value, event.event_id) for event in events if event.expected is Expected.FLAGGED
+    }
+    flagged = {("withdrawal", record["event_id"]) for record in outputs.flagged} | {
+        ("deposit", record["event_id"]) for record in outputs.deposit_flagged
+    }
     mismatch = len(expected_flagged ^ flagged)
     duplicates = outputs.duplicates()
     return Row(

@@ -1,6 +1,7 @@
 """Hostile payloads: strategies for hypothesis and a seeded mutator for the stream scenario. Both start from real
-WithdrawalRequested records and break them the ways a buggy or hostile producer does: truncation, flipped bytes,
-spliced garbage, wrong magic byte or schema id, huge length prefixes, bytes that are no Avro at all."""
+WithdrawalRequested (or DepositReceived) records and break them the ways a buggy or hostile producer does:
+truncation, flipped bytes, spliced garbage, wrong magic byte or schema id, huge length prefixes, bytes that are no
+Avro at all."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from aml_screener.screener.codec import WithdrawalEncoder
-from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
+from aml_screener.screener.codec import EventEncoder
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED
 from tests.pipeline_support import CATALOG
 
 _ENTRY = CATALOG.current(WITHDRAWAL_REQUESTED)
-ENCODER = WithdrawalEncoder(_ENTRY.schema, _ENTRY.schema_id)
+ENCODER = EventEncoder(_ENTRY.schema, _ENTRY.schema_id)
+_DEPOSIT = CATALOG.current(DEPOSIT_RECEIVED)
+DEPOSIT_ENCODER = EventEncoder(_DEPOSIT.schema, _DEPOSIT.schema_id)
 
 
 def valid_payload(event_id: str, address: str = "0x52908400098527886e0f7030069857d2e4169ee7") -> bytes:
@@ -34,6 +37,29 @@ def valid_payload(event_id: str, address: str = "0x52908400098527886e0f703006985
             "usd_value": Decimal("12.50"),
             "requested_at": 1_700_000_000_000,
             "metadata": {"channel": "api"},
+        }
+    )
+
+
+def valid_deposit_payload(
+    event_id: str, sources: tuple[str, ...] = ("bc1qa5wkgaew2dkv56kfvj49j0av5nml45x9ek9hz6",)
+) -> bytes:
+    return DEPOSIT_ENCODER.encode(
+        {
+            "event_id": event_id,
+            "exchange_id": "upbit-kr",
+            "account_id": "acct-1",
+            "asset": "BTC",
+            "network": "bitcoin",
+            "tx_hash": "ab" * 32,
+            "output_index": 1,
+            "receiving_address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            "source_addresses": list(sources),
+            "amount": Decimal("0.25"),
+            "usd_value": None,
+            "observed_at": 1_700_000_000_000,
+            "confirmations": 3,
+            "metadata": None,
         }
     )
 
@@ -72,13 +98,15 @@ def mutate(payload: bytes, rng: random.Random) -> bytes:  # noqa: PLR0911 - one 
     return rng.randbytes(rng.randint(0, 300))  # no Avro at all
 
 
-def payloads() -> st.SearchStrategy[bytes]:
-    """Anything a producer could send: raw bytes, framed garbage, and real records broken by `mutate`."""
+def payloads(*, deposits: bool = False) -> st.SearchStrategy[bytes]:
+    """Anything a producer could send: raw bytes, framed garbage, and real records (withdrawals, or deposits)
+    broken by `mutate`."""
     framed = st.builds(
         lambda sid, body: b"\x00" + struct.pack(">I", sid) + body, st.integers(0, 2**32 - 1), st.binary()
     )
+    valid = valid_deposit_payload if deposits else valid_payload
     mutated = st.builds(
-        lambda event_id, seed: mutate(valid_payload(event_id), random.Random(seed)),
+        lambda event_id, seed: mutate(valid(event_id), random.Random(seed)),
         st.text(min_size=1, max_size=40),
         st.integers(0, 2**32),
     )

@@ -26,13 +26,15 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import sample_listings
-from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.mock_kafka import ApiKey, KafkaError
-from aml_screener.screener.codec import WithdrawalDecoder
+from aml_screener.screener.codec import DepositDecoder, WithdrawalDecoder
 from aml_screener.screener.errors import DecodeError
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED
+from aml_screener.screening.records import Direction
 from tests.faults.conftest import PERSISTENT_REDIS
 from tests.faults.oracle import Row, account, assert_sound
-from tests.faults.poison import mutate, valid_payload
+from tests.faults.poison import mutate, valid_deposit_payload, valid_payload
 from tests.integration.harness import (
     TOPICS,
     IsolatedStack,
@@ -78,8 +80,21 @@ _INPUT_PRODUCER = {
 _CHUNK_FLUSH_S = 200
 
 
+# Every scenario runs a mixed stream: withdrawals and, for this share, deposits (several source addresses each on
+# UTXO chains), so both inputs are held to the same guarantees under every fault.
+_DEPOSIT_SHARE = 0.3
+
+
 def event_stream(seed: int, count: int = _STREAM_LIMIT) -> Iterator[GeneratedEvent]:
-    return WithdrawalGenerator(sample_listings(), encoder(), seed=seed, hit_share=0.05).stream(count)
+    generator = EventGenerator(
+        sample_listings(),
+        encoder(),
+        seed=seed,
+        hit_share=0.05,
+        deposit_share=_DEPOSIT_SHARE,
+        deposit_encoder=encoder(DEPOSIT_RECEIVED),
+    )
+    return generator.stream(count)
 
 
 class PacedLoad(threading.Thread):
@@ -109,8 +124,10 @@ class PacedLoad(threading.Thread):
                 chunk = [event for _, event in zip(range(_CHUNK), self.source, strict=False)]
                 if not chunk:
                     return
+                topics = self.stack.topics
                 for event in chunk:
-                    producer.produce(self.stack.topics.input, event.value, event.key, on_delivery=on_delivery)
+                    topic = topics.deposits if event.direction is Direction.DEPOSIT else topics.input
+                    producer.produce(topic, event.value, event.key, on_delivery=on_delivery)
                     producer.poll(0)
                 if producer.flush(_CHUNK_FLUSH_S) or failures:
                     raise AssertionError(f"test input not delivered: {failures[:3]}")
@@ -265,10 +282,15 @@ def test_broker_frozen_with_sigstop_then_resumed(cluster, screeners, reader, rep
 
 
 def committed_offsets(stack: IsolatedStack, group: str) -> int:
+    """The group's committed offsets summed over both inputs (withdrawals and deposits)."""
     consumer = KafkaConsumer(**stack.kafka_python_config(), group_id=group, enable_auto_commit=False)
+    names = stack.topics.by_role()
     try:
-        partitions = range(TOPICS["withdrawals.requested"])
-        return sum(consumer.committed(TopicPartition(stack.topics.input, p)) or 0 for p in partitions)
+        return sum(
+            consumer.committed(TopicPartition(names[role], p)) or 0
+            for role in ("withdrawals.requested", "deposits.received")
+            for p in range(TOPICS[role])
+        )
     finally:
         consumer.close()
 
@@ -304,7 +326,9 @@ def test_isr_below_min_insync_refuses_outputs_and_nothing_is_committed_past_them
     time.sleep(4)
     reader.settle(0.5)
     committed_during, decided_during = committed_offsets(cluster, group), len(reader.outputs.decisions)
-    consumed = first.metric("aml_screener_events_consumed_total", topic=topics.input)
+    consumed = first.metric("aml_screener_events_consumed_total", topic=topics.input) + first.metric(
+        "aml_screener_events_consumed_total", topic=topics.deposits
+    )
     assert committed_during == committed_before, "no offset is committed while decisions are refused"
     assert decided_during == decided_before, "no decision is written while the ISR is below min.insync.replicas"
     window = 4 * 2000 + 2000  # max in-flight batches x max poll records, plus the batch in hand
@@ -479,23 +503,36 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
 ):
     rng = random.Random(SEED + 6)
     events = workload(SEED + 6)
-    decoder = WithdrawalDecoder(REPOSITORY, CATALOG, max_message_bytes=65_536)
+    # Each input topic gets its own events and poison made from real records of its kind (withdrawals or deposits),
+    # kept only if the real decoder of that topic rejects them, in proportion to its share of the stream.
+    topics = cluster.topics
+    kinds: dict[Direction, tuple[str, WithdrawalDecoder | DepositDecoder, Callable[[str], bytes]]] = {
+        Direction.WITHDRAWAL: (topics.input, WithdrawalDecoder(REPOSITORY, CATALOG, 65_536), valid_payload),
+        Direction.DEPOSIT: (topics.deposits, DepositDecoder(REPOSITORY, CATALOG, 65_536), valid_deposit_payload),
+    }
     poison: dict[str, str] = {}  # key -> the reason the real decoder gives
-    values: list[tuple[bytes | None, bytes | None]] = []
-    while len(poison) < len(events) // 10:
-        value = mutate(valid_payload(f"p-{len(poison)}"), rng)
-        try:
-            decoder.decode(value)
-        except DecodeError as exc:
-            key = f"poison-{len(poison)}"
-            poison[key] = exc.reason.value
-            values.append((key.encode(), value))
-    stream: list[tuple[bytes | None, bytes | None]] = [(event.key, event.value) for event in events]
-    for position, item in zip(sorted(rng.sample(range(len(stream)), len(values)), reverse=True), values, strict=True):
-        stream.insert(position, item)
+    streams: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+    for direction, (topic, decoder, valid) in kinds.items():
+        stream: list[tuple[bytes | None, bytes | None]] = [
+            (event.key, event.value) for event in events if event.direction is direction
+        ]
+        values: list[tuple[bytes | None, bytes | None]] = []
+        while len(values) < len(stream) // 10:
+            value = mutate(valid(f"p-{direction.value}-{len(values)}"), rng)
+            try:
+                decoder.decode(value)
+            except DecodeError as exc:
+                key = f"poison-{direction.value}-{len(values)}"
+                poison[key] = exc.reason.value
+                values.append((key.encode(), value))
+        positions = sorted(rng.sample(range(len(stream)), len(values)), reverse=True)
+        for position, item in zip(positions, values, strict=True):
+            stream.insert(position, item)
+        streams[topic] = stream
     screener = screeners("poison")
     screener.wait_assigned()
-    produce_raw(cluster, stream)
+    for topic, stream in streams.items():
+        produce_raw(cluster, stream, topic)
 
     def poison_dead_lettered(outputs) -> bool:
         return len({record.key.decode() for record in outputs.dead_letters} & poison.keys()) == len(poison)
@@ -516,5 +553,8 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
         record.key.decode(): dict(record.headers)["aml.dlq.reason"].decode() for record in reader.outputs.dead_letters
     }
     assert {key: got[key] for key in poison} == poison, "each dead-lettered with the reason the decoder gives"
+    landed = {record.key.decode(): record.topic for record in reader.outputs.dead_letters}
+    wanted = {key: topics.deposit_dlq if "-deposit-" in key else topics.dlq for key in poison}
+    assert {key: landed[key] for key in poison} == wanted, "each on the dead-letter topic of its input"
     assert screener.metric("aml_screener_loop_errors_total", where="batch") == 0, "no batch failed"
     assert screener.terminate() == 0, "the process survived the whole stream"

@@ -17,7 +17,7 @@ from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON
 from aml_screener.screener.schemas import inline_named_types
 from tests.faults.poison import WriterCase, payloads, writer_cases
-from tests.pipeline_support import CATALOG, REPOSITORY, Record, batch_screener
+from tests.pipeline_support import CATALOG, DEPOSIT_TOPIC, REPOSITORY, Record, batch_screener
 
 pytestmark = pytest.mark.faults
 
@@ -29,10 +29,20 @@ REASONS = {reason.value for reason in DeadLetterReason}
 @settings(max_examples=1_500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payloads())
 def test_any_payload_is_screened_or_dead_lettered_with_a_reason_never_a_crash(payload):
-    record = Record("withdrawals.requested", 0, 7, 1_700_000_000_000, b"key", payload)
+    _screened_or_dead_lettered(Record("withdrawals.requested", 0, 7, 1_700_000_000_000, b"key", payload), "dlq")
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads(deposits=True))
+def test_any_deposit_payload_is_screened_or_dead_lettered_with_a_reason_never_a_crash(payload):
+    _screened_or_dead_lettered(Record(DEPOSIT_TOPIC, 0, 7, 1_700_000_000_000, b"key", payload), "deposits.dlq")
+
+
+def _screened_or_dead_lettered(record: Record, dead_letter_topic: str) -> None:
+    payload = record.value
     completed = SCREENER.complete(SCREENER.prepare([record]))
     decisions = [output for output in completed.outputs if output.topic == "decisions"]
-    dead = [output for output in completed.outputs if output.topic == "dlq"]
+    dead = [output for output in completed.outputs if output.topic == dead_letter_topic]
     assert len(decisions) + len(dead) == 1, "exactly one outcome per record: nothing lost, nothing doubled"
     if dead:
         headers = dict(dead[0].headers or [])

@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,15 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, GeneratedEvent
 from aml_screener.devstack.kafka_cluster import KafkaCluster
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.screener_process import screener_env, start_screener
 from aml_screener.devstack.stack import BrokerKind, Brokers, EmbeddedStack
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
-from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.screener.codec import EventEncoder, FramedReader
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.screening.records import Direction
 from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist.store import WatchlistStore
 
@@ -46,7 +47,24 @@ DECISIONS = "screening.decisions"
 FLAGGED = "withdrawals.flagged"
 DLQ = "withdrawals.requested.dlq"
 HOLD = "withdrawals.held"
-TOPICS = {INPUT: 4, DECISIONS: 4, FLAGGED: 2, DLQ: 1, HOLD: 1}
+DEPOSITS = "deposits.received"
+DEPOSIT_FLAGGED = "deposits.flagged"
+DEPOSIT_DLQ = "deposits.received.dlq"
+DEPOSIT_HOLD = "deposits.held"
+TOPICS = {
+    INPUT: 4,
+    DECISIONS: 4,
+    FLAGGED: 2,
+    DLQ: 1,
+    HOLD: 1,
+    DEPOSITS: 2,
+    DEPOSIT_FLAGGED: 1,
+    DEPOSIT_DLQ: 1,
+    DEPOSIT_HOLD: 1,
+}
+# Every input partition a screener of a test's group can be assigned (withdrawals and deposits).
+INPUT_PARTITIONS = TOPICS[INPUT] + TOPICS[DEPOSITS]
+_ROLES = (INPUT, DECISIONS, FLAGGED, DLQ, HOLD, DEPOSITS, DEPOSIT_FLAGGED, DEPOSIT_DLQ, DEPOSIT_HOLD)
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
@@ -61,20 +79,22 @@ class Topics:
     flagged: str = FLAGGED
     dlq: str = DLQ
     hold: str = HOLD
+    deposits: str = DEPOSITS
+    deposit_flagged: str = DEPOSIT_FLAGGED
+    deposit_dlq: str = DEPOSIT_DLQ
+    deposit_hold: str = DEPOSIT_HOLD
 
     @classmethod
     def unique(cls) -> Topics:
         tag = uuid.uuid4().hex[:8]
-        return cls(*(f"{name}.{tag}" for name in (INPUT, DECISIONS, FLAGGED, DLQ, HOLD)))
+        return cls(*(f"{name}.{tag}" for name in _ROLES))
+
+    def by_role(self) -> dict[str, str]:
+        """Role (the default topic name) -> this test's topic name."""
+        return dict(zip(_ROLES, astuple(self), strict=True))
 
     def partitions(self) -> dict[str, int]:
-        return {
-            self.input: TOPICS[INPUT],
-            self.decisions: TOPICS[DECISIONS],
-            self.flagged: TOPICS[FLAGGED],
-            self.dlq: TOPICS[DLQ],
-            self.hold: TOPICS[HOLD],
-        }
+        return {name: TOPICS[role] for role, name in self.by_role().items()}
 
     def env(self) -> dict[str, str]:
         """The screener's AML_* topic settings."""
@@ -84,6 +104,10 @@ class Topics:
             "AML_KAFKA_FLAGGED_TOPIC": self.flagged,
             "AML_KAFKA_DEAD_LETTER_TOPIC": self.dlq,
             "AML_KAFKA_HOLD_TOPIC": self.hold,
+            "AML_KAFKA_DEPOSIT_TOPIC": self.deposits,
+            "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": self.deposit_flagged,
+            "AML_KAFKA_DEPOSIT_DEAD_LETTER_TOPIC": self.deposit_dlq,
+            "AML_KAFKA_DEPOSIT_HOLD_TOPIC": self.deposit_hold,
         }
 
 
@@ -157,9 +181,9 @@ def isolated_stack(
             kafka_cluster.admin().delete_topics(list(topics.partitions()), operation_timeout=0)
 
 
-def encoder() -> WithdrawalEncoder:
-    entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    return WithdrawalEncoder(entry.schema, entry.schema_id)
+def encoder(name: str = WITHDRAWAL_REQUESTED) -> EventEncoder:
+    entry = CATALOG.current(name)
+    return EventEncoder(entry.schema, entry.schema_id)
 
 
 def load_bundled_watchlist(redis_url: str) -> list[tuple[str, Listing]]:
@@ -169,14 +193,21 @@ def load_bundled_watchlist(redis_url: str) -> list[tuple[str, Listing]]:
 
 
 def generate(listings: list[tuple[str, Listing]], count: int, **kwargs: Any) -> list[GeneratedEvent]:
-    return list(WithdrawalGenerator(listings, encoder(), **kwargs).stream(count))
+    """Generated events; with ``deposit_share`` a mixed stream of withdrawals and deposits."""
+    if kwargs.get("deposit_share"):
+        kwargs.setdefault("deposit_encoder", encoder(DEPOSIT_RECEIVED))
+    return list(EventGenerator(listings, encoder(), **kwargs).stream(count))
 
 
-def _target(target: IsolatedStack | str, topic: str | None) -> tuple[str, str]:
-    """(bootstrap servers, topic): an IsolatedStack's own input topic by default; INPUT for a bare address."""
+def _target(
+    target: IsolatedStack | str, topic: str | None, direction: Direction = Direction.WITHDRAWAL
+) -> tuple[str, str]:
+    """(bootstrap servers, topic): an IsolatedStack's own input topic of the direction by default (INPUT or
+    DEPOSITS for a bare address)."""
+    deposit = direction is Direction.DEPOSIT
     if isinstance(target, IsolatedStack):
-        return target.bootstrap_servers, topic or target.topics.input
-    return target, topic or INPUT
+        return target.bootstrap_servers, topic or (target.topics.deposits if deposit else target.topics.input)
+    return target, topic or (DEPOSITS if deposit else INPUT)
 
 
 def produce(
@@ -188,17 +219,19 @@ def produce(
     partition: int | None = None,
 ) -> int:
     """Produce generated events with confluent-kafka's Producer (`config` adds producer settings, e.g.
-    compression.type); to `partition` when given, else by key."""
-    bootstrap, topic = _target(target, topic)
+    compression.type); withdrawals to the input topic and deposits to the deposit topic unless `topic` is given;
+    to `partition` when given, else by key."""
+    bootstrap, _ = _target(target, topic)
+    topics = {direction: _target(target, topic, direction)[1] for direction in Direction}
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 5, "log.connection.close": False, **(config or {})}
     )
     count = 0
     for event in events:
         if partition is None:
-            producer.produce(topic, event.value, event.key)
+            producer.produce(topics[event.direction], event.value, event.key)
         else:
-            producer.produce(topic, event.value, event.key, partition=partition)
+            producer.produce(topics[event.direction], event.value, event.key, partition=partition)
         producer.poll(0)
         count += 1
     assert producer.flush(30) == 0, "test input not fully delivered"
@@ -266,19 +299,18 @@ class ScreenerProcess:
             return str(response.read().decode())
 
     def metric(self, name: str, **labels: str) -> float:
-        """Value of one sample (0 when absent)."""
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        """Sum of the samples of `name` whose labels include `labels` (like PromQL's ``sum(name{labels})``; 0 when
+        there is none), so a query keeps its meaning when a metric gains a label."""
+        wanted = {f'{key}="{value}"' for key, value in labels.items()}
+        total = 0.0
         for line in self.metrics().splitlines():
             if line.startswith("#"):
                 continue
             series, _, value = line.rpartition(" ")
             metric, _, label_text = series.partition("{")
-            if metric != name:
-                continue
-            have = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-            if have == wanted:
-                return float(value)
-        return 0.0
+            if metric == name and wanted <= set(label_text.rstrip("}").split(",")):
+                total += float(value)
+        return total
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -360,9 +392,11 @@ class Outputs:
 
     decisions: list[dict[str, Any]] = field(default_factory=list)
     decision_values: list[bytes] = field(default_factory=list)  # the framed bytes of each decision, as read
-    flagged: list[dict[str, Any]] = field(default_factory=list)
-    dead_letters: list[Any] = field(default_factory=list)  # raw kafka-python records (value = original bytes)
-    held: list[Any] = field(default_factory=list)  # raw records passed on unscreened (fail-open mode)
+    flagged: list[dict[str, Any]] = field(default_factory=list)  # WithdrawalFlagged
+    deposit_flagged: list[dict[str, Any]] = field(default_factory=list)  # DepositFlagged
+    # Raw kafka-python records (value = original bytes) of both dead-letter topics; record.topic tells which.
+    dead_letters: list[Any] = field(default_factory=list)
+    held: list[Any] = field(default_factory=list)  # raw records passed on unscreened (fail-open mode), both inputs
 
     def decisions_by_event(self) -> dict[str, list[dict[str, Any]]]:
         by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -396,9 +430,9 @@ class OutputReader:
             fetch_max_wait_ms=10,
             max_poll_records=10_000,
         )
-        topics = self.topics
-        roles = {topics.decisions: DECISIONS, topics.flagged: FLAGGED, topics.dlq: DLQ, topics.hold: HOLD}
-        partitions = [TopicPartition(name, p) for name, role in roles.items() for p in range(TOPICS[role])]
+        outputs = (DECISIONS, FLAGGED, DLQ, HOLD, DEPOSIT_FLAGGED, DEPOSIT_DLQ, DEPOSIT_HOLD)
+        names = self.topics.by_role()
+        partitions = [TopicPartition(names[role], p) for role in outputs for p in range(TOPICS[role])]
         self.consumer.assign(partitions)
         self.consumer.seek_to_beginning()
         self.outputs = Outputs()
@@ -406,17 +440,21 @@ class OutputReader:
     def poll(self, timeout_ms: int = 200) -> None:
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
-                if tp.topic == self.topics.dlq:
+                topics = self.topics
+                if tp.topic in (topics.dlq, topics.deposit_dlq):
                     self.outputs.dead_letters.append(record)
-                elif tp.topic == self.topics.hold:
+                elif tp.topic in (topics.hold, topics.deposit_hold):
                     self.outputs.held.append(record)
                 else:
                     schema_id, decoded = self.framed.decode(record.value)
                     self.schema_ids[schema_id] += 1
-                    target = self.outputs.decisions if tp.topic == self.topics.decisions else self.outputs.flagged
-                    target.append(decoded)
-                    if tp.topic == self.topics.decisions:
+                    if tp.topic == topics.decisions:
+                        self.outputs.decisions.append(decoded)
                         self.outputs.decision_values.append(record.value)
+                    elif tp.topic == topics.deposit_flagged:
+                        self.outputs.deposit_flagged.append(decoded)
+                    else:
+                        self.outputs.flagged.append(decoded)
 
     def read_until(self, predicate: Callable[[Outputs], bool], timeout: float, what: str) -> Outputs:
         deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ import redis
 from aml_screener.cli import main
 from aml_screener.devstack.address_factory import case_variants, unified_address
 from aml_screener.infra.watchlist_layout import WatchlistKeys
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
@@ -77,7 +77,7 @@ def screen_all(client: redis.Redis, withdrawals: list[tuple[str, str]]) -> list[
     lookup = WatchlistLookup(client, WatchlistKeys())
     screener = batch_screener(lookup.lookup)
     entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    encoder = WithdrawalEncoder(entry.schema, entry.schema_id)
+    encoder = EventEncoder(entry.schema, entry.schema_id)
     records = []
     for offset, (network, address) in enumerate(withdrawals):
         value = encoder.encode(

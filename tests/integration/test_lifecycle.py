@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import TOPICS, all_decided, generate, load_bundled_watchlist, produce
+from tests.integration.harness import INPUT_PARTITIONS, all_decided, generate, load_bundled_watchlist, produce
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_sigterm_under_load_drains_within_the_bound_and_hands_partitions_over_at
 
     def split() -> bool:
         mine = staying.probe("/readyz")[1]["assigned_partitions"]
-        return bool(mine) and len(mine) < TOPICS["withdrawals.requested"]
+        return bool(mine) and len(mine) < INPUT_PARTITIONS
 
     staying.wait_until(split, 60, "both members to share the partitions")
 
@@ -53,7 +53,7 @@ def test_sigterm_under_load_drains_within_the_bound_and_hands_partitions_over_at
     code = leaving.proc.wait(SHUTDOWN_BOUND_S + 10)
     drained_in = time.monotonic() - signalled
     staying.wait_until(
-        lambda: len(staying.probe("/readyz")[1]["assigned_partitions"]) == TOPICS["withdrawals.requested"],
+        lambda: len(staying.probe("/readyz")[1]["assigned_partitions"]) == INPUT_PARTITIONS,
         SESSION_TIMEOUT_S,
         "the staying member to own every partition before a silent departure's session timeout",
     )

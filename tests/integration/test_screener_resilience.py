@@ -9,7 +9,7 @@ import pytest
 
 from aml_screener.devstack.generator import Expected
 from tests.integration.harness import (
-    TOPICS,
+    INPUT_PARTITIONS,
     all_decided,
     generate,
     load_bundled_watchlist,
@@ -69,9 +69,9 @@ def test_two_screeners_in_one_group_split_partitions_and_decide_everything(stack
     def both_have_partitions() -> bool:
         a = set(one.probe("/readyz")[1]["assigned_partitions"])
         b = set(two.probe("/readyz")[1]["assigned_partitions"])
-        return bool(a) and bool(b) and not (a & b) and len(a | b) == TOPICS["withdrawals.requested"]
+        return bool(a) and bool(b) and not (a & b) and len(a | b) == INPUT_PARTITIONS
 
-    two.wait_until(both_have_partitions, 90, "the group to split the 4 partitions between both members")
+    two.wait_until(both_have_partitions, 90, "the group to split the input partitions between both members")
     produce(stack, events)
     outputs = reader.read_until(all_decided(events), 90, "every event decided by the group")
     outputs = reader.settle(1.0)

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from aml_screener.cli import main
 from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.infra.watchlist_layout import WatchlistKeys
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
@@ -144,7 +144,7 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
     run_sync(store, sources)
     screener = batch_screener(WatchlistLookup(store.redis, WatchlistKeys()).lookup)
     entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    encoder = WithdrawalEncoder(entry.schema, entry.schema_id)
+    encoder = EventEncoder(entry.schema, entry.schema_id)
     records = [
         Record(
             "in",

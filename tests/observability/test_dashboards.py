@@ -108,5 +108,15 @@ def test_compliance_dashboard_covers_what_compliance_asks_for() -> None:
         "aml_screener_watchlist_info",
         "aml_screener_watchlist_source_addresses",
         "aml_screener_watchlist_source_last_success_timestamp_seconds",
+        # OFAC reporting obligations: how many are open, due soon, overdue, and the nearest deadline.
+        "max by (kind) (aml_screener_reporting_open_obligations)",
+        "aml_screener_reporting_due_soon_obligations",
+        "aml_screener_reporting_overdue_obligations",
+        "min(aml_screener_reporting_next_due_timestamp_seconds)",
+        # What the action policy did, by direction: rejected and held withdrawals, frozen deposits and in review.
+        'aml_screener_actions_total{direction="withdrawal",action="reject"}',
+        'aml_screener_actions_total{direction="deposit",action="freeze"}',
+        "sum by (direction, category) (rate(aml_screener_flags_total",
+        "aml_screener_policy_info",
     ):
         assert metric in exprs, metric

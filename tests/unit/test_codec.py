@@ -14,10 +14,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from aml_screener.screener.codec import (
     HEADER,
+    EventEncoder,
     FramedReader,
     RecordEncoder,
     WithdrawalDecoder,
-    WithdrawalEncoder,
     amount_of,
     usd_value_of,
 )
@@ -86,9 +86,9 @@ def encode_with(catalog: SchemaCatalog, schema_id: int, record: dict) -> bytes:
     return stream.getvalue()
 
 
-def current_encoder(catalog: SchemaCatalog) -> WithdrawalEncoder:
+def current_encoder(catalog: SchemaCatalog) -> EventEncoder:
     entry = catalog.current(WITHDRAWAL_REQUESTED)
-    return WithdrawalEncoder(entry.schema, entry.schema_id)
+    return EventEncoder(entry.schema, entry.schema_id)
 
 
 def test_round_trip_current_schema_keeps_every_field(catalog, decoder):
@@ -272,7 +272,7 @@ def test_outputs_are_framed_and_decode_with_the_registry_schema(catalog):
     }
     value = encoder.encode(decision)
     schema_id, decoded = FramedReader(repository).decode(value)
-    assert schema_id == decision_entry.schema_id == 5
+    assert schema_id == decision_entry.schema_id == 8
     assert decoded["matches"][0]["entry_name"] == "Lazarus Group"
     assert decoded["decision"] == "FLAGGED"
 
@@ -374,3 +374,43 @@ def test_over_large_metadata_is_dead_lettered(catalog, metadata):
         decoder.decode(current_encoder(catalog).encode(event(metadata=metadata)))
     assert caught.value.reason is DeadLetterReason.FIELD_TOO_LONG
     assert caught.value.detail.startswith("metadata ")
+
+
+# Python's datetime (and so fastavro's and confluent-kafka's AvroDeserializer's logical readers) spans years 1-9999.
+_YEAR_10000_MS = 253_402_300_800_000
+_BEFORE_YEAR_1_MS = -62_135_596_800_001
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "problem"),
+    [
+        ("requested_at", _YEAR_10000_MS, "requested_at"),
+        ("requested_at", _BEFORE_YEAR_1_MS, "requested_at"),
+        ("amount", (10**38).to_bytes(17, "big", signed=True), "amount"),
+        ("amount", (10**38).to_bytes(16, "big", signed=True), "amount"),  # 16 bytes, but 39 digits
+        ("usd_value", (10**20).to_bytes(9, "big", signed=True), "usd_value"),  # decimal(20, 2): 20 digits at most
+    ],
+    ids=["year-10000", "before-year-1", "amount-17-bytes", "amount-39-digits", "usd-21-digits"],
+)
+def test_values_a_logical_type_cannot_hold_are_dead_lettered_not_passed_on(catalog, field, raw, problem):
+    """Decoding ignores logical types (fast path), but the event is copied into the outputs, where consumers read
+    them with logical types: a timestamp outside datetime's range or a decimal beyond its precision would make the
+    decision or flagged event undecodable downstream. Found by the poison-input property (a year-10053 timestamp)."""
+    decoder = WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=65_536)
+    with pytest.raises(DecodeError) as caught:
+        decoder.decode(current_encoder(catalog).encode(event(**{field: raw})))
+    assert caught.value.reason is DeadLetterReason.INVALID_FIELD
+    assert caught.value.detail.startswith(f"{problem} "), caught.value.detail
+
+
+def test_values_at_the_edges_of_their_logical_types_decode(catalog):
+    decoder = WithdrawalDecoder(LocalSchemaRepository(catalog), catalog, max_message_bytes=65_536)
+    largest = Decimal("99999999999999999999.999999999999999999")  # 38 digits, scale 18
+    edge = event(requested_at=_YEAR_10000_MS - 1, amount=largest, usd_value=Decimal("999999999999999999.99"))
+    _, decoded = decoder.decode(current_encoder(catalog).encode(edge))
+    assert decoded["requested_at"] == _YEAR_10000_MS - 1
+    # Exact, not rounded to the default context's 28 digits (evidence and reports show this amount).
+    assert amount_of(decoded) == largest and usd_value_of(decoded) == Decimal("999999999999999999.99")
+    reader = FramedReader(LocalSchemaRepository(catalog))
+    _, logical = reader.decode(current_encoder(catalog).encode(edge))
+    assert logical["amount"] == largest and logical["requested_at"].year == 9999

@@ -15,7 +15,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.infra.settings import FailureMode, Settings
-from aml_screener.screener.codec import WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
@@ -32,7 +32,7 @@ CLEAN = "0x52908400098527886e0f7030069857d2e4169ee7"
 
 def withdrawal(offset: int) -> Record:
     entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    value = WithdrawalEncoder(entry.schema, entry.schema_id).encode(
+    value = EventEncoder(entry.schema, entry.schema_id).encode(
         {
             "event_id": f"e-{offset}",
             "exchange_id": "x",

@@ -92,10 +92,10 @@ def test_unreadable_input_makes_not_ready_at_once_and_unhealthy_after_the_bound(
 
 def test_metrics_are_exposed_in_prometheus_text_format(server):
     url, _, metrics = server
-    metrics.decisions.labels("clear").inc(3)
+    metrics.decisions.labels("clear", "withdrawal").inc(3)
     status, body = get(url + "/metrics")
     assert status == 200
-    assert 'aml_screener_decisions_total{decision="clear"} 3.0' in body
+    assert 'aml_screener_decisions_total{decision="clear",direction="withdrawal"} 3.0' in body
     assert get(url + "/nope")[0] == 404
 
 

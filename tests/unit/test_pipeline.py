@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.errors import DeadLetterReason, LookupFailure, LookupUnavailable
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.pipeline import (
@@ -69,7 +69,7 @@ def withdrawal(event_id: str, network: str, address: str, **extra) -> bytes:
         "metadata": None,
     }
     record.update(extra)
-    return WithdrawalEncoder(entry.schema, entry.schema_id).encode(record)
+    return EventEncoder(entry.schema, entry.schema_id).encode(record)
 
 
 def records(*values: bytes | None) -> list[Record]:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from solders.pubkey import Pubkey
 
 from aml_screener.devstack.address_factory import cashaddr_address, unified_address
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
+from aml_screener.screener.codec import EventEncoder, FramedReader
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screening.addresses import normalize, normalize_key, normalize_listed_key
@@ -65,7 +65,7 @@ def screen(watchlist: dict[str, list[Match]], network: str, address: str) -> dic
         return LookupResult("v-test", 1, {key: watchlist[key] for key in keys if key in watchlist}, 0.001)
 
     entry = CATALOG.current(WITHDRAWAL_REQUESTED)
-    value = WithdrawalEncoder(entry.schema, entry.schema_id).encode(
+    value = EventEncoder(entry.schema, entry.schema_id).encode(
         {
             "event_id": "e-1",
             "exchange_id": "upbit-kr",

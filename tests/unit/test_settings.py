@@ -227,3 +227,34 @@ def test_registry_urls_carry_their_own_credentials_else_the_basic_auth_setting()
     assert first.url == "https://reg-1:8081/ccompat" and second.url == "http://reg-2"
     assert first.authorization == "Basic " + base64.b64encode(b"us@er:p:w").decode()
     assert second.authorization == "Basic " + base64.b64encode(b"svc:pw").decode()
+
+
+def test_deposits_are_consumed_from_their_own_topic_unless_switched_off(monkeypatch):
+    assert load_settings().input_topics == ("withdrawals.requested", "deposits.received")
+    monkeypatch.setenv("AML_KAFKA_DEPOSIT_TOPIC", "")
+    assert load_settings().input_topics == ("withdrawals.requested",)
+
+
+@pytest.mark.parametrize(
+    ("variables", "names"),
+    [
+        ({"AML_KAFKA_DEPOSIT_TOPIC": "withdrawals.requested"}, ("AML_KAFKA_DEPOSIT_TOPIC", "AML_KAFKA_INPUT_TOPIC")),
+        ({"AML_KAFKA_DECISIONS_TOPIC": "deposits.received"}, ("AML_KAFKA_DECISIONS_TOPIC", "AML_KAFKA_DEPOSIT_TOPIC")),
+        (
+            {"AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": "in", "AML_KAFKA_INPUT_TOPIC": "in"},
+            ("AML_KAFKA_DEPOSIT_FLAGGED_TOPIC",),
+        ),
+        ({"AML_KAFKA_DEAD_LETTER_TOPIC": "withdrawals.requested"}, ("AML_KAFKA_DEAD_LETTER_TOPIC",)),
+    ],
+)
+def test_an_output_topic_that_is_an_input_topic_is_refused_naming_both_variables(monkeypatch, capsys, variables, names):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    for name in names:
+        assert name in str(caught.value)
+    with pytest.raises(SystemExit) as exited:
+        main(["config"])
+    assert exited.value.code == 2, "the CLI exits with the configuration error"
+    assert names[0] in capsys.readouterr().err

@@ -32,19 +32,27 @@ from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.demo.sample import load_sample, sample_listings
-from aml_screener.devstack.generator import Expected, GeneratedEvent, WithdrawalGenerator
+from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.screener_process import ScreenerNotReady, screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
 from aml_screener.infra.watchlist_layout import WatchlistKeys
-from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
-from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.screener.codec import EventEncoder, FramedReader
+from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
+from aml_screener.screening.records import Direction
+from aml_screener.screening.watchlist import Listing
 from aml_screener.watchlist.store import WatchlistStore
 
 INPUT_TOPIC = "withdrawals.requested"
+DEPOSIT_TOPIC = "deposits.received"
 DECISIONS_TOPIC = "screening.decisions"
 FLAGGED_TOPIC = "withdrawals.flagged"
+DEPOSIT_FLAGGED_TOPIC = "deposits.flagged"
 DLQ_TOPIC = "withdrawals.requested.dlq"
+DEPOSIT_DLQ_TOPIC = "deposits.received.dlq"
+DLQ_TOPICS = (DLQ_TOPIC, DEPOSIT_DLQ_TOPIC)
+# The demo's one deliberate deposit from a Lazarus Group address (OFAC SDN entry 27307), to show it frozen.
+LAZARUS_DEPOSIT_ID = "dep-demo-lazarus"
 # Waiting for the screener to become ready: it connects to Kafka and Redis and checks the watchlist.
 _READY_TIMEOUT_SECONDS = 60
 # After the last event is produced, how long to wait for every decision before reporting a shortfall.
@@ -52,13 +60,14 @@ _DRAIN_TIMEOUT_SECONDS = 60
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=20_000, help="withdrawals to generate (default 20000)")
+    parser.add_argument("--events", type=int, default=20_000, help="events to generate (default 20000)")
+    parser.add_argument("--deposit-share", type=float, default=0.25, help="share of deposits (default 0.25)")
     parser.add_argument("--rate", type=float, default=4_000, help="events per second (default 4000)")
     parser.add_argument("--hit-share", type=float, default=0.02, help="share to listed addresses (default 0.02)")
     parser.add_argument("--invalid-share", type=float, default=0.005, help="share with invalid addresses")
     parser.add_argument("--malformed-share", type=float, default=0.002, help="share of undecodable payloads")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same stream)")
-    parser.add_argument("--partitions", type=int, default=4, help="input topic partitions (embedded stack)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per input topic (embedded stack)")
     parser.add_argument("--bootstrap-servers", help="use this Kafka instead of the embedded broker")
     parser.add_argument("--kafka-api-version", help="pin kafka-python's API version for --bootstrap-servers")
     parser.add_argument("--redis-url", help="use this Redis instead of an embedded redis-server")
@@ -69,6 +78,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class Tally:
     decisions: Counter[str] = field(default_factory=Counter)
+    by_direction: Counter[tuple[str, str]] = field(default_factory=Counter)  # (direction, outcome)
+    actions: Counter[str] = field(default_factory=Counter)  # the policy's actions
+    lazarus_deposit: dict[str, Any] | None = None  # the decision of the demo's Lazarus deposit
     flags_by_list: Counter[str] = field(default_factory=Counter)
     flags_by_asset: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -112,6 +124,7 @@ class _Producer(threading.Thread):
         # Connect and learn the topic's leaders before the clock starts: otherwise the first events are
         # timestamped while the producer is still connecting, and that wait would be counted as screening latency.
         self.producer.list_topics(INPUT_TOPIC, timeout=10)
+        self.producer.list_topics(DEPOSIT_TOPIC, timeout=10)
         self.events = events
         self.rate = rate
         self.sent = 0
@@ -126,11 +139,16 @@ class _Producer(threading.Thread):
                 if delay > 0.002:
                     self.producer.poll(0)
                     time.sleep(delay)
-                self.producer.produce(INPUT_TOPIC, event.value, event.key)
+                topic = DEPOSIT_TOPIC if event.direction is Direction.DEPOSIT else INPUT_TOPIC
+                self.producer.produce(topic, event.value, event.key)
                 self.sent = index + 1
             self.producer.flush(30)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.error = exc
+        finally:
+            # Destroy the client now: kept alive, it would try to reconnect (and log connection failures) once the
+            # embedded broker has been stopped at the end of the demo.
+            del self.producer
 
 
 @contextlib.contextmanager
@@ -140,7 +158,15 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | 
         return
     if args.bootstrap_servers or args.redis_url:
         raise SystemExit("demo: give both --bootstrap-servers and --redis-url, or neither (embedded stack)")
-    topics = {INPUT_TOPIC: args.partitions, DECISIONS_TOPIC: args.partitions, FLAGGED_TOPIC: 1, DLQ_TOPIC: 1}
+    topics = {
+        INPUT_TOPIC: args.partitions,
+        DEPOSIT_TOPIC: args.partitions,
+        DECISIONS_TOPIC: args.partitions,
+        FLAGGED_TOPIC: 1,
+        DEPOSIT_FLAGGED_TOPIC: 1,
+        DLQ_TOPIC: 1,
+        DEPOSIT_DLQ_TOPIC: 1,
+    }
     print("starting the embedded stack (librdkafka mock broker + redis-server) ...", flush=True)
     # The broker in its own process keeps its threads off this process, which also generates and reads.
     with EmbeddedStack(brokers=1, topics=topics, broker_in_subprocess=True) as stack:
@@ -150,8 +176,9 @@ def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | 
 def run_demo(args: argparse.Namespace) -> int:
     catalog = SchemaCatalog()
     repository = LocalSchemaRepository(catalog)
-    encoder = WithdrawalEncoder(
-        catalog.current(WITHDRAWAL_REQUESTED).schema, catalog.current(WITHDRAWAL_REQUESTED).schema_id
+    encoder, deposit_encoder = (
+        EventEncoder(catalog.current(name).schema, catalog.current(name).schema_id)
+        for name in (WITHDRAWAL_REQUESTED, DEPOSIT_RECEIVED)
     )
     listings = sample_listings()
     with _infrastructure(args) as (bootstrap, redis_url, api_version):
@@ -162,7 +189,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"watchlist: loaded {len(listings)} OFAC SDN addresses of {len(parties)} parties "
             f"(incl. Lazarus Group), version {synced.version}"
         )
-        generator = WithdrawalGenerator(
+        generator = EventGenerator(
             listings,
             encoder,
             seed=args.seed,
@@ -170,8 +197,11 @@ def run_demo(args: argparse.Namespace) -> int:
             invalid_share=args.invalid_share,
             malformed_share=args.malformed_share,
             clean_pool=min(100_000, max(1_000, args.events)),
+            deposit_share=args.deposit_share,
+            deposit_encoder=deposit_encoder,
         )
         events = list(generator.stream(args.events))
+        events.insert(len(events) // 2, _lazarus_deposit(generator, listings))
         expected = Counter(event.expected.value for event in events)
         http_port = args.http_port or free_port()
         env = screener_env(
@@ -194,8 +224,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 raise SystemExit(f"demo: {exc}; log: {log_path}") from None
             print(f"screener ready (pid {child.pid}, metrics {base}/metrics, log {log_path})")
             print(
-                f"producing {args.events} withdrawals at {args.rate:.0f}/s: expected "
-                + ", ".join(f"{k.lower()} {v}" for k, v in sorted(expected.items()))
+                f"producing {len(events)} events ({sum(e.direction is Direction.DEPOSIT for e in events)} deposits) "
+                f"at {args.rate:.0f}/s: expected " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(expected.items()))
             )
             tally = _screen(bootstrap, api_version, events, args.rate, FramedReader(repository, logical_types=False))
             metrics_excerpt = _scrape(f"{base}/metrics")
@@ -222,6 +252,19 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _lazarus_deposit(generator: EventGenerator, listings: list[tuple[str, Listing]]) -> GeneratedEvent:
+    """A USDT deposit on Ethereum whose sender is a Lazarus Group address of the OFAC sample: must be frozen."""
+    key, listing = next((key, listing) for key, listing in listings if listing.entry_name == "Lazarus Group")
+    return generator.deposit_from(
+        [listing.listed_address],
+        network="ethereum",
+        asset="USDT",
+        expected=Expected.FLAGGED,
+        address_key=key,
+        event_id=LAZARUS_DEPOSIT_ID,
+    )
+
+
 def _screen(
     bootstrap: str, api_version: str | None, events: list[GeneratedEvent], rate: float, reader: FramedReader
 ) -> Tally:
@@ -232,7 +275,7 @@ def _screen(
     )
     partitions = [
         TopicPartition(topic, partition)
-        for topic in (DECISIONS_TOPIC, DLQ_TOPIC)
+        for topic in (DECISIONS_TOPIC, *DLQ_TOPICS)
         for partition in sorted(consumer.partitions_for_topic(topic) or {0})
     ]
     consumer.assign(partitions)
@@ -247,7 +290,7 @@ def _screen(
         while tally.accounted < len(events):
             for tp, records in consumer.poll(timeout_ms=200).items():
                 for record in records:
-                    if tp.topic == DLQ_TOPIC:
+                    if tp.topic in DLQ_TOPICS:
                         reason = dict(record.headers).get("aml.dlq.reason", b"?").decode()
                         tally.dead_letters[reason] += 1
                         tally.dead_letter_offsets.add((record.partition, record.offset))
@@ -279,6 +322,10 @@ def _count_decision(tally: Tally, decision: dict[str, Any]) -> None:
     tally.decided_ids.add(event_id)
     outcome = decision["decision"]
     tally.decisions[outcome] += 1
+    tally.by_direction[decision["direction"], outcome] += 1
+    tally.actions[decision["action"]] += 1
+    if event_id == LAZARUS_DEPOSIT_ID:
+        tally.lazarus_deposit = decision
     tally.outcome_by_event[event_id] = outcome
     if outcome == "FLAGGED":
         for match in decision["matches"]:
@@ -304,6 +351,20 @@ def _scrape(url: str) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.startswith(wanted)]
+
+
+_OUTCOMES = ("CLEAR", "FLAGGED", "UNSCREENABLE")
+
+
+def _describe(decision: dict[str, Any] | None) -> str:
+    if decision is None:
+        return "no decision"
+    match = decision["matches"][0] if decision["matches"] else {}
+    listed = f"{match.get('list')} entry {match.get('entry_id')} ({match.get('entry_name')})" if match else "-"
+    return (
+        f"{decision['decision']}, severity {decision['severity']}, action {decision['action']} "
+        f"(policy rule {decision['policy_rule']}); matched {listed}"
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -334,6 +395,14 @@ def _report(
         ("  clear", f"{tally.decisions['CLEAR']}  (expected {expected['CLEAR']})"),
         ("  flagged", f"{tally.decisions['FLAGGED']}  (expected {expected['FLAGGED']})"),
         ("  unscreenable", f"{tally.decisions['UNSCREENABLE']}  (expected {expected['UNSCREENABLE']})"),
+        *(
+            (
+                f"  {direction}s",
+                ", ".join(f"{outcome.lower()} {tally.by_direction[direction, outcome]}" for outcome in _OUTCOMES),
+            )
+            for direction in ("withdrawal", "deposit")
+        ),
+        ("actions (policy)", ", ".join(f"{action} {count}" for action, count in tally.actions.most_common())),
         (
             "dead-lettered",
             f"{sum(tally.dead_letters.values())}  (expected {expected['DEAD_LETTER']}): "
@@ -360,6 +429,7 @@ def _report(
     print("\nsummary")
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+    print(f"\ndeposit from a Lazarus Group address ({LAZARUS_DEPOSIT_ID}): {_describe(tally.lazarus_deposit)}")
     print("\nflags by list entry")
     for name, count in tally.flags_by_list.most_common():
         print(f"  {count:>6}  {name}")
@@ -374,7 +444,9 @@ def _report(
         and not clear_but_listed
         and got_flagged == expected_flagged
         and sum(tally.dead_letters.values()) == expected["DEAD_LETTER"]
+        and tally.lazarus_deposit is not None
+        and tally.lazarus_deposit["action"] == "freeze"
         and exit_code == 0
     )
-    print("\nresult: " + ("OK - every withdrawal decided, every listed destination flagged" if ok else "MISMATCH"))
+    print("\nresult: " + ("OK - every event decided, every listed address flagged" if ok else "MISMATCH"))
     return ok

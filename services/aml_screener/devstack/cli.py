@@ -18,11 +18,16 @@ from aml_screener.devstack.stack import BROKERS, EmbeddedStack
 
 DEFAULT_TOPICS = {
     "withdrawals.requested": 4,
+    "deposits.received": 4,
     "screening.decisions": 4,
     "withdrawals.flagged": 1,
+    "deposits.flagged": 1,
     "withdrawals.requested.dlq": 1,
+    "deposits.received.dlq": 1,
     "withdrawals.held": 1,  # fail-open mode only
+    "deposits.held": 1,  # fail-open mode only
 }
+INPUT_TOPICS = ("withdrawals.requested", "deposits.received")
 # Real Kafka: three nodes is the smallest cluster with production's replication (RF 3, min ISR 2).
 DEFAULT_KAFKA_NODES = 3
 
@@ -37,7 +42,7 @@ def add_devstack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--brokers", type=int, default=None, help=f"nodes: default 1 for the mock, {DEFAULT_KAFKA_NODES} for kafka"
     )
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the input topic (default 4)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each input topic (default 4)")
     parser.add_argument(
         "--schema-registry",
         action="store_true",
@@ -59,7 +64,7 @@ def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> 
 
 
 def run_devstack(args: argparse.Namespace) -> int:
-    topics = dict(DEFAULT_TOPICS, **{"withdrawals.requested": args.partitions})
+    topics = DEFAULT_TOPICS | dict.fromkeys(INPUT_TOPICS, args.partitions)
     brokers = args.brokers or (DEFAULT_KAFKA_NODES if args.broker == "kafka" else 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

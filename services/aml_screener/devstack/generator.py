@@ -1,6 +1,8 @@
-"""Deterministic synthetic withdrawal streams with a known answer per event.
+"""Deterministic synthetic event streams (withdrawals and deposits) with a known answer per event.
 
-Given the listings of a watchlist and a seed, produces WithdrawalRequested records across several networks:
+Given the listings of a watchlist and a seed, produces WithdrawalRequested records across several networks and,
+for a configurable share, DepositReceived records (one to four source addresses; a flagged deposit has one listed
+source among clean ones, an unscreenable one a corrupted source). For withdrawals,
 a configurable share goes to listed addresses (EVM ones under random case variants — lowercase, upper-case
 hex, EIP-55 — and on any EVM network; every other spelling their chain allows) or, for a fifth of those, to an
 address related to a listed one (the TRON twin of a listed EVM account, the P2WPKH or Bitcoin Cash twin of a listed
@@ -22,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from aml_screener.devstack.address_factory import case_variants, corrupt, random_address
-from aml_screener.screener.codec import HEADER, WithdrawalEncoder
+from aml_screener.screener.codec import HEADER, EventEncoder
 from aml_screener.screening.addresses import (
     ChainFamily,
     InvalidAddress,
@@ -32,6 +34,7 @@ from aml_screener.screening.addresses import (
     normalize_listed,
     resolve_network,
 )
+from aml_screener.screening.records import Direction
 from aml_screener.screening.related import ListingRelations, Relation, listing_keys, screening_keys
 from aml_screener.screening.watchlist import Listing
 
@@ -51,9 +54,11 @@ class GeneratedEvent:
     expected: Expected
     network: str
     asset: str
-    address: str
+    address: str  # a withdrawal's destination; a deposit's source that decides (the listed one, the corrupted one)
     address_key: str | None  # normalized key when the address is valid
     dead_letter_reason: str | None = None
+    direction: Direction = Direction.WITHDRAWAL
+    sources: tuple[str, ...] = ()  # a deposit's source addresses, as sent
 
 
 # (network, assets sent on it) for clean traffic; weights roughly follow exchange withdrawal mixes
@@ -130,11 +135,19 @@ def _first_valid_network(listing: Listing) -> str:
     raise ValueError(f"listed address {listing.listed_address!r} is valid on no network")
 
 
-class WithdrawalGenerator:
+# Source addresses per deposit on UTXO chains (a transaction spends one or more inputs); account chains have one.
+_UTXO_NETWORKS = frozenset({"bitcoin", "litecoin", "dogecoin", "bitcoin-cash", "zcash"})
+_MAX_SOURCES = 4
+
+
+class EventGenerator:
+    """Withdrawals, and deposits for `deposit_share` of the events (then `deposit_encoder` encodes them): the same
+    shares of hits, unscreenable and malformed events in both."""
+
     def __init__(
         self,
         listings: Sequence[tuple[str, Listing]],
-        encoder: WithdrawalEncoder,
+        encoder: EventEncoder,
         *,
         seed: int = 7,
         hit_share: float = 0.02,
@@ -142,11 +155,19 @@ class WithdrawalGenerator:
         malformed_share: float = 0.002,
         clean_pool: int = 100_000,
         related_share: float = 0.2,
+        deposit_share: float = 0.0,
+        deposit_encoder: EventEncoder | None = None,
     ) -> None:
         if not 0 <= hit_share + invalid_share + malformed_share <= 1:
             raise ValueError("shares must add up to at most 1")
+        if not 0 <= deposit_share <= 1:
+            raise ValueError("deposit_share must be between 0 and 1")
+        if deposit_share and deposit_encoder is None:
+            raise ValueError("deposit_share > 0 needs a deposit_encoder (DepositReceived)")
         self.rng = random.Random(seed)
         self.encoder = encoder
+        self.deposit_encoder = deposit_encoder
+        self.deposit_share = deposit_share
         self.targets = listed_targets(listings)
         if hit_share and not self.targets:
             raise ValueError("hit_share > 0 needs at least one listed address")
@@ -165,6 +186,9 @@ class WithdrawalGenerator:
             key = normalize(network, address).key
             if key not in self._listed_keys:
                 self._pool.append((network, address, key))
+        self._pool_by_network: dict[str, list[tuple[str, str, str]]] = {}
+        for item in self._pool:
+            self._pool_by_network.setdefault(item[0], []).append(item)
 
     def _event_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -186,53 +210,133 @@ class WithdrawalGenerator:
             "metadata": {"channel": rng.choice(("app", "web", "api"))},
         }
 
+    def _deposit_record(
+        self, event_id: str, network: str, asset: str, sources: Sequence[str], observed_at_ms: int
+    ) -> dict[str, Any]:
+        record = self._record(event_id, network, asset, sources[0], observed_at_ms)
+        rng = self.rng
+        del record["destination_address"], record["destination_tag"], record["requested_at"]
+        return record | {
+            "tx_hash": f"{rng.getrandbits(256):064x}",
+            "output_index": rng.randrange(4),
+            "receiving_address": rng.choice(self._pool_by_network.get(network) or self._pool)[1],
+            "source_addresses": list(sources),
+            "observed_at": observed_at_ms,
+            "confirmations": rng.randrange(1, 64),
+        }
+
+    def _encode(
+        self, direction: Direction, event_id: str, *, network: str, asset: str, addresses: Sequence[str], now_ms: int
+    ) -> bytes:
+        if direction is Direction.DEPOSIT:
+            assert self.deposit_encoder is not None
+            return self.deposit_encoder.encode(self._deposit_record(event_id, network, asset, addresses, now_ms))
+        return self.encoder.encode(self._record(event_id, network, asset, addresses[0], now_ms))
+
+    def _with_clean_sources(self, direction: Direction, network: str, address: str) -> tuple[str, ...]:
+        """A withdrawal's one destination; a deposit's sources: `address` among up to three clean ones of its
+        network (account chains: `address` alone)."""
+        if direction is Direction.WITHDRAWAL or network not in _UTXO_NETWORKS:
+            return (address,)
+        rng = self.rng
+        pool = self._pool_by_network.get(network) or []
+        others = [rng.choice(pool)[1] for _ in range(rng.randrange(_MAX_SOURCES))] if pool else []
+        others.insert(rng.randrange(len(others) + 1), address)
+        return tuple(others)
+
     def event(self, now_ms: int | None = None) -> GeneratedEvent:
         rng = self.rng
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         event_id = self._event_id()
+        direction = (
+            Direction.DEPOSIT if self.deposit_share and rng.random() < self.deposit_share else Direction.WITHDRAWAL
+        )
+        if direction is Direction.DEPOSIT:
+            event_id = f"dep-{event_id}"
         roll = rng.random()
         if roll < self.malformed_share:
-            return self._malformed(event_id, now_ms)
+            return self._malformed(direction, event_id, now_ms)
         roll -= self.malformed_share
         if roll < self.invalid_share:
-            return self._unscreenable(event_id, now_ms)
+            return self._unscreenable(direction, event_id, now_ms)
         roll -= self.invalid_share
         if roll < self.hit_share:
             related = rng.random() < self.related_share
             target = rng.choice(self.related if related else self.targets)
             spelling = rng.choice(case_variants(target.network, target.address))
             asset = rng.choice(_ASSET_FOR_NETWORK.get(target.network, ("USDT",)))
-            value = self.encoder.encode(self._record(event_id, target.network, asset, spelling, now_ms))
-            return GeneratedEvent(
+            return self._generated(
+                direction,
                 event_id,
-                event_id.encode(),
-                value,
-                Expected.FLAGGED,
-                target.network,
-                asset,
-                spelling,
-                target.key,
+                expected=Expected.FLAGGED,
+                network=target.network,
+                asset=asset,
+                address=spelling,
+                key=target.key,
+                now_ms=now_ms,
             )
         network, address, key = rng.choice(self._pool)
         asset = rng.choice(_ASSET_FOR_NETWORK[network])
-        value = self.encoder.encode(self._record(event_id, network, asset, address, now_ms))
-        return GeneratedEvent(event_id, event_id.encode(), value, Expected.CLEAR, network, asset, address, key)
+        return self._generated(
+            direction,
+            event_id,
+            expected=Expected.CLEAR,
+            network=network,
+            asset=asset,
+            address=address,
+            key=key,
+            now_ms=now_ms,
+        )
 
-    def _unscreenable(self, event_id: str, now_ms: int) -> GeneratedEvent:
+    def _generated(
+        self,
+        direction: Direction,
+        event_id: str,
+        *,
+        expected: Expected,
+        network: str,
+        asset: str,
+        address: str,
+        key: str | None,
+        now_ms: int,
+    ) -> GeneratedEvent:
+        sources = self._with_clean_sources(direction, network, address)
+        value = self._encode(direction, event_id, network=network, asset=asset, addresses=sources, now_ms=now_ms)
+        return GeneratedEvent(
+            event_id,
+            event_id.encode(),
+            value,
+            expected,
+            network,
+            asset,
+            address,
+            key,
+            direction=direction,
+            sources=sources if direction is Direction.DEPOSIT else (),
+        )
+
+    def _unscreenable(self, direction: Direction, event_id: str, now_ms: int) -> GeneratedEvent:
         rng = self.rng
         network, address, _ = rng.choice(self._pool)
         if rng.random() < 0.3:
             network = rng.choice(("dogechain-x", "solana-test", "unknownnet"))
         else:
             address = corrupt(address, rng)
-        asset = "USDT"
-        value = self.encoder.encode(self._record(event_id, network, asset, address, now_ms))
-        return GeneratedEvent(event_id, event_id.encode(), value, Expected.UNSCREENABLE, network, asset, address, None)
+        return self._generated(
+            direction,
+            event_id,
+            expected=Expected.UNSCREENABLE,
+            network=network,
+            asset="USDT",
+            address=address,
+            key=None,
+            now_ms=now_ms,
+        )
 
-    def _malformed(self, event_id: str, now_ms: int) -> GeneratedEvent:
+    def _malformed(self, direction: Direction, event_id: str, now_ms: int) -> GeneratedEvent:
         rng = self.rng
         network, address, _ = rng.choice(self._pool)
-        good = self.encoder.encode(self._record(event_id, network, "USDT", address, now_ms))
+        good = self._encode(direction, event_id, network=network, asset="USDT", addresses=(address,), now_ms=now_ms)
         kind = rng.choice(_MALFORMED_KINDS)
         if kind == "truncated":
             value = good[: rng.randrange(HEADER.size + 1, len(good) - 1)]
@@ -243,7 +347,49 @@ class WithdrawalGenerator:
         else:
             value = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
         return GeneratedEvent(
-            event_id, event_id.encode(), value, Expected.DEAD_LETTER, network, "USDT", address, None, kind
+            event_id,
+            event_id.encode(),
+            value,
+            Expected.DEAD_LETTER,
+            network,
+            "USDT",
+            address,
+            None,
+            kind,
+            direction=direction,
+            sources=(address,) if direction is Direction.DEPOSIT else (),
+        )
+
+    def deposit_from(
+        self,
+        sources: Sequence[str],
+        *,
+        network: str,
+        asset: str,
+        expected: Expected,
+        address_key: str | None = None,
+        event_id: str | None = None,
+        now_ms: int | None = None,
+    ) -> GeneratedEvent:
+        """One deposit from exactly these source addresses (e.g. the demo's deposit from a Lazarus address)."""
+        if self.deposit_encoder is None:
+            raise ValueError("deposits need a deposit_encoder (DepositReceived)")
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        event_id = event_id or f"dep-{self._event_id()}"
+        value = self._encode(
+            Direction.DEPOSIT, event_id, network=network, asset=asset, addresses=sources, now_ms=now_ms
+        )
+        return GeneratedEvent(
+            event_id,
+            event_id.encode(),
+            value,
+            expected,
+            network,
+            asset,
+            sources[0],
+            address_key,
+            direction=Direction.DEPOSIT,
+            sources=tuple(sources),
         )
 
     def stream(self, count: int) -> Iterator[GeneratedEvent]:

@@ -11,7 +11,7 @@ import socket
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "AML_"
@@ -83,6 +83,20 @@ class Settings(BaseSettings):
             "Topic for events passed on unscreened in fail-open mode (a copy of the input record, with the "
             "reason in its headers); never used in the default fail-closed mode."
         ),
+    )
+    kafka_deposit_topic: str = Field(
+        "deposits.received",
+        description=(
+            "Topic of DepositReceived events (inbound transfers; every source address is screened). Empty: "
+            "screen withdrawals only."
+        ),
+    )
+    kafka_deposit_flagged_topic: str = Field("deposits.flagged", description="Topic for DepositFlagged records.")
+    kafka_deposit_dead_letter_topic: str = Field(
+        "deposits.received.dlq", description="Topic for deposit records that cannot be decoded."
+    )
+    kafka_deposit_hold_topic: str = Field(
+        "deposits.held", description="Like AML_KAFKA_HOLD_TOPIC, for deposits (fail-open mode only)."
     )
     kafka_group_id: str = Field("aml-screener", description="Consumer group id; scale out by adding members.")
     kafka_client_id: str = Field("aml-screener", description="Client id sent to the brokers.")
@@ -192,6 +206,9 @@ class Settings(BaseSettings):
     schema_registry_flagged_schema_id: int | None = Field(
         None, ge=0, description="Pre-registered schema id of WithdrawalFlagged records (skips the registry lookup)."
     )
+    schema_registry_deposit_flagged_schema_id: int | None = Field(
+        None, ge=0, description="Pre-registered schema id of DepositFlagged records (skips the registry lookup)."
+    )
     schema_dir: str | None = Field(None, description="Directory with registry.json and .avsc files (default: bundled).")
 
     # --- Redis / watchlist -------------------------------------------------------------------------------
@@ -225,6 +242,27 @@ class Settings(BaseSettings):
     )
     lookup_retry_max_seconds: float = Field(
         5.0, gt=0, le=300, description="Longest back-off between lookup retries while failing closed."
+    )
+
+    # --- Action policy -----------------------------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "TOML file of the action policy (docs/policy.md): read at start-up (invalid or unreadable: the screener "
+            "does not start), then checked every AML_POLICY_RELOAD_SECONDS and used from the next batch when it "
+            "changed and is valid (an invalid change is refused; the previous policy stays). Unset: the built-in "
+            "default policy."
+        ),
+    )
+    policy_reload_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3_600,
+        description=(
+            "How often the policy file is checked for changes (it is read and hashed: a few KB). A change takes "
+            "effect within this time plus one batch."
+        ),
     )
 
     # --- Service -----------------------------------------------------------------------------------------
@@ -279,6 +317,47 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- OFAC reporting (`aml-screener report`) ------------------------------------------------------------
+    kafka_obligations_topic: str = Field(
+        "compliance.obligations",
+        description=(
+            "Compacted topic holding every OFAC reporting obligation (key: obligation id; value: the obligation and "
+            "its status as JSON): the state of `aml-screener report`, rebuilt from it at start."
+        ),
+    )
+    reporting_group_id: str = Field(
+        "aml-screener-reporting",
+        description="Consumer group of `aml-screener report serve` on the flagged topics (not the screener's).",
+    )
+    reporting_manage_topic: bool = Field(
+        True,
+        description=(
+            "`report serve` creates AML_KAFKA_OBLIGATIONS_TOPIC (compacted) when it is missing and refuses to start "
+            "on one that is not compacted (obligations would expire). 'false' where the Kafka admin API is not "
+            "available (the embedded mock broker): the topic must then exist."
+        ),
+    )
+    reporting_warn_business_days: int = Field(
+        2,
+        ge=1,
+        le=9,
+        description=(
+            "An open obligation is due soon (aml_screener_reporting_due_soon_obligations, alert "
+            "AmlOfacReportDueSoon) when this many US business days or fewer are left, its due date included."
+        ),
+    )
+    reporting_institution_name: str | None = Field(
+        None, description="Reporting institution's legal name, printed in every report draft."
+    )
+    reporting_institution_address: str | None = Field(
+        None, description="Reporting institution's address, printed in every report draft."
+    )
+    reporting_contact_name: str | None = Field(
+        None, description="Contact person for OFAC's compliance questions, printed in every report draft."
+    )
+    reporting_contact_phone: str | None = Field(None, description="The contact person's telephone number.")
+    reporting_contact_email: str | None = Field(None, description="The contact person's e-mail address.")
+
     @field_validator("metric_assets", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -294,6 +373,75 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError("expected comma-separated host:port pairs, e.g. 'kafka-1:9092,kafka-2:9092'")
         return value
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> Settings:
+        """Every output topic differs from every input topic: a screener that reads its own outputs would loop."""
+        inputs = {"AML_KAFKA_INPUT_TOPIC": self.kafka_input_topic}
+        if self.kafka_deposit_topic:
+            inputs["AML_KAFKA_DEPOSIT_TOPIC"] = self.kafka_deposit_topic
+        outputs = {
+            "AML_KAFKA_DECISIONS_TOPIC": self.kafka_decisions_topic,
+            "AML_KAFKA_FLAGGED_TOPIC": self.kafka_flagged_topic,
+            "AML_KAFKA_DEAD_LETTER_TOPIC": self.kafka_dead_letter_topic,
+            "AML_KAFKA_HOLD_TOPIC": self.kafka_hold_topic,
+        }
+        if self.kafka_deposit_topic:
+            outputs |= {
+                "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": self.kafka_deposit_flagged_topic,
+                "AML_KAFKA_DEPOSIT_DEAD_LETTER_TOPIC": self.kafka_deposit_dead_letter_topic,
+                "AML_KAFKA_DEPOSIT_HOLD_TOPIC": self.kafka_deposit_hold_topic,
+            }
+        if self.kafka_deposit_topic == self.kafka_input_topic:
+            raise ValueError(
+                "AML_KAFKA_DEPOSIT_TOPIC must differ from AML_KAFKA_INPUT_TOPIC (the topic tells how a record is "
+                f"decoded); both are {self.kafka_input_topic!r}"
+            )
+        for out_name, out_topic in outputs.items():
+            for in_name, in_topic in inputs.items():
+                if out_topic == in_topic:
+                    raise ValueError(
+                        f"{out_name} must differ from {in_name}: the screener would read its own outputs "
+                        f"(both are {in_topic!r})"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _check_obligations_topic(self) -> Settings:
+        """The reporter's state topic is no topic the screener reads or writes: records of another kind there would
+        be read back as obligations (and compaction would delete screening records)."""
+        others = {
+            "AML_KAFKA_INPUT_TOPIC": self.kafka_input_topic,
+            "AML_KAFKA_DECISIONS_TOPIC": self.kafka_decisions_topic,
+            "AML_KAFKA_FLAGGED_TOPIC": self.kafka_flagged_topic,
+            "AML_KAFKA_DEAD_LETTER_TOPIC": self.kafka_dead_letter_topic,
+            "AML_KAFKA_HOLD_TOPIC": self.kafka_hold_topic,
+            "AML_KAFKA_DEPOSIT_TOPIC": self.kafka_deposit_topic,
+            "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": self.kafka_deposit_flagged_topic,
+            "AML_KAFKA_DEPOSIT_DEAD_LETTER_TOPIC": self.kafka_deposit_dead_letter_topic,
+            "AML_KAFKA_DEPOSIT_HOLD_TOPIC": self.kafka_deposit_hold_topic,
+        }
+        for name, topic in others.items():
+            if topic == self.kafka_obligations_topic:
+                raise ValueError(
+                    f"AML_KAFKA_OBLIGATIONS_TOPIC must differ from {name} (both are {topic!r}): it holds only "
+                    "reporting obligations, compacted"
+                )
+        return self
+
+    @property
+    def flagged_topics(self) -> tuple[str, ...]:
+        """The topics the reporter reads: flagged withdrawals, and flagged deposits unless deposits are off."""
+        if self.kafka_deposit_topic:
+            return (self.kafka_flagged_topic, self.kafka_deposit_flagged_topic)
+        return (self.kafka_flagged_topic,)
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The topics the screener consumes: withdrawals, and deposits unless AML_KAFKA_DEPOSIT_TOPIC is empty."""
+        if self.kafka_deposit_topic:
+            return (self.kafka_input_topic, self.kafka_deposit_topic)
+        return (self.kafka_input_topic,)
 
     @property
     def api_version_tuple(self) -> tuple[int, ...] | None:
@@ -344,7 +492,10 @@ def load_settings(**overrides: Any) -> Settings:
 def format_validation_error(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule over several settings: its message names them
+            lines.append(f"  {str(error['msg']).removeprefix('Value error, ')}")
+            continue
+        field = str(error["loc"][0])
         variable = f"{ENV_PREFIX}{field.upper()}"
         info = Settings.model_fields.get(field)
         description = info.description if info is not None else ""

@@ -19,6 +19,7 @@ single-slot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,20 @@ class VersionRecord:
             listings=int(raw.get("listings") or 0),
             layout=int(layout) if layout and layout.isdigit() else 0,
         )
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 of everything that decides what a lookup in this version answers: each source's table (tables
+        are content-addressed, so the key names their content), the key scheme it was built under, and the lists'
+        settings (category, overridable...). Two versions with the same digest screen every address alike; the
+        version id alone does not say that (a re-sync of unchanged data reuses it, a restore may not). Recorded in
+        every decision as `watchlist_digest`."""
+        content = {
+            "tables": dict(sorted(self.tables.items())),
+            "key_schemes": {name: self.sources.get(name, {}).get("key_scheme") for name in sorted(self.tables)},
+            "lists": self.lists,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def overridable_lists(self) -> frozenset[str]:

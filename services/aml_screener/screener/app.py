@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -17,16 +18,19 @@ from kafka import KafkaConsumer
 from aml_screener.infra.kafka import consumer_config, producer_config, redacted
 from aml_screener.infra.redis_client import redis_client
 from aml_screener.infra.settings import Settings
+from aml_screener.infra.version import software_version
 from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.backoff import Backoff
-from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
+from aml_screener.screener.codec import DepositDecoder, RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.pipeline import BatchScreener, Topics
+from aml_screener.screener.pipeline import BatchScreener, DepositInput, Topics
+from aml_screener.screener.policy_watch import PolicyWatcher
 from aml_screener.screener.schemas import (
+    DEPOSIT_FLAGGED,
     SCREENING_DECISION,
     WITHDRAWAL_FLAGGED,
     HttpSchemaRegistry,
@@ -38,6 +42,7 @@ from aml_screener.screener.schemas import (
 from aml_screener.screener.service import Screener
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
+from aml_screener.screening.policy import DEFAULT_POLICY, Policy, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +61,32 @@ def schema_repository(settings: Settings, catalog: SchemaCatalog) -> SchemaRepos
     return LocalSchemaRepository(catalog)
 
 
-def output_schema_ids(settings: Settings, repository: SchemaRepository, catalog: SchemaCatalog) -> tuple[int, int]:
-    """(ScreeningDecision id, WithdrawalFlagged id): configured, or looked up (registered when missing).
+@dataclass(frozen=True)
+class OutputSchemaIds:
+    decisions: int
+    flagged: int  # WithdrawalFlagged
+    deposit_flagged: int | None  # DepositFlagged; None when deposits are not screened
+
+
+def output_schema_ids(settings: Settings, repository: SchemaRepository, catalog: SchemaCatalog) -> OutputSchemaIds:
+    """The schema ids of the outputs: configured, or looked up (registered when missing).
     Raises SchemaSourceUnavailable (retry) or OutputSchemaUnavailable (the operator must act)."""
-    decisions = settings.schema_registry_decisions_schema_id
-    if decisions is None:
-        schema = catalog.current(SCREENING_DECISION).schema
-        decisions = repository.output_schema_id(f"{settings.kafka_decisions_topic}-value", schema)
-    flagged = settings.schema_registry_flagged_schema_id
-    if flagged is None:
-        schema = catalog.current(WITHDRAWAL_FLAGGED).schema
-        flagged = repository.output_schema_id(f"{settings.kafka_flagged_topic}-value", schema)
-    return decisions, flagged
+
+    def resolve(configured: int | None, topic: str, name: str) -> int:
+        if configured is not None:
+            return configured
+        return repository.output_schema_id(f"{topic}-value", catalog.current(name).schema)
+
+    decisions = resolve(
+        settings.schema_registry_decisions_schema_id, settings.kafka_decisions_topic, SCREENING_DECISION
+    )
+    flagged = resolve(settings.schema_registry_flagged_schema_id, settings.kafka_flagged_topic, WITHDRAWAL_FLAGGED)
+    deposit_flagged = None
+    if settings.kafka_deposit_topic:
+        deposit_flagged = resolve(
+            settings.schema_registry_deposit_flagged_schema_id, settings.kafka_deposit_flagged_topic, DEPOSIT_FLAGGED
+        )
+    return OutputSchemaIds(decisions, flagged, deposit_flagged)
 
 
 def wait_for_output_schemas(
@@ -78,7 +97,7 @@ def wait_for_output_schemas(
     gate: WatchlistGate,
     state: ServiceState,
     stop: threading.Event,
-) -> tuple[int, int] | None:
+) -> OutputSchemaIds | None:
     """Like a watchlist outage (the gate fails closed): while the registry cannot be reached (unreachable, 5xx,
     401) the screener is not ready, joins no group, decides nothing and retries with back-off; None when stopped
     meanwhile."""
@@ -123,23 +142,32 @@ def build(
     *,
     catalog: SchemaCatalog | None = None,
     repository: SchemaRepository | None = None,
-    output_ids: tuple[int, int] | None = None,
+    output_ids: OutputSchemaIds | None = None,
     gate: WatchlistGate | None = None,
+    policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
 ) -> Components:
     metrics = metrics or Metrics()
     state = state or ServiceState(stall_seconds=settings.health_stall_seconds)
     gate = gate or watchlist_gate(settings, metrics, state)
     catalog = catalog or SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
     repository = repository or schema_repository(settings, catalog)
-    decisions_id, flagged_id = output_ids or output_schema_ids(settings, repository, catalog)
-    decision_encoder = RecordEncoder(catalog.current(SCREENING_DECISION).schema, decisions_id)
-    flagged_encoder = RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, flagged_id)
+    ids = output_ids or output_schema_ids(settings, repository, catalog)
     client = redis_client(settings)
     lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
+    deposits = None
+    if settings.kafka_deposit_topic and ids.deposit_flagged is not None:
+        deposits = DepositInput(
+            topic=settings.kafka_deposit_topic,
+            decoder=DepositDecoder(repository, catalog, settings.kafka_max_message_bytes),
+            flagged_encoder=RecordEncoder(catalog.current(DEPOSIT_FLAGGED).schema, ids.deposit_flagged),
+            flagged=settings.kafka_deposit_flagged_topic,
+            dead_letter=settings.kafka_deposit_dead_letter_topic,
+            hold=settings.kafka_deposit_hold_topic,
+        )
     batch = BatchScreener(
         decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
-        decision_encoder=decision_encoder,
-        flagged_encoder=flagged_encoder,
+        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
+        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
         topics=Topics(
             settings.kafka_decisions_topic,
             settings.kafka_flagged_topic,
@@ -148,6 +176,9 @@ def build(
         ),
         instance_id=settings.instance_id,
         lookup=lookup.lookup,
+        deposits=deposits,
+        screener_version=software_version(),
+        policy=policy,
     )
     consumer_conf = consumer_config(settings)
     producer_conf = producer_config(settings)
@@ -196,6 +227,11 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
     )
     stop = stop_requested if stop_requested is not None else threading.Event()
     try:
+        try:
+            policies = PolicyWatcher.from_settings(settings, metrics)
+        except PolicyError as exc:
+            log.error("cannot start: invalid action policy", extra={"detail": str(exc)})  # noqa: TRY400
+            return EXIT_CONFIG
         catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
         repository = schema_repository(settings, catalog)
         try:
@@ -209,7 +245,14 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
             log.info("stop requested during start-up")
             return 0
         components = build(
-            settings, metrics, state, catalog=catalog, repository=repository, output_ids=output_ids, gate=gate
+            settings,
+            metrics,
+            state,
+            catalog=catalog,
+            repository=repository,
+            output_ids=output_ids,
+            gate=gate,
+            policy=lambda: policies.current,
         )
         screener = components.screener
 
@@ -226,12 +269,14 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
             screener.request_stop()
         watcher = WatchlistWatcher(components.redis, WatchlistKeys(settings.watchlist_key_prefix), metrics)
         watcher.start()
+        policies.start()
         # Everything built so far lives as long as the process: move it out of the collector's sight so full
         # collections (which pause the loop) only scan what the loop itself allocates.
         gc.freeze()
         try:
             return screener.run()
         finally:
+            policies.stop()
             watcher.stop()
     finally:
         if health is not None:

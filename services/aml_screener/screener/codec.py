@@ -1,4 +1,4 @@
-"""Avro in the Confluent wire format: decode WithdrawalRequested inputs, encode decision/flagged outputs.
+"""Avro in the Confluent wire format: decode WithdrawalRequested and DepositReceived inputs, encode the outputs.
 
 Wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body. Input records may be written with
 any writer schema the repository knows (older or newer versions); they are resolved into the current reader
@@ -16,7 +16,7 @@ import io
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_PREC, Context, Decimal
 from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -25,6 +25,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
 from aml_screener.screener.schemas import (
+    DEPOSIT_RECEIVED,
     WITHDRAWAL_REQUESTED,
     Schema,
     SchemaCatalog,
@@ -32,16 +33,22 @@ from aml_screener.screener.schemas import (
     UnknownSchemaId,
     strip_logical_types,
 )
-from aml_screener.screening.records import WithdrawalEvent
+from aml_screener.screening.addresses import MAX_UNIFIED_ADDRESS_LENGTH
+from aml_screener.screening.records import DepositEvent, WithdrawalEvent
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 HEADER_SIZE = HEADER.size
 
-# Precision 38 needs at most 16 bytes of two's complement; more is not a value the schema allows.
-_MAX_DECIMAL_BYTES = 16
 _AMOUNT_SCALE = 18
 _USD_SCALE = 2
+# Scaling by a power of ten is exact with enough digits; the default context (28 digits) would round an amount of
+# decimal(38, 18), e.g. 12,345,678,901.123456789012345678 tokens (29 digits).
+_EXACT = Context(prec=MAX_PREC)
+# The range of timestamp-millis values a logical reader can turn into a datetime (Python's: years 1 to 9999; also
+# confluent-kafka's AvroDeserializer, which uses fastavro).
+_TIMESTAMP_MILLIS_MIN = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_TIMESTAMP_MILLIS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -50,20 +57,20 @@ def frame(schema_id: int, body: bytes) -> bytes:
 
 def decimal_from_bytes(raw: bytes, scale: int) -> Decimal:
     """Avro decimal (big-endian two's complement unscaled integer) to Decimal."""
-    return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale)
+    return Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale, _EXACT)
 
 
 def decimal_to_bytes(value: Decimal, scale: int) -> bytes:
-    unscaled = int(value.scaleb(scale).to_integral_value())
+    unscaled = int(value.scaleb(scale, _EXACT).to_integral_value())
     length = max(1, (unscaled.bit_length() + 8) // 8)
     return unscaled.to_bytes(length, "big", signed=True)
 
 
-def amount_of(event: WithdrawalEvent) -> Decimal:
+def amount_of(event: WithdrawalEvent | DepositEvent) -> Decimal:
     return decimal_from_bytes(event["amount"], _AMOUNT_SCALE)
 
 
-def usd_value_of(event: WithdrawalEvent) -> Decimal | None:
+def usd_value_of(event: WithdrawalEvent | DepositEvent) -> Decimal | None:
     raw = event.get("usd_value")
     return None if raw is None else decimal_from_bytes(raw, _USD_SCALE)
 
@@ -121,17 +128,23 @@ _REQUIRED_NON_EMPTY = ("event_id",)
 
 # Longest string (in characters) each field may hold; a record with a longer one is dead-lettered as
 # `field_too_long` right after decoding, before normalization, the normalization cache (200,000 entries: with
-# 61 KB addresses that cache alone grew by 120 MB per 2,000 records, measured) or any output. Generous: the
-# longest valid address (a Monero integrated address) has 106 characters, XRP/XLM/EOS tags and memos fit in 256.
+# 61 KB addresses that cache alone grew by 120 MB per 2,000 records, measured) or any output. Generous: addresses
+# may be Zcash unified addresses (up to MAX_UNIFIED_ADDRESS_LENGTH; others have at most 106 characters, a Monero
+# integrated address), XRP/XLM/EOS tags and memos fit in 256.
 FIELD_MAX_CHARS: dict[str, int] = {
     "event_id": 256,
     "exchange_id": 256,
     "account_id": 256,
     "asset": 32,
     "network": 64,
-    "destination_address": 256,
+    "destination_address": MAX_UNIFIED_ADDRESS_LENGTH,
     "destination_tag": 256,
+    "tx_hash": 256,
+    "receiving_address": MAX_UNIFIED_ADDRESS_LENGTH,
 }
+# A deposit's source addresses: at most this many (a large consolidation transaction has hundreds of inputs), each
+# at most an address long.
+SOURCE_ADDRESSES_MAX = 2_000
 # metadata (carried into flagged events for analysts): at most this many entries, keys and values this long.
 METADATA_MAX_ENTRIES = 64
 METADATA_KEY_MAX_CHARS = 256
@@ -144,6 +157,17 @@ def _check_lengths(record: dict[str, Any]) -> None:
         value = record.get(name)
         if value is not None and len(value) > limit:
             raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, f"{name} has {len(value)} characters, limit {limit}")
+    sources = record.get("source_addresses")
+    if sources is not None:
+        if not sources:
+            raise DecodeError(DeadLetterReason.INVALID_FIELD, "source_addresses is empty")
+        if len(sources) > SOURCE_ADDRESSES_MAX:
+            detail = f"source_addresses has {len(sources)} entries, limit {SOURCE_ADDRESSES_MAX}"
+            raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
+        longest = max(len(address) for address in sources)
+        if longest > MAX_UNIFIED_ADDRESS_LENGTH:
+            detail = f"a source address has {longest} characters, limit {MAX_UNIFIED_ADDRESS_LENGTH}"
+            raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
     metadata = record.get("metadata")
     if metadata:
         if len(metadata) > METADATA_MAX_ENTRIES:
@@ -158,14 +182,54 @@ def _check_lengths(record: dict[str, Any]) -> None:
                 raise DecodeError(DeadLetterReason.FIELD_TOO_LONG, detail)
 
 
-class WithdrawalDecoder:
-    """Turns input record values into raw WithdrawalRequested dicts, or raises DecodeError."""
+@dataclass(frozen=True, slots=True)
+class _LogicalCheck:
+    """A top-level field of the reader schema with a logical type whose raw value may not fit it. Decoding skips
+    logical types (the fast path), but the event is copied into decisions and flagged events, and their consumers
+    read them with logical types: a value the type cannot hold would make those outputs undecodable downstream."""
+
+    field: str
+    logical_type: str
+    precision: int = 0  # decimals
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if self.logical_type == "timestamp-millis":
+            if _TIMESTAMP_MILLIS_MIN <= value <= _TIMESTAMP_MILLIS_MAX:
+                return None
+            return f"{self.field} {value} is not a time between years 1 and 9999 (timestamp-millis)"
+        if abs(int.from_bytes(value, "big", signed=True)) < 10**self.precision:
+            return None
+        return f"{self.field} has more than {self.precision} digits (its decimal precision)"
+
+
+def _logical_checks(reader: Schema) -> tuple[_LogicalCheck, ...]:
+    checks = []
+    for field in reader.get("fields", []):
+        members = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for member in members:
+            if not isinstance(member, dict):
+                continue
+            if member.get("logicalType") == "timestamp-millis":
+                checks.append(_LogicalCheck(field["name"], "timestamp-millis"))
+            elif member.get("logicalType") == "decimal":
+                checks.append(_LogicalCheck(field["name"], "decimal", int(member["precision"])))
+    return tuple(checks)
+
+
+class EventDecoder:
+    """Turns input record values into raw dicts of one input record type (the current version of `reader`, any
+    writer schema resolved into it), or raises DecodeError."""
+
+    reader_name = WITHDRAWAL_REQUESTED
 
     def __init__(self, repository: SchemaRepository, catalog: SchemaCatalog, max_message_bytes: int) -> None:
         self._repository = repository
-        self._reader_full = catalog.current(WITHDRAWAL_REQUESTED).schema
+        self._reader_full = catalog.current(self.reader_name).schema
         self._reader = parse_schema(strip_logical_types(self._reader_full), {})
         self._reader_canonical = to_parsing_canonical_form(self._reader)
+        self._logical_checks = _logical_checks(self._reader_full)
         self._plans: dict[int, _ReadPlan] = {}
         self.max_message_bytes = max_message_bytes
 
@@ -197,17 +261,17 @@ class WithdrawalDecoder:
         if not branches:
             detail = (
                 f"writer schema {schema_id} is a {_writer_kind(writer_json)!r}, not a record: it cannot be read as "
-                f"{WITHDRAWAL_REQUESTED}"
+                f"{self.reader_name}"
             )
             return DecodeError(DeadLetterReason.WRONG_TYPE, detail[:500])
         for branch in branches:
             mismatch = _logical_mismatch(branch, self._reader_full)  # canonical forms omit logical types
             if mismatch:
-                detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {mismatch}"
+                detail = f"writer schema {schema_id} cannot be read as {self.reader_name}: {mismatch}"
                 return DecodeError(DeadLetterReason.WRONG_TYPE, detail)
         return None
 
-    def decode(self, value: bytes | None) -> tuple[int, WithdrawalEvent]:
+    def decode_raw(self, value: bytes | None) -> tuple[int, dict[str, Any]]:
         """Return (writer schema id, record). Raises DecodeError; SchemaSourceUnavailable propagates."""
         if value is None:
             raise DecodeError(DeadLetterReason.NULL_VALUE, "record has no value (tombstone)")
@@ -236,20 +300,46 @@ class WithdrawalDecoder:
                 if message.startswith("No default value")
                 else DeadLetterReason.WRONG_TYPE
             )
-            detail = f"writer schema {schema_id} cannot be read as {WITHDRAWAL_REQUESTED}: {message}"
+            detail = f"writer schema {schema_id} cannot be read as {self.reader_name}: {message}"
             raise DecodeError(reason, detail) from None
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage; all mean "malformed"
             raise DecodeError(DeadLetterReason.MALFORMED_AVRO, f"{type(exc).__name__}: {exc}") from None
         if stream.tell() != size:
             raise DecodeError(DeadLetterReason.TRAILING_BYTES, f"{size - stream.tell()} bytes left after the record")
+        self._validate(record)
+        return schema_id, record
+
+    def _validate(self, record: dict[str, Any]) -> None:
+        """What Avro cannot say: required strings not empty, sizes bounded, values their logical types can hold."""
         for field in _REQUIRED_NON_EMPTY:
             if not record[field]:
                 raise DecodeError(DeadLetterReason.INVALID_FIELD, f"{field} is empty")
         _check_lengths(record)
-        if len(record["amount"]) > _MAX_DECIMAL_BYTES:
-            raise DecodeError(DeadLetterReason.INVALID_FIELD, "amount exceeds decimal(38, 18)")
+        for check in self._logical_checks:
+            problem = check.problem(record[check.field])
+            if problem is not None:
+                raise DecodeError(DeadLetterReason.INVALID_FIELD, problem)
+
+
+class WithdrawalDecoder(EventDecoder):
+    """WithdrawalRequested inputs."""
+
+    reader_name = WITHDRAWAL_REQUESTED
+
+    def decode(self, value: bytes | None) -> tuple[int, WithdrawalEvent]:
+        schema_id, record = self.decode_raw(value)
         # Read into the reader schema (Avro resolution), so it has exactly the fields of WithdrawalEvent.
         return schema_id, cast("WithdrawalEvent", record)
+
+
+class DepositDecoder(EventDecoder):
+    """DepositReceived inputs."""
+
+    reader_name = DEPOSIT_RECEIVED
+
+    def decode(self, value: bytes | None) -> tuple[int, DepositEvent]:
+        schema_id, record = self.decode_raw(value)
+        return schema_id, cast("DepositEvent", record)
 
 
 class RecordEncoder:
@@ -267,11 +357,10 @@ class RecordEncoder:
         return stream.getvalue()
 
 
-class WithdrawalEncoder(RecordEncoder):
-    """Encodes WithdrawalRequested events (for producers: the demo generator, tests, benchmarks).
-
-    Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw form.
-    """
+class EventEncoder(RecordEncoder):
+    """Encodes input events, WithdrawalRequested or DepositReceived (for producers: the demo generator, tests,
+    benchmarks). Accepts friendly values (Decimal amounts, int or datetime timestamps) and converts them to the raw
+    form."""
 
     def encode(self, record: Mapping[str, object]) -> bytes:
         raw: dict[str, Any] = dict(record)
@@ -279,9 +368,10 @@ class WithdrawalEncoder(RecordEncoder):
             raw["amount"] = decimal_to_bytes(raw["amount"], _AMOUNT_SCALE)
         if isinstance(raw.get("usd_value"), Decimal):
             raw["usd_value"] = decimal_to_bytes(raw["usd_value"], _USD_SCALE)
-        requested_at = raw.get("requested_at")
-        if requested_at is not None and not isinstance(requested_at, int):
-            raw["requested_at"] = int(requested_at.timestamp() * 1000)
+        for name in ("requested_at", "observed_at"):
+            moment = raw.get(name)
+            if moment is not None and not isinstance(moment, int):
+                raw[name] = int(moment.timestamp() * 1000)
         return super().encode(raw)
 
 

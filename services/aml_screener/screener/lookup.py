@@ -34,6 +34,7 @@ class LookupResult:
     matches: dict[str, list[Match]]  # only the keys that are listed
     seconds: float  # wall time of the Redis round trip(s)
     overridable: frozenset[str] = field(default_factory=frozenset)  # lists the allowlist may downgrade
+    digest: str | None = None  # VersionRecord.content_digest: what the version's content is, for the evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class ActiveVersion:
     tables: tuple[str, ...]
     overridable: frozenset[str]
     recorded_sizes: tuple[int | None, ...]  # per table, the key count the sync recorded (None: unknown)
+    digest: str | None = None  # VersionRecord.content_digest
 
 
 class WatchlistLookup:
@@ -113,7 +115,13 @@ class WatchlistLookup:
                 "sync` with this release",
             )
         recorded = record.recorded_keys
-        return ActiveVersion(version, tables, record.overridable_lists, tuple(recorded.get(table) for table in tables))
+        return ActiveVersion(
+            version,
+            tables,
+            record.overridable_lists,
+            tuple(recorded.get(table) for table in tables),
+            record.content_digest,
+        )
 
     def _round_trip(self, active: ActiveVersion, address_keys: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
         with self.redis.pipeline(transaction=True) as tx:
@@ -157,4 +165,6 @@ class WatchlistLookup:
                         matches.setdefault(key, []).extend(decode_matches(value))
                     except ValueError as exc:
                         raise LookupUnavailable(LookupFailure.CORRUPT_ENTRY, f"entry for {key!r}: {exc}") from None
-        return LookupResult(active.version, self.size, matches, time.perf_counter() - started, active.overridable)
+        return LookupResult(
+            active.version, self.size, matches, time.perf_counter() - started, active.overridable, active.digest
+        )

@@ -1,6 +1,8 @@
 """Screening of one batch: decode -> normalize -> look up (one round trip) -> decide -> encode outputs.
 
-Each destination is looked up under its own key and the keys of listed addresses related to it
+A batch may mix withdrawals (one destination address each) and deposits (every source address of the transfer):
+each event's addresses are screened alike and the event's verdict is the worst of them (decision.combine). Each
+address is looked up under its own key and the keys of listed addresses related to it
 (screening/related.py: the TRON twin of an EVM account, the other spellings of a key hash, a unified address's
 receivers), all in the batch's one round trip; screening/matching.py turns what was found into the matches.
 
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder, usd_value_of
+from aml_screener.screener.codec import DepositDecoder, RecordEncoder, WithdrawalDecoder, usd_value_of
 from aml_screener.screener.errors import DeadLetterReason, DecodeError
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screening.addresses import (
@@ -26,9 +28,31 @@ from aml_screener.screening.addresses import (
     UnsupportedNetwork,
     normalize_for_lookup,
 )
-from aml_screener.screening.decision import Outcome, Verdict, decide, decision_id, summarize, unscreenable
+from aml_screener.screening.decision import (
+    Outcome,
+    Verdict,
+    combine,
+    decide,
+    decision_id,
+    deposit_decision_id,
+    summarize,
+    unscreenable,
+)
 from aml_screener.screening.matching import collect_matches
-from aml_screener.screening.records import Decision, Flagged, Match, SourcePosition, WithdrawalEvent
+from aml_screener.screening.policy import DEFAULT_POLICY, Applied, Policy, apply_policy
+from aml_screener.screening.records import (
+    AddressScreening,
+    CheckedKey,
+    Decision,
+    DepositEvent,
+    DepositFlagged,
+    Direction,
+    Flagged,
+    FlaggedCommon,
+    Match,
+    SourcePosition,
+    WithdrawalEvent,
+)
 from aml_screener.screening.related import RelatedKey, related_to, screening_keys
 
 # Normalization results are cached per (network, address): real withdrawal traffic repeats destinations
@@ -76,13 +100,20 @@ class OutputRecord:
 
 
 @dataclass(slots=True)
+class _Address:
+    typed: str  # as the event carried it
+    key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
+    failure: str | None  # reason when the address could not be normalized
+    related: tuple[tuple[str, str], ...]  # (key, relation) of listed addresses related to it
+
+
+@dataclass(slots=True)
 class _Screenable:
     record: InputRecord
     schema_id: int
-    event: WithdrawalEvent
-    address_key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
-    failure: str | None  # reason when the address could not be normalized
-    related: tuple[tuple[str, str], ...]  # (key, relation) of listed addresses related to the destination
+    direction: Direction
+    event: WithdrawalEvent | DepositEvent
+    addresses: tuple[_Address, ...]  # a withdrawal's destination, or every source address of a deposit
 
 
 @dataclass(slots=True)
@@ -100,6 +131,7 @@ class DecidedEvent:
 
     event_id: str
     decision_id: str
+    direction: Direction
     severity: str | None
     event_timestamp_ms: int
     outcome: Outcome
@@ -108,6 +140,7 @@ class DecidedEvent:
     chain: str | None
     matches: Sequence[Match]
     usd_value: float | None
+    action: str  # the policy's action (reject/hold/allow, freeze/review/accept)
 
 
 @dataclass(slots=True)
@@ -128,6 +161,19 @@ class Topics:
     flagged: str
     dead_letter: str
     hold: str = "withdrawals.held"
+
+
+@dataclass(frozen=True)
+class DepositInput:
+    """Deposits: the input topic they are read from, how they are decoded, and where their outputs go (decisions
+    go to the one decisions topic, with direction "deposit")."""
+
+    topic: str
+    decoder: DepositDecoder
+    flagged_encoder: RecordEncoder
+    flagged: str = "deposits.flagged"
+    dead_letter: str = "deposits.received.dlq"
+    hold: str = "deposits.held"
 
 
 class Normalizer:
@@ -198,151 +244,105 @@ class BatchScreener:
         topics: Topics,
         instance_id: str,
         lookup: Callable[[Sequence[str]], LookupResult],
+        deposits: DepositInput | None = None,
         normalizer: Normalizer | None = None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        screener_version: str | None = None,
+        policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
     ) -> None:
         self.decoder = decoder
         self.decision_encoder = decision_encoder
         self.flagged_encoder = flagged_encoder
         self.topics = topics
+        self.deposits = deposits
         self.instance_id = instance_id
         self.lookup = lookup
         self.normalize = normalizer or Normalizer()
         self.clock_us = clock_us
+        self.screener_version = screener_version
+        self.policy = policy  # read once per batch: a batch is decided under one policy
+
+    def _is_deposit(self, record: InputRecord) -> bool:
+        return self.deposits is not None and record.topic == self.deposits.topic
+
+    def direction_of(self, record: InputRecord) -> Direction:
+        """Which input a record came from (its topic)."""
+        return Direction.DEPOSIT if self._is_deposit(record) else Direction.WITHDRAWAL
 
     def prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
         started = time.perf_counter()
-        decoded: list[tuple[InputRecord, int, WithdrawalEvent]] = []
+        decoded: list[tuple[InputRecord, int, Direction, WithdrawalEvent | DepositEvent]] = []
         dead: list[tuple[InputRecord, DecodeError]] = []
         decode = self.decoder.decode
+        deposits = self.deposits
         for record in records:
             try:
-                schema_id, event = decode(record.value)
+                if deposits is not None and record.topic == deposits.topic:
+                    schema_id, deposit = deposits.decoder.decode(record.value)
+                    decoded.append((record, schema_id, Direction.DEPOSIT, deposit))
+                else:
+                    schema_id, withdrawal = decode(record.value)
+                    decoded.append((record, schema_id, Direction.WITHDRAWAL, withdrawal))
             except DecodeError as exc:
                 dead.append((record, exc))
-                continue
-            decoded.append((record, schema_id, event))
         normalized_at = time.perf_counter()
-        normalize = self.normalize
-        related_of = normalize.related
-        screenable = []
-        for record, schema_id, event in decoded:
-            address, failure = normalize(event["network"], event["destination_address"])
-            related = related_of(address) if address is not None else ()
-            screenable.append(_Screenable(record, schema_id, event, address, failure, related))
+        screenable = [
+            _Screenable(record, schema_id, direction, event, self._addresses(direction, event))
+            for record, schema_id, direction, event in decoded
+        ]
         done = time.perf_counter()
         return PreparedBatch(records, screenable, dead, normalized_at - started, done - normalized_at)
+
+    def _addresses(self, direction: Direction, event: WithdrawalEvent | DepositEvent) -> tuple[_Address, ...]:
+        normalize = self.normalize
+        network = event["network"]
+        if direction is Direction.WITHDRAWAL:
+            typed_addresses: Sequence[str] = (event["destination_address"],)  # type: ignore[typeddict-item]
+        else:
+            # A UTXO transaction often spends several outputs of one address: each address is screened (and
+            # reported) once, in the order the event lists them.
+            typed_addresses = list(dict.fromkeys(event["source_addresses"]))  # type: ignore[typeddict-item]
+        addresses = []
+        for typed in typed_addresses:
+            key, failure = normalize(network, typed)
+            addresses.append(_Address(typed, key, failure, normalize.related(key) if key is not None else ()))
+        return tuple(addresses)
 
     def complete(self, batch: PreparedBatch) -> CompletedBatch:
         """Look up, decide and encode. Raises LookupUnavailable (then nothing was decided)."""
         wanted: dict[str, None] = {}
         for item in batch.screenable:
-            if item.address_key is not None:
-                wanted[item.address_key] = None
-                for key, _relation in item.related:
-                    wanted[key] = None
+            for address in item.addresses:
+                if address.key is not None:
+                    wanted[address.key] = None
+                    for key, _relation in address.related:
+                        wanted[key] = None
         keys = list(wanted)
         result: LookupResult | None = None
         if batch.screenable:
             # Even a batch of only unscreenable events checks the watchlist: every decision records the version.
             result = self.lookup(keys)
         started = time.perf_counter()
-        version = result.version if result else None
-        matches_by_key = result.matches if result else {}
-        overridable = result.overridable if result else frozenset()
-        decided_at = self.clock_us()
-        size = len(batch.records)
-        decode_us = int(batch.decode_seconds * 1e6)
-        normalize_us = int(batch.normalize_seconds * 1e6)
-        lookup_us = int(result.seconds * 1e6) if result else 0
+        context = _Context(
+            version=result.version if result else None,
+            digest=result.digest if result else None,
+            matches_by_key=result.matches if result else {},
+            overridable=result.overridable if result else frozenset(),
+            decided_at=self.clock_us(),
+            batch_size=len(batch.records),
+            decode_us=int(batch.decode_seconds * 1e6),
+            normalize_us=int(batch.normalize_seconds * 1e6),
+            lookup_us=int(result.seconds * 1e6) if result else 0,
+            policy=self.policy(),
+        )
         outputs: list[OutputRecord] = []
         decided: list[DecidedEvent] = []
-        encode_decision = self.decision_encoder.encode
         for item in batch.screenable:
-            event = item.event
-            record = item.record
-            address_key = item.address_key
-            family = address_key.partition(":")[0] if address_key else None
-            verdict: Verdict
-            if address_key is None:
-                verdict = unscreenable(item.failure or "invalid_address")
-            elif not matches_by_key:
-                verdict = decide(None, overridable)  # nothing of the batch is listed: the common case, no work
+            verdicts = [self._verdict(address, context) for address in item.addresses]
+            if item.direction is Direction.WITHDRAWAL:
+                decided.append(self._withdrawal(item, verdicts[0], context, outputs))
             else:
-                verdict = decide(collect_matches(address_key, item.related, matches_by_key), overridable)
-            event_id = event["event_id"]
-            did = decision_id(event_id, version)
-            source: SourcePosition = {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "schema_id": item.schema_id,
-            }
-            matches = list(verdict.matches)
-            decision: Decision = {
-                "decision_id": did,
-                "event_id": event_id,
-                "exchange_id": event["exchange_id"],
-                "asset": event["asset"],
-                "network": event["network"],
-                "decision": verdict.outcome,  # a StrEnum: its value is the Avro symbol
-                "reason": verdict.reason,
-                "chain_family": family,
-                "address": event["destination_address"],
-                "address_key": address_key,
-                "checked_keys": [{"key": key, "relation": relation} for key, relation in item.related],
-                "severity": verdict.severity,
-                "matches": matches,
-                "allowlisted": list(verdict.allowlisted),
-                "overridden": list(verdict.overridden),
-                "watchlist_version": version,
-                "source": source,
-                "timings": {
-                    "requested_at": event["requested_at"],
-                    "event_timestamp": record.timestamp,
-                    "decided_at": decided_at,
-                    "batch_size": size,
-                    "decode_us": decode_us,
-                    "normalize_us": normalize_us,
-                    "lookup_us": lookup_us,
-                },
-                "screener": self.instance_id,
-            }
-            event_key = event_id.encode()
-            outputs.append(OutputRecord(self.topics.decisions, event_key, encode_decision(decision)))
-            usd: float | None = None
-            if verdict.outcome is Outcome.FLAGGED and address_key and family and version is not None:
-                usd_decimal = usd_value_of(event)
-                usd = float(usd_decimal) if usd_decimal is not None else None
-                flagged: Flagged = {
-                    "decision_id": did,
-                    "event_id": event_id,
-                    "severity": verdict.severity or "low",
-                    "summary": summarize(event["asset"], event["network"], matches),
-                    "address_key": address_key,
-                    "chain_family": family,
-                    "matches": matches,
-                    "watchlist_version": version,
-                    "withdrawal": event,
-                    "source": source,
-                    "flagged_at": decided_at,
-                    "screener": self.instance_id,
-                }
-                outputs.append(OutputRecord(self.topics.flagged, event_key, self.flagged_encoder.encode(flagged)))
-            decided.append(
-                DecidedEvent(
-                    event_id=event_id,
-                    decision_id=did,
-                    severity=verdict.severity,
-                    event_timestamp_ms=record.timestamp,
-                    outcome=verdict.outcome,
-                    reason=verdict.reason,
-                    asset=event["asset"],
-                    chain=family,
-                    matches=matches,
-                    usd_value=usd,
-                )
-            )
+                decided.append(self._deposit(item, verdicts, context, outputs))
         for record, error in batch.dead_letters:
             outputs.append(self.dead_letter(record, error))
         stage = {
@@ -351,10 +351,189 @@ class BatchScreener:
             "lookup": result.seconds if result else 0.0,
             "decide": time.perf_counter() - started,
         }
-        return CompletedBatch(outputs, decided, batch.dead_letters, version, result, stage)
+        return CompletedBatch(outputs, decided, batch.dead_letters, context.version, result, stage)
+
+    @staticmethod
+    def _verdict(address: _Address, context: _Context) -> Verdict:
+        if address.key is None:
+            return unscreenable(address.failure or "invalid_address")
+        if not context.matches_by_key:
+            return decide(None, context.overridable)  # nothing of the batch is listed: the common case, no work
+        return decide(collect_matches(address.key, address.related, context.matches_by_key), context.overridable)
+
+    def _decision(
+        self,
+        item: _Screenable,
+        *,
+        did: str,
+        verdict: Verdict,
+        context: _Context,
+        requested_at: int,
+        source: SourcePosition,
+    ) -> Decision:
+        """The fields every decision has, the policy's choice included; the caller fills the address fields of its
+        direction."""
+        event = item.event
+        record = item.record
+        applied = _apply(context.policy, item, verdict)
+        return {
+            "decision_id": did,
+            "direction": item.direction.value,
+            "event_id": event["event_id"],
+            "exchange_id": event["exchange_id"],
+            "asset": event["asset"],
+            "network": event["network"],
+            "decision": verdict.outcome,  # a StrEnum: its value is the Avro symbol
+            "reason": verdict.reason,
+            "chain_family": None,
+            "address": None,
+            "address_key": None,
+            "checked_keys": [],
+            "sources": [],
+            "severity": applied.severity,
+            "action": applied.action.value,
+            "policy_version": applied.policy_version,
+            "policy_rule": applied.rule,
+            "policy_overridden_rule": applied.overridden_rule,
+            "shadow": [shadow.as_record() for shadow in applied.shadow],
+            "matches": list(verdict.matches),
+            "allowlisted": list(verdict.allowlisted),
+            "overridden": list(verdict.overridden),
+            "watchlist_version": context.version,
+            "watchlist_digest": context.digest,
+            "source": source,
+            "timings": {
+                "requested_at": requested_at,
+                "event_timestamp": record.timestamp,
+                "decided_at": context.decided_at,
+                "batch_size": context.batch_size,
+                "decode_us": context.decode_us,
+                "normalize_us": context.normalize_us,
+                "lookup_us": context.lookup_us,
+            },
+            "screener": self.instance_id,
+            "screener_version": self.screener_version,
+        }
+
+    @staticmethod
+    def _source(item: _Screenable) -> SourcePosition:
+        record = item.record
+        return {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "schema_id": item.schema_id,
+        }
+
+    def _withdrawal(
+        self, item: _Screenable, verdict: Verdict, context: _Context, outputs: list[OutputRecord]
+    ) -> DecidedEvent:
+        event: WithdrawalEvent = item.event  # type: ignore[assignment]
+        (address,) = item.addresses
+        family = address.key.partition(":")[0] if address.key else None
+        event_id = event["event_id"]
+        did = decision_id(event_id, context.version)
+        source = self._source(item)
+        decision = self._decision(
+            item, did=did, verdict=verdict, context=context, requested_at=event["requested_at"], source=source
+        )
+        decision["chain_family"] = family
+        decision["address"] = address.typed
+        decision["address_key"] = address.key
+        decision["checked_keys"] = _checked(address)
+        event_key = event_id.encode()
+        outputs.append(OutputRecord(self.topics.decisions, event_key, self.decision_encoder.encode(decision)))
+        usd: float | None = None
+        if verdict.outcome is Outcome.FLAGGED and address.key and family and context.version is not None:
+            usd_decimal = usd_value_of(event)
+            usd = float(usd_decimal) if usd_decimal is not None else None
+            summary = summarize(event["asset"], event["network"], decision["matches"])
+            flagged: Flagged = {
+                **self._flag(decision, context.version, context.decided_at, summary),
+                "address_key": address.key,
+                "chain_family": family,
+                "withdrawal": event,
+            }
+            outputs.append(OutputRecord(self.topics.flagged, event_key, self.flagged_encoder.encode(flagged)))
+        return _decided(
+            decision,
+            direction=Direction.WITHDRAWAL,
+            verdict=verdict,
+            item=item,
+            family=family,
+            usd=usd,
+        )
+
+    def _flag(self, decision: Decision, version: str, flagged_at: int, summary: str) -> FlaggedCommon:
+        """The fields a flagged event shares with its decision, whichever the direction."""
+        return {
+            "decision_id": decision["decision_id"],
+            "event_id": decision["event_id"],
+            "severity": decision["severity"] or "low",
+            "action": decision["action"],
+            "policy_version": decision["policy_version"],
+            "policy_rule": decision["policy_rule"],
+            "summary": summary,
+            "matches": decision["matches"],
+            "watchlist_version": version,
+            "source": decision["source"],
+            "flagged_at": flagged_at,
+            "screener": self.instance_id,
+            "screener_version": self.screener_version,
+        }
+
+    def _deposit(
+        self, item: _Screenable, verdicts: list[Verdict], context: _Context, outputs: list[OutputRecord]
+    ) -> DecidedEvent:
+        deposits = self.deposits
+        assert deposits is not None  # only deposit records are decoded as deposits
+        event: DepositEvent = item.event  # type: ignore[assignment]
+        verdict = combine(verdicts)
+        event_id = event["event_id"]
+        did = deposit_decision_id(event_id, context.version)
+        source = self._source(item)
+        decision = self._decision(
+            item, did=did, verdict=verdict, context=context, requested_at=event["observed_at"], source=source
+        )
+        sources: list[AddressScreening] = [
+            {
+                "address": address.typed,
+                "outcome": own.outcome.value,
+                "reason": own.reason,
+                "address_key": address.key,
+                "checked_keys": _checked(address),
+                "matches": list(own.matches),
+            }
+            for address, own in zip(item.addresses, verdicts, strict=True)
+        ]
+        families = sorted({address.key.partition(":")[0] for address in item.addresses if address.key})
+        family = families[0] if len(families) == 1 else None
+        decision["chain_family"] = family
+        decision["sources"] = sources
+        event_key = event_id.encode()
+        outputs.append(OutputRecord(self.topics.decisions, event_key, self.decision_encoder.encode(decision)))
+        usd: float | None = None
+        if verdict.outcome is Outcome.FLAGGED and context.version is not None:
+            usd_decimal = usd_value_of(event)
+            usd = float(usd_decimal) if usd_decimal is not None else None
+            summary = summarize(event["asset"], event["network"], decision["matches"], deposit=True)
+            flagged: DepositFlagged = {
+                **self._flag(decision, context.version, context.decided_at, summary),
+                "sources": sources,
+                "deposit": event,
+            }
+            outputs.append(OutputRecord(deposits.flagged, event_key, deposits.flagged_encoder.encode(flagged)))
+        return _decided(
+            decision,
+            direction=Direction.DEPOSIT,
+            verdict=verdict,
+            item=item,
+            family=family,
+            usd=usd,
+        )
 
     def hold(self, batch: PreparedBatch, reason: str) -> CompletedBatch:
-        """Fail-open mode: no decision at all (never `clear`); every decodable event goes to the hold topic as
+        """Fail-open mode: no decision at all (never `clear`); every decodable event goes to its hold topic as
         its original bytes, with the watchlist failure and the source position in headers. Records that cannot
         be decoded are dead-lettered as always."""
         started = time.perf_counter()
@@ -372,7 +551,8 @@ class BatchScreener:
 
     def _held(self, record: InputRecord, reason: str) -> OutputRecord:
         headers = [*_own_headers(record), (HOLD_HEADER_REASON, reason.encode()), *self._source_headers(record)]
-        return OutputRecord(self.topics.hold, record.key, record.value or b"", headers)
+        topic = self.deposits.hold if self.deposits and self._is_deposit(record) else self.topics.hold
+        return OutputRecord(topic, record.key, record.value or b"", headers)
 
     def _source_headers(self, record: InputRecord) -> list[tuple[str, bytes]]:
         return [
@@ -384,14 +564,75 @@ class BatchScreener:
         ]
 
     def dead_letter(self, record: InputRecord, error: DecodeError) -> OutputRecord:
-        """The original bytes, untouched, with the reason and the source position in headers."""
+        """The original bytes, untouched, with the reason and the source position in headers; to the dead-letter
+        topic of the record's input (withdrawals or deposits)."""
         headers = [
             *_own_headers(record),  # the producer's headers first (operators trace records by them), then ours
             (DLQ_HEADER_REASON, error.reason.value.encode()),
             (DLQ_HEADER_DETAIL, error.detail[:_DLQ_DETAIL_MAX].encode("utf-8", "replace")),
             *self._source_headers(record),
         ]
-        return OutputRecord(self.topics.dead_letter, record.key, record.value or b"", headers)
+        topic = self.deposits.dead_letter if self.deposits and self._is_deposit(record) else self.topics.dead_letter
+        return OutputRecord(topic, record.key, record.value or b"", headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every decision of one completed batch shares."""
+
+    version: str | None
+    digest: str | None
+    matches_by_key: dict[str, list[Match]]
+    overridable: frozenset[str]
+    decided_at: int
+    batch_size: int
+    decode_us: int
+    normalize_us: int
+    lookup_us: int
+    policy: Policy
+
+
+def _checked(address: _Address) -> list[CheckedKey]:
+    return [{"key": key, "relation": relation} for key, relation in address.related]
+
+
+def _apply(policy: Policy, item: _Screenable, verdict: Verdict) -> Applied:
+    """The policy's severity and action for one decision. The USD value is decoded only when a rule can use it."""
+    direction = item.direction
+    needs_usd = bool(verdict.matches) or policy.needs_details(direction, verdict.outcome)
+    return apply_policy(
+        policy,
+        direction=direction,
+        outcome=verdict.outcome,
+        matches=verdict.matches,
+        asset=item.event["asset"],
+        usd_value=usd_value_of(item.event) if needs_usd else None,
+    )
+
+
+def _decided(
+    decision: Decision,
+    *,
+    direction: Direction,
+    verdict: Verdict,
+    item: _Screenable,
+    family: str | None,
+    usd: float | None,
+) -> DecidedEvent:
+    return DecidedEvent(
+        event_id=item.event["event_id"],
+        decision_id=decision["decision_id"],
+        direction=direction,
+        severity=decision["severity"],
+        event_timestamp_ms=item.record.timestamp,
+        outcome=verdict.outcome,
+        reason=verdict.reason,
+        asset=item.event["asset"],
+        chain=family,
+        matches=decision["matches"],
+        usd_value=usd,
+        action=decision["action"] or "",
+    )
 
 
 def _own_headers(record: InputRecord) -> list[tuple[str, bytes]]:
@@ -404,6 +645,7 @@ __all__ = [
     "CompletedBatch",
     "DeadLetterReason",
     "DecidedEvent",
+    "DepositInput",
     "InputRecord",
     "Normalizer",
     "OutputRecord",

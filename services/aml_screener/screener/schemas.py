@@ -31,6 +31,14 @@ from aml_screener.screener.errors import SchemaSourceUnavailable
 WITHDRAWAL_REQUESTED = "aml_screener.events.WithdrawalRequested"
 SCREENING_DECISION = "aml_screener.screening.ScreeningDecision"
 WITHDRAWAL_FLAGGED = "aml_screener.screening.WithdrawalFlagged"
+DEPOSIT_RECEIVED = "aml_screener.events.DepositReceived"
+DEPOSIT_FLAGGED = "aml_screener.screening.DepositFlagged"
+# The setting that gives each output schema's pre-registered id (named in errors: what the operator can set).
+OUTPUT_SCHEMA_ID_VARIABLES = {
+    SCREENING_DECISION: "AML_SCHEMA_REGISTRY_DECISIONS_SCHEMA_ID",
+    WITHDRAWAL_FLAGGED: "AML_SCHEMA_REGISTRY_FLAGGED_SCHEMA_ID",
+    DEPOSIT_FLAGGED: "AML_SCHEMA_REGISTRY_DEPOSIT_FLAGGED_SCHEMA_ID",
+}
 
 # How long a schema id the registry does not know is answered "unknown" without asking again.
 _UNKNOWN_ID_TTL_SECONDS = 60.0
@@ -353,10 +361,9 @@ class HttpSchemaRegistry:
             pass  # subject or schema not registered yet
         except _Refused as exc:
             raise SchemaSourceUnavailable(str(exc)) from None
-        hint = (
-            f"register it beforehand with write access (POST {path}/versions), or set its id in "
-            "AML_SCHEMA_REGISTRY_DECISIONS_SCHEMA_ID / AML_SCHEMA_REGISTRY_FLAGGED_SCHEMA_ID"
-        )
+        fullname = _fullname(schema, None)
+        variable = OUTPUT_SCHEMA_ID_VARIABLES.get(fullname, "the output's AML_SCHEMA_REGISTRY_*_SCHEMA_ID")
+        hint = f"register it beforehand with write access (POST {path}/versions), or set its id in {variable}"
         if not self.auto_register:
             raise OutputSchemaUnavailable(
                 f"output schema {_fullname(schema, None)} is not registered under {subject} and "

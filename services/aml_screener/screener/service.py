@@ -33,6 +33,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -71,6 +72,8 @@ _ACK_WAIT_SECONDS = 0.2
 # usual few seconds, far below librdkafka's delivery timeout (AML_KAFKA_DELIVERY_TIMEOUT_MS), after which they fail
 # and are re-sent.
 _SLOW_ACK_SECONDS = 10.0
+# While an input topic is missing at start-up, the wait is logged this often.
+_MISSING_TOPIC_LOG_SECONDS = 30.0
 
 
 class Consumer(Protocol):
@@ -193,12 +196,12 @@ class Screener:
             if not self._wait_for_watchlist():
                 return 0
             self._await_topic_metadata()
-            self.consumer.subscribe([self.settings.kafka_input_topic], listener=_Listener(self))
+            self.consumer.subscribe(list(self.settings.input_topics), listener=_Listener(self))
             # kafka-python 3.0 computes the group leader's metadata snapshot on metadata updates that arrive
             # *after* subscribe(); without one before the first join, the leader assigns from an empty snapshot,
             # and the next periodic metadata refresh forces a second rebalance right after start.
             self.consumer.topics()
-            log.info("screener consuming", extra={"topic": self.settings.kafka_input_topic})
+            log.info("screener consuming", extra={"topics": list(self.settings.input_topics)})
             while not self._stop.is_set():
                 self.state.heartbeat()
                 self.gate.probe_if_due(self.lookup.check)
@@ -226,16 +229,30 @@ class Screener:
             self._shutdown()
 
     def _await_topic_metadata(self) -> None:
-        """Join the group only once the input topic exists: a member that joins before gets an empty assignment
-        and has to rebalance again as soon as the topic appears."""
-        topic = self.settings.kafka_input_topic
+        """Join the group only once the input topics exist: a member that joins before gets an empty assignment
+        and has to rebalance again as soon as a topic appears. A topic still missing is logged every
+        `_MISSING_TOPIC_LOG_SECONDS` with what to do (an unused deposits topic is switched off, not waited for)."""
+        logged_at = -_MISSING_TOPIC_LOG_SECONDS
         while not self._stop.is_set():
             self.state.heartbeat()
-            try:
-                if self.consumer.partitions_for_topic(topic):
-                    return
-            except KafkaError as exc:
-                log.warning("waiting for input topic metadata", extra={"topic": topic, "error": str(exc)})
+            missing: list[str] = []
+            error: str | None = None
+            for topic in self.settings.input_topics:
+                try:
+                    if not self.consumer.partitions_for_topic(topic):
+                        missing.append(topic)
+                except KafkaError as exc:
+                    missing.append(topic)
+                    error = str(exc)
+            if not missing:
+                return
+            if time.monotonic() - logged_at >= _MISSING_TOPIC_LOG_SECONDS:
+                logged_at = time.monotonic()
+                log.warning(
+                    "waiting for input topics to exist before joining the group (create them, or set "
+                    "AML_KAFKA_DEPOSIT_TOPIC='' to screen withdrawals only)",
+                    extra={"topics": missing, "error": error},
+                )
             self._stop.wait(FIRST_BACKOFF_SECONDS)
 
     def _wait_for_watchlist(self) -> bool:
@@ -337,7 +354,9 @@ class Screener:
             if tp not in self._working or record.offset < self._working[tp]:
                 self._working[tp] = record.offset
         self._working_revoked = False
-        self.metrics.events_consumed.labels(self.settings.kafka_input_topic).inc(len(records))
+        per_topic = Counter(record.topic for record in records)
+        for topic, count in per_topic.items():
+            self.metrics.events_consumed.labels(topic).inc(count)
         try:
             prepared = self._prepare(records)
             completed = self._complete(prepared)
@@ -613,12 +632,15 @@ class Screener:
     def _observe(self, completed: CompletedBatch, acked_at: float, size: int) -> None:
         metrics = self.metrics
         metrics.batch_size.observe(size)
-        counts: dict[str, int] = {}
+        counts: Counter[tuple[str, str]] = Counter()
+        actions: Counter[tuple[str, str]] = Counter()
         latency = metrics.end_to_end_latency
         known_assets = self.settings.metric_assets
         acked_ms = acked_at * 1000.0
         for event in completed.decided:
-            counts[event.outcome.value] = counts.get(event.outcome.value, 0) + 1
+            direction = event.direction.value
+            counts[event.outcome.value.lower(), direction] += 1
+            actions[direction, event.action] += 1
             latency.observe(max(0.0, (acked_ms - event.event_timestamp_ms) / 1000.0))
             if event.reason is not None:
                 metrics.unscreenable.labels(event.reason).inc()
@@ -626,15 +648,19 @@ class Screener:
                 asset = event.asset.upper()
                 asset = asset if asset in known_assets else "other"
                 for match in event.matches:
-                    metrics.flags.labels(match["list"], match["category"], asset, event.chain or "unknown").inc()
+                    metrics.flags.labels(
+                        match["list"], match["category"], asset, event.chain or "unknown", direction
+                    ).inc()
                 if event.outcome is Outcome.FLAGGED:
                     # One line per hit for the analyst's trail: ids and lists, never the account or the address.
                     log.warning(
-                        "withdrawal flagged",
+                        f"{direction} flagged",
                         extra={
                             "event_id": event.event_id,
                             "decision_id": event.decision_id,
+                            "direction": direction,
                             "severity": event.severity,
+                            "action": event.action,
                             "lists": sorted({match["list"] for match in event.matches}),
                             "asset": asset,
                             "chain": event.chain,
@@ -642,10 +668,12 @@ class Screener:
                     )
                 if event.usd_value is not None:
                     category = event.matches[0]["category"]
-                    metrics.flagged_usd.labels(category, asset).inc(max(0.0, event.usd_value))
-        for outcome, count in counts.items():
-            metrics.decisions.labels(outcome.lower()).inc(count)
-        for _record, error in completed.dead_letters:
-            metrics.dead_lettered.labels(error.reason.value).inc()
+                    metrics.flagged_usd.labels(category, asset, direction).inc(max(0.0, event.usd_value))
+        for (outcome, direction), count in counts.items():
+            metrics.decisions.labels(outcome, direction).inc(count)
+        for (direction, action), count in actions.items():
+            metrics.actions.labels(direction, action).inc(count)
+        for record, error in completed.dead_letters:
+            metrics.dead_lettered.labels(error.reason.value, self.batch.direction_of(record).value).inc()
         if completed.held:
             metrics.held.labels(completed.hold_reason or "unknown").inc(completed.held)

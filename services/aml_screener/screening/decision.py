@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aml_screener.screening.records import Match
-from aml_screener.screening.watchlist import Category, Severity, highest_severity
+from aml_screener.screening.watchlist import Category, Severity, highest_severity, severity_rank
 
 # Fixed namespace for decision ids (UUIDv5). Changing it would make re-screened events look new: never change.
 DECISION_NAMESPACE = uuid.UUID("6b0f3c8e-0d4c-5a59-9b6e-2f1c7a8d4e10")
@@ -59,6 +59,12 @@ def decision_id(event_id: str, watchlist_version: str | None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def deposit_decision_id(event_id: str, watchlist_version: str | None) -> str:
+    """decision_id of a deposit: a separate name space (a record separator and "deposit" before the event id), so a
+    withdrawal and a deposit that share an event id never share a decision id."""
+    return decision_id(f"deposit\x1e{event_id}", watchlist_version)
+
+
 _CLEAR = Verdict(Outcome.CLEAR, None, ())
 ALLOW = Category.ALLOW.value
 
@@ -91,11 +97,33 @@ def unscreenable(reason: str) -> Verdict:
     return Verdict(Outcome.UNSCREENABLE, None, (), reason)
 
 
-def summarize(asset: str, network: str, matches: Sequence[Match]) -> str:
-    """One line for analysts: what was sent where, and who listed the destination."""
+def summarize(asset: str, network: str, matches: Sequence[Match], *, deposit: bool = False) -> str:
+    """One line for analysts: what was sent where (or received from where), and who listed the address."""
     parts = []
     for match in matches:
         who = match.get("entry_name") or match["entry_id"]
         programs = ", ".join(match.get("programs") or ())
         parts.append(f"{match['list']} ({who}{', ' + programs if programs else ''}; {match['category']})")
-    return f"{asset} on {network} to an address listed by " + "; ".join(parts)
+    way = "from" if deposit else "to"
+    return f"{asset} on {network} {way} an address listed by " + "; ".join(parts)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """The verdict of an event with several addresses (a deposit's sources): FLAGGED if any address is, else
+    UNSCREENABLE if any could not be checked (it cannot be called clear), else CLEAR; matches and allowlist
+    evidence of every address, the highest severity."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    flagged = [verdict for verdict in verdicts if verdict.outcome is Outcome.FLAGGED]
+    allowlisted = [match for verdict in verdicts for match in verdict.allowlisted]
+    overridden = [match for verdict in verdicts for match in verdict.overridden]
+    if flagged:
+        severity = max(
+            (verdict.severity for verdict in flagged if verdict.severity is not None), key=severity_rank, default=None
+        )
+        matches = [match for verdict in flagged for match in verdict.matches]
+        return Verdict(Outcome.FLAGGED, severity, matches, allowlisted=allowlisted, overridden=overridden)
+    unscreenable_ones = [verdict for verdict in verdicts if verdict.outcome is Outcome.UNSCREENABLE]
+    if unscreenable_ones:
+        return Verdict(Outcome.UNSCREENABLE, None, (), unscreenable_ones[0].reason, allowlisted, overridden)
+    return Verdict(Outcome.CLEAR, None, (), allowlisted=allowlisted, overridden=overridden)

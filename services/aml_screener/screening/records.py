@@ -8,7 +8,15 @@ are the two's-complement bytes of the Avro decimals and timestamps are integers 
 from __future__ import annotations
 
 import builtins
+from enum import StrEnum
 from typing import NotRequired, TypedDict
+
+
+class Direction(StrEnum):
+    """Which way funds move: a withdrawal sends them to an address, a deposit receives them from addresses."""
+
+    WITHDRAWAL = "withdrawal"
+    DEPOSIT = "deposit"
 
 
 class WithdrawalEvent(TypedDict):
@@ -24,6 +32,25 @@ class WithdrawalEvent(TypedDict):
     amount: bytes  # decimal(38, 18), unscaled two's complement
     usd_value: bytes | None  # decimal(20, 2)
     requested_at: int  # ms since the epoch
+    metadata: dict[str, str] | None
+
+
+class DepositEvent(TypedDict):
+    """aml_screener.events.DepositReceived, as decoded on the hot path."""
+
+    event_id: str
+    exchange_id: str
+    account_id: str
+    asset: str
+    network: str
+    tx_hash: str
+    output_index: int | None
+    receiving_address: str
+    source_addresses: list[str]
+    amount: bytes  # decimal(38, 18), unscaled two's complement
+    usd_value: bytes | None  # decimal(20, 2)
+    observed_at: int  # ms since the epoch
+    confirmations: int
     metadata: dict[str, str] | None
 
 
@@ -69,10 +96,28 @@ class CheckedKey(TypedDict):
     relation: str
 
 
+class AddressScreening(TypedDict):
+    """aml_screener.screening.AddressScreening (v1): one source address of a deposit."""
+
+    address: str
+    outcome: str  # Outcome
+    reason: str | None
+    address_key: str | None
+    checked_keys: list[CheckedKey]
+    matches: list[Match]
+
+
+class ShadowResult(TypedDict):
+    rule: str
+    action: str
+    severity: str | None
+
+
 class Decision(TypedDict):
-    """aml_screener.screening.ScreeningDecision (v3)."""
+    """aml_screener.screening.ScreeningDecision (v4)."""
 
     decision_id: str
+    direction: str  # Direction
     event_id: str
     exchange_id: str
     asset: str
@@ -83,28 +128,52 @@ class Decision(TypedDict):
     address: str | None
     address_key: str | None
     checked_keys: list[CheckedKey]
+    sources: list[AddressScreening]
     severity: str | None
+    action: str | None
+    policy_version: str | None
+    policy_rule: str | None
+    policy_overridden_rule: str | None
+    shadow: list[ShadowResult]
     matches: list[Match]
     allowlisted: list[Match]
     overridden: list[Match]
     watchlist_version: str | None
+    watchlist_digest: str | None
     source: SourcePosition
     timings: DecisionTimings
     screener: str
+    screener_version: str | None
 
 
-class Flagged(TypedDict):
-    """aml_screener.screening.WithdrawalFlagged (v2)."""
+class FlaggedCommon(TypedDict):
+    """What every flagged event carries, withdrawal or deposit: the decision, its action and evidence."""
 
     decision_id: str
     event_id: str
     severity: str
+    action: str | None
+    policy_version: str | None
+    policy_rule: str | None
     summary: str
-    address_key: str
-    chain_family: str
     matches: list[Match]
     watchlist_version: str
-    withdrawal: WithdrawalEvent
     source: SourcePosition
     flagged_at: int  # microseconds since the epoch
     screener: str
+    screener_version: str | None
+
+
+class Flagged(FlaggedCommon):
+    """aml_screener.screening.WithdrawalFlagged (v3)."""
+
+    address_key: str
+    chain_family: str
+    withdrawal: WithdrawalEvent
+
+
+class DepositFlagged(FlaggedCommon):
+    """aml_screener.screening.DepositFlagged (v1)."""
+
+    sources: list[AddressScreening]
+    deposit: DepositEvent
