@@ -374,9 +374,13 @@ class Outputs:
 
 
 class OutputReader:
-    """Reads the decision, flagged and dead-letter topics from the beginning (no group: assign + seek)."""
+    """Reads the decision, flagged, dead-letter and hold topics from the beginning (no group: assign + seek), as
+    every record written (`read_uncommitted`, the default) or as a downstream consumer of an exactly-once screener
+    should (`read_committed`: records of aborted transactions never show, open ones not yet)."""
 
-    def __init__(self, stack: IsolatedStack, repository: Any = REPOSITORY) -> None:
+    def __init__(
+        self, stack: IsolatedStack, repository: Any = REPOSITORY, *, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self.framed = FramedReader(repository)
         self.schema_ids: Counter[int] = Counter()  # framing ids of the decoded outputs
         self.topics = stack.topics
@@ -388,6 +392,7 @@ class OutputReader:
             # as soon as data is there; 10 ms only adds idle polls.)
             fetch_max_wait_ms=10,
             max_poll_records=10_000,
+            isolation_level=isolation_level,
         )
         topics = self.topics
         roles = {topics.decisions: DECISIONS, topics.flagged: FLAGGED, topics.dlq: DLQ, topics.hold: HOLD}

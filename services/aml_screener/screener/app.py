@@ -12,14 +12,22 @@ from pathlib import Path
 from types import FrameType
 
 import redis
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
+from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.exactly_once import ExactlyOnceSink
 from aml_screener.screener.health import HealthServer, ServiceState
-from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
+from aml_screener.screener.kafka_config import (
+    consumer_config,
+    producer_config,
+    redacted,
+    transactional_id,
+    transactional_producer_config,
+)
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, Topics
@@ -33,7 +41,8 @@ from aml_screener.screener.schemas import (
     SchemaRepository,
 )
 from aml_screener.screener.service import Screener
-from aml_screener.screener.settings import Settings
+from aml_screener.screener.settings import ProcessingGuarantee, Settings
+from aml_screener.screener.sink import Sink
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
 from aml_screener.watchlist.keys import WatchlistKeys
@@ -171,7 +180,8 @@ def build(
         lookup=lookup.lookup,
     )
     consumer_conf = consumer_config(settings)
-    producer_conf = producer_config(settings)
+    exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+    producer_conf = transactional_producer_config(settings) if exactly_once else producer_config(settings)
     log.info(
         "starting screener",
         extra={
@@ -181,11 +191,27 @@ def build(
         },
     )
     consumer = KafkaConsumer(**consumer_conf)
-    emitter = Emitter(producer_conf)
+    sink: Sink
+    if exactly_once:
+        sink = ExactlyOnceSink(
+            producer=KafkaProducer(**producer_conf),
+            group_metadata=consumer.group_metadata,
+            metrics=metrics,
+            transactional_id=transactional_id(settings),
+            call_bound_seconds=(settings.kafka_delivery_timeout_ms + settings.kafka_transaction_timeout_ms) / 1000,
+        )
+    else:
+        sink = AtLeastOnceSink(
+            producer=Emitter(producer_conf),
+            committer=consumer,
+            metrics=metrics,
+            max_inflight_batches=settings.max_inflight_batches,
+            retry_max_seconds=settings.lookup_retry_max_seconds,
+        )
     screener = Screener(
         settings=settings,
         consumer=consumer,
-        emitter=emitter,
+        sink=sink,
         batch_screener=batch,
         lookup=lookup,
         metrics=metrics,

@@ -1,0 +1,98 @@
+"""Exactly-once mode (AML_PROCESSING_GUARANTEE=exactly_once) on the real Kafka cluster: a read_committed reader sees
+every decision, flag and dead letter exactly once across a clean stop and a crash; a member fenced by a newer one
+with the same transactional id stops instead of retrying. (The fault suite repeats every fault scenario in this
+mode; tests/faults.)"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from aml_screener.devstack.generator import Expected, GeneratedEvent
+from aml_screener.screener.service import EXIT_SINK_FAILED
+from tests.integration.harness import (
+    IsolatedStack,
+    OutputReader,
+    Outputs,
+    all_decided,
+    generate,
+    load_bundled_watchlist,
+    produce,
+)
+
+pytestmark = pytest.mark.integration
+
+EXACTLY_ONCE = {"AML_PROCESSING_GUARANTEE": "exactly_once"}
+
+
+@pytest.fixture
+def committed(stack: IsolatedStack) -> Iterator[OutputReader]:
+    """What a downstream consumer of an exactly-once screener reads."""
+    output_reader = OutputReader(stack, isolation_level="read_committed")
+    yield output_reader
+    output_reader.close()
+
+
+def assert_each_once(events: list[GeneratedEvent], outputs: Outputs) -> None:
+    by_event = outputs.decisions_by_event()
+    for event in events:
+        if event.expected is not Expected.DEAD_LETTER:
+            assert [d["decision"] for d in by_event[event.event_id]] == [event.expected.value], event.event_id
+    assert outputs.duplicates() == 0
+    flagged = Counter(record["event_id"] for record in outputs.flagged)
+    assert set(flagged) == {e.event_id for e in events if e.expected is Expected.FLAGGED}
+    assert set(flagged.values()) == {1}, "one flag per hit"
+    dead = Counter(record.key for record in outputs.dead_letters)
+    assert sum(dead.values()) == sum(1 for e in events if e.expected is Expected.DEAD_LETTER)
+    assert set(dead.values()) == {1}, "one dead letter per malformed record"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_stopped_mid_stream_and_restarted_a_committed_reader_sees_each_decision_once(stack, screeners, committed, how):
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 8_000, seed=23, hit_share=0.05, malformed_share=0.01)
+    first = screeners("first", AML_KAFKA_MAX_POLL_RECORDS="200", **EXACTLY_ONCE)
+    first.wait_assigned()
+    produce(stack, events)
+    committed.read_until(lambda o: len(o.decisions) >= 2000, 60, "a quarter of the stream decided")
+    if how == "sigterm":
+        assert first.terminate() == 0, "SIGTERM: the batch's transaction committed, group left, exit 0"
+    else:
+        first.kill()  # its open transaction, if any, is aborted by the brokers after the transaction timeout
+    assert len(committed.outputs.decisions) < len(events), "stopped mid-stream"
+    second = screeners("second", **EXACTLY_ONCE)
+    outputs = committed.read_until(all_decided(events), 90, "every event decided after the restart")
+    outputs = committed.settle(1.5)
+    assert_each_once(events, outputs)
+    assert {d["screener"] for d in outputs.decisions} == {"first", "second"}
+    assert second.metric("aml_screener_transactions_total", result="committed") > 0
+    assert second.metric("aml_screener_offset_commits_total", result="ok") > 0
+    assert second.terminate() == 0
+
+
+def test_a_member_fenced_by_a_newer_one_with_the_same_transactional_id_stops(stack, screeners, committed):
+    """Two members with the same AML_INSTANCE_ID (a zombie and its replacement, or a misconfiguration): the newer
+    one's init_transactions fences the older producer, which must stop (exit 3), never loop or commit again."""
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 6_000, seed=29, hit_share=0.05)
+    old = screeners("twin", AML_KAFKA_MAX_POLL_RECORDS="100", **EXACTLY_ONCE)
+    old.wait_assigned()
+    produce(stack, events[:2000])
+    committed.read_until(lambda o: len(o.decisions) >= 500, 60, "the first member deciding")
+    new = screeners("twin", AML_KAFKA_MAX_POLL_RECORDS="100", **EXACTLY_ONCE)
+    new.wait_until(
+        lambda: any(line["msg"] == "transactional producer ready" for line in new.log_lines()),
+        60,
+        "the newer member registered the transactional id",
+    )
+    produce(stack, events[2000:])  # the older one is fenced at its next transaction
+    assert old.proc is not None
+    assert old.proc.wait(60) == EXIT_SINK_FAILED
+    fenced = [line for line in old.log_lines() if line["msg"] == "the sink cannot deliver any more: stopping"]
+    assert fenced and "fenced" in fenced[0]["detail"] and "AML_INSTANCE_ID must be unique" in fenced[0]["detail"]
+    outputs = committed.read_until(all_decided(events), 90, "every event decided by the remaining member")
+    outputs = committed.settle(1.5)
+    assert_each_once(events, outputs)
+    assert new.terminate() == 0
