@@ -330,13 +330,16 @@ class ScreenerProcess:
 
 
 @contextlib.contextmanager
-def screener_processes(stack: IsolatedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
-    """`start(instance, *, target=None, **AML_env)` runs a screener of `group`; every one started is killed on exit,
-    so a failing test leaves nothing running."""
+def screener_processes(
+    stack: IsolatedStack, group: str, env: Mapping[str, str] | None = None
+) -> Iterator[Callable[..., ScreenerProcess]]:
+    """`start(instance, *, target=None, **AML_env)` runs a screener of `group` (with `env`, then AML_env); every one
+    started is killed on exit, so a failing test leaves nothing running."""
     started: list[ScreenerProcess] = []
+    common = dict(env or {})
 
-    def start(instance: str = "s1", *, target: IsolatedStack | None = None, **env: Any) -> ScreenerProcess:
-        process = ScreenerProcess(target or stack, group=group, instance=instance, env=env).start()
+    def start(instance: str = "s1", *, target: IsolatedStack | None = None, **extra: Any) -> ScreenerProcess:
+        process = ScreenerProcess(target or stack, group=group, instance=instance, env=common | extra).start()
         started.append(process)
         return process
 

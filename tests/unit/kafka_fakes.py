@@ -91,7 +91,8 @@ class Transaction:
 
 
 class FakeTransactionalProducer:
-    """Keeps what every transaction held: `committed` and `aborted` lists of Transaction.
+    """Keeps what every transaction held: `committed` and `aborted` lists of Transaction. A sink's producer factory
+    returns the same fake every time (a replacement producer shares the brokers' view of the transactions).
 
     Failures, the way kafka-python 3.0.12 reports them: `refuse` fails the next outputs' futures *without* making
     the commit fail (its sender fails an expired batch of a transaction without marking the transaction abortable);
@@ -118,7 +119,11 @@ class FakeTransactionalProducer:
             raise pending.pop(0)
 
     def init_transactions(self) -> None:
+        """Also what a new producer registering the same transactional id does: abort what was left open."""
         self._call("init_transactions")
+        if self.open is not None:
+            self.aborted.append(self.open)
+            self.open = None
 
     def begin_transaction(self) -> None:
         self._call("begin_transaction")

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
-from aml_screener.screener.exactly_once import ExactlyOnceSink
+from aml_screener.screener.exactly_once import FENCINGS_BEFORE_STOP, ExactlyOnceSink
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.metrics import Metrics
@@ -205,11 +205,11 @@ def make_exactly_once(
 
     def sink(consumer: FakeConsumer, metrics: Metrics) -> Sink:
         return ExactlyOnceSink(
-            producer=producer,
+            producer_factory=lambda: producer,
             group_metadata=lambda: GROUP,
             metrics=metrics,
             transactional_id="aml-screener.test",
-            call_bound_seconds=5,
+            stall_seconds=5,
         )
 
     screener, consumer, state, metrics = loop(script, sink, lookup=lookup, mode=mode)
@@ -321,7 +321,9 @@ def test_a_full_window_pauses_consumption_only_until_the_acknowledgements_arrive
     )
     consumer.until = lambda: len(consumer.commits) >= 2
     assert screener.run() == 0
-    assert consumer.commits[-1] == {TP0: OffsetAndMetadata(2, "", -1)}, "the second batch was consumed and decided"
+    assert consumer.commits[:2] == [{TP0: OffsetAndMetadata(1, "", -1)}, {TP0: OffsetAndMetadata(2, "", -1)}], (
+        "each batch committed in turn by the loop (not only by the shutdown's final commit)"
+    )
     assert not consumer.paused
 
 
@@ -366,16 +368,30 @@ def test_exactly_once_an_aborted_transaction_is_read_again_and_committed_once() 
     ) == pytest.approx(1.0)
 
 
-def test_exactly_once_a_fenced_producer_stops_the_member_instead_of_looping() -> None:
+def test_exactly_once_a_producer_fenced_again_and_again_stops_the_member_instead_of_looping() -> None:
+    """Another live member registering the same transactional id: each replacement producer is fenced again."""
     producer = FakeTransactionalProducer()
-    producer.fail("commit_transaction", ProducerFencedError())
-    screener, consumer, producer, _state, metrics = make_exactly_once(
-        [{TP0: [withdrawal(0)]}, {TP0: [withdrawal(1)]}], producer=producer
-    )
+    producer.fail("commit_transaction", *(ProducerFencedError() for _ in range(FENCINGS_BEFORE_STOP)))
+    screener, consumer, producer, _state, metrics = make_exactly_once([{TP0: [withdrawal(0)]}], producer=producer)
+    consumer.until = lambda: False  # the batch is read again after each fencing, until the member stops
     assert screener.run() == EXIT_SINK_FAILED
-    assert producer.committed == [] and producer.calls.count("begin_transaction") == 1, "no second attempt"
+    assert producer.committed == [] and producer.calls.count("commit_transaction") == FENCINGS_BEFORE_STOP
+    assert producer.calls.count("init_transactions") == FENCINGS_BEFORE_STOP, "registered anew after each fencing"
     assert consumer.commits == [] and transactions(metrics, "failed") == 1
     assert metrics.registry.get_sample_value("aml_screener_up") == 0
+
+
+def test_exactly_once_one_fencing_replaces_the_producer_and_the_batch_is_read_again() -> None:
+    """kafka-python reports a transaction the brokers aborted on its timeout (a long broker failover) as fenced."""
+    producer = FakeTransactionalProducer()
+    producer.fail("commit_transaction", ProducerFencedError())
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(3)]}], producer=producer)
+    consumer.until = lambda: bool(producer.committed)
+    assert screener.run() == 0
+    assert consumer.seeks[0] == (TP0, 3) and producer.calls.count("init_transactions") == 2
+    [transaction] = producer.committed
+    assert transaction.offsets == {TP0: OffsetAndMetadata(4, "", -1)}
+    assert len(producer.aborted) == 1, "the new producer's registration aborted the fenced one's transaction"
 
 
 def test_exactly_once_fail_open_holds_events_in_the_same_transaction_as_their_offsets() -> None:

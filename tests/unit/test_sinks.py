@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from kafka.errors import IllegalGenerationError, KafkaTimeoutError, ProducerFencedError
+from kafka.errors import IllegalGenerationError, KafkaError, KafkaTimeoutError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.screener.ack_window import InFlightBatch, Offsets, next_offsets
 from aml_screener.screener.at_least_once import AtLeastOnceSink
-from aml_screener.screener.exactly_once import ExactlyOnceSink
+from aml_screener.screener.exactly_once import FENCING_WINDOW_SECONDS, FENCINGS_BEFORE_STOP, ExactlyOnceSink
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import CompletedBatch, OutputRecord
 from aml_screener.screener.sink import BatchAborted, SinkFailed
@@ -115,18 +115,30 @@ def test_at_least_once_drain_does_not_commit_and_finish_commits_synchronously() 
 GROUP = ("group", 3, "member")
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def exactly_once(
-    producer: FakeTransactionalProducer | None = None, call_bound_seconds: float = 5
+    producer: FakeTransactionalProducer | None = None, stall_seconds: float = 5, clock: Clock | None = None
 ) -> tuple[ExactlyOnceSink, FakeTransactionalProducer, Metrics]:
+    """A started sink (its producer registered) over a fake producer."""
     producer = producer or FakeTransactionalProducer()
     metrics = Metrics(CollectorRegistry())
     sink = ExactlyOnceSink(
-        producer=producer,
+        producer_factory=lambda: producer,
         group_metadata=lambda: GROUP,
         metrics=metrics,
         transactional_id="aml.s1",
-        call_bound_seconds=call_bound_seconds,
+        stall_seconds=stall_seconds,
+        clock=clock or Clock(),
     )
+    assert sink.start(FakeLoop())
+    producer.calls.clear()
     return sink, producer, metrics
 
 
@@ -182,32 +194,55 @@ def test_exactly_once_a_bug_aborts_the_transaction_and_reaches_the_loop_as_itsel
 
 
 @pytest.mark.parametrize("call", ["commit_transaction", "send_offsets_to_transaction", "begin_transaction"])
-def test_exactly_once_a_fenced_producer_fails_the_sink(call: str) -> None:
-    sink, producer, metrics = exactly_once()
-    producer.fail(call, ProducerFencedError())
-    with pytest.raises(SinkFailed, match=r"fenced.*aml\.s1.*AML_INSTANCE_ID must be unique"):
+def test_exactly_once_a_fenced_producer_is_replaced_and_fenced_again_and_again_fails_the_sink(call: str) -> None:
+    clock = Clock()
+    sink, producer, metrics = exactly_once(clock=clock)
+    producer.fail(call, *(ProducerFencedError() for _ in range(FENCINGS_BEFORE_STOP)))
+    for _ in range(FENCINGS_BEFORE_STOP - 1):
+        with pytest.raises(BatchAborted, match="fenced"):
+            sink.submit(batch((0, 1)), FakeLoop())
+        clock.now += 1
+    with pytest.raises(SinkFailed, match=r"fenced 3 times.*aml\.s1.*AML_INSTANCE_ID must be unique"):
         sink.submit(batch((0, 1)), FakeLoop())
+    assert producer.calls.count("init_transactions") == FENCINGS_BEFORE_STOP - 1, "a new producer each time"
     assert producer.committed == [] and sample(metrics, "aml_screener_transactions_total", result="failed") == 1
 
 
-def test_exactly_once_a_transaction_that_cannot_be_aborted_fails_the_sink() -> None:
+def test_exactly_once_fencings_far_apart_are_each_survived() -> None:
+    clock = Clock()
+    sink, producer, _ = exactly_once(clock=clock)
+    producer.fail("commit_transaction", *(ProducerFencedError() for _ in range(FENCINGS_BEFORE_STOP + 1)))
+    for _ in range(FENCINGS_BEFORE_STOP + 1):
+        with pytest.raises(BatchAborted):
+            sink.submit(batch((0, 1)), FakeLoop())
+        clock.now += FENCING_WINDOW_SECONDS * 0.6
+    sink.submit(batch((0, 1)), FakeLoop())
+    assert len(producer.committed) == 1
+
+
+def test_exactly_once_a_transaction_that_cannot_be_aborted_gets_a_new_producer() -> None:
     sink, producer, _ = exactly_once()
     producer.refuse = 1
-    producer.fail("abort_transaction", KafkaTimeoutError("fatal state"))
-    with pytest.raises(SinkFailed, match="cannot go on"):
+    producer.fail("abort_transaction", KafkaError("Cannot execute transactional method: fatal state"))
+    with pytest.raises(BatchAborted):
         sink.submit(batch((0, 1)), FakeLoop())
+    sink.submit(batch((0, 1)), FakeLoop())
+    assert producer.calls.count("init_transactions") == 1 and len(producer.committed) == 1
+    assert len(producer.aborted) == 1, "the new producer's registration aborted the stuck transaction"
 
 
-def test_exactly_once_a_commit_past_the_call_bound_fails_the_sink() -> None:
-    sink, producer, _ = exactly_once(call_bound_seconds=0.3)
-    producer.commit_gate = threading.Event()
+def test_exactly_once_a_commit_that_makes_no_progress_gets_a_new_producer() -> None:
+    """kafka-python 3.0.12 can stall for good when its transaction coordinator dies."""
+    sink, producer, _ = exactly_once(stall_seconds=0.3)
+    gate = producer.commit_gate = threading.Event()
     loop = FakeLoop()
     try:
-        with pytest.raises(SinkFailed, match="did not complete within"):
+        with pytest.raises(BatchAborted, match="stalled"):
             sink.submit(batch((0, 1)), loop)
     finally:
-        producer.commit_gate.set()
+        gate.set()
     assert loop.keep_alives >= 2, "the loop counted as alive while it waited"
+    assert sink.producer is None, "the next batch registers a new producer"
 
 
 def test_exactly_once_the_shutdown_deadline_leaves_the_transaction_to_the_brokers() -> None:
@@ -223,12 +258,15 @@ def test_exactly_once_the_shutdown_deadline_leaves_the_transaction_to_the_broker
 
 
 def test_exactly_once_start_registers_the_transactional_id_retrying_while_the_coordinator_is_away() -> None:
-    sink, producer, _ = exactly_once()
+    producer = FakeTransactionalProducer()
     producer.fail("init_transactions", KafkaTimeoutError(), KafkaTimeoutError())
+    sink = ExactlyOnceSink(
+        producer_factory=lambda: producer,
+        group_metadata=lambda: GROUP,
+        metrics=Metrics(CollectorRegistry()),
+        transactional_id="aml.s1",
+        stall_seconds=5,
+    )
     loop = FakeLoop()
     assert sink.start(loop)
     assert producer.calls == ["init_transactions"] * 3 and loop.waits == [1.0, 1.0]
-    fenced, producer, _ = exactly_once()
-    producer.fail("init_transactions", ProducerFencedError())
-    with pytest.raises(SinkFailed):
-        fenced.start(FakeLoop())

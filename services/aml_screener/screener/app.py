@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer
@@ -180,8 +181,7 @@ def build(
         lookup=lookup.lookup,
     )
     consumer_conf = consumer_config(settings)
-    exactly_once = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
-    producer_conf = transactional_producer_config(settings) if exactly_once else producer_config(settings)
+    producer_conf = producer_config_for(settings)
     log.info(
         "starting screener",
         extra={
@@ -191,27 +191,10 @@ def build(
         },
     )
     consumer = KafkaConsumer(**consumer_conf)
-    sink: Sink
-    if exactly_once:
-        sink = ExactlyOnceSink(
-            producer=KafkaProducer(**producer_conf),
-            group_metadata=consumer.group_metadata,
-            metrics=metrics,
-            transactional_id=transactional_id(settings),
-            call_bound_seconds=(settings.kafka_delivery_timeout_ms + settings.kafka_transaction_timeout_ms) / 1000,
-        )
-    else:
-        sink = AtLeastOnceSink(
-            producer=Emitter(producer_conf),
-            committer=consumer,
-            metrics=metrics,
-            max_inflight_batches=settings.max_inflight_batches,
-            retry_max_seconds=settings.lookup_retry_max_seconds,
-        )
     screener = Screener(
         settings=settings,
         consumer=consumer,
-        sink=sink,
+        sink=sink_for(settings, consumer, metrics, producer_conf),
         batch_screener=batch,
         lookup=lookup,
         metrics=metrics,
@@ -219,6 +202,35 @@ def build(
         gate=gate,
     )
     return Components(screener, metrics, state, client)
+
+
+def producer_config_for(settings: Settings) -> dict[str, Any]:
+    """The output producer's configuration for the chosen guarantee (kafka-python's or librdkafka's dialect)."""
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        return transactional_producer_config(settings)
+    return producer_config(settings)
+
+
+def sink_for(
+    settings: Settings, consumer: KafkaConsumer, metrics: Metrics, producer_conf: dict[str, Any] | None = None
+) -> Sink:
+    """The sink of AML_PROCESSING_GUARANTEE over this consumer (also used by the benchmark's pass-through)."""
+    conf = producer_conf if producer_conf is not None else producer_config_for(settings)
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        return ExactlyOnceSink(
+            producer_factory=lambda: KafkaProducer(**conf),
+            group_metadata=consumer.group_metadata,
+            metrics=metrics,
+            transactional_id=transactional_id(settings),
+            stall_seconds=settings.kafka_transaction_timeout_ms / 1000,
+        )
+    return AtLeastOnceSink(
+        producer=Emitter(conf),
+        committer=consumer,
+        metrics=metrics,
+        max_inflight_batches=settings.max_inflight_batches,
+        retry_max_seconds=settings.lookup_retry_max_seconds,
+    )
 
 
 def watchlist_gate(settings: Settings, metrics: Metrics, state: ServiceState) -> WatchlistGate:

@@ -9,24 +9,33 @@ the loop reads the batch again after a back-off. The producer is kafka-python's 
 because the offsets must carry the group metadata of the kafka-python consumer (docs/architecture.md, "Exactly
 once: why kafka-python's producer").
 
-Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, kafka_config.py); a newer member
-with the same id fences an older one at `init_transactions`, and a member whose group generation is stale has its
-offsets refused (KIP-447: the group metadata goes with the offsets), which aborts its transaction. A fenced
-producer can never commit again: SinkFailed, the member stops (a restart re-registers the id and resumes safely).
+Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, kafka_config.py). A producer that
+registers the id fences every older producer with it (and aborts what it left open), and a member whose group
+generation is stale has its offsets refused (KIP-447: the group metadata goes with the offsets), which aborts its
+transaction. A fenced producer can never commit again.
+
+The producer is replaced (a new one registers the same id, which aborts whatever the old one left open) when:
+- a transactional call makes no progress for the transaction timeout: the brokers abort such a transaction anyway,
+  and kafka-python 3.0.12 can stall for good when its transaction coordinator dies (measured here: no request sent
+  again after the coordinator's kill -9, the commit waiting past every timeout);
+- it was fenced: kafka-python reports a transaction the brokers aborted on its timeout as ProducerFencedError too,
+  so one fencing is survived. Fenced FENCINGS_BEFORE_STOP times within FENCING_WINDOW_SECONDS means another live
+  member uses the same transactional id (a duplicate AML_INSTANCE_ID): SinkFailed, this member stops.
 
 A transaction never spans a consumer poll: `submit` returns only once it is committed or aborted, so a rebalance
 (whose callbacks run inside poll) never finds one open, and nothing needs aborting on revoke. Blocking
-transactional calls run on a helper thread so the loop can bound them: it stays alive meanwhile, gives up at the
-shutdown deadline (the brokers then abort what was left open after AML_KAFKA_TRANSACTION_TIMEOUT_MS), and stops
-the member if a call outlives the delivery plus transaction timeouts (the producer is stuck; a restart is safe).
+transactional calls run on a helper thread so the loop can bound them: it stays alive meanwhile and gives up at the
+shutdown deadline (the brokers then abort what was left open after AML_KAFKA_TRANSACTION_TIMEOUT_MS, or at once
+when the member's successor registers the id).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -43,6 +52,12 @@ T = TypeVar("T")
 
 # How often the loop is told it is alive while a transactional call blocks (and checks the shutdown deadline).
 _CALL_SLICE_SECONDS = 0.1
+# Between attempts to create and register a producer while the brokers cannot (coordinator unavailable).
+_REGISTER_RETRY_SECONDS = 1.0
+# Fenced this often within this window: another live member registers the same transactional id over and over.
+# One fencing in a window is survived (a transaction the brokers aborted on its timeout reports as fenced too).
+FENCINGS_BEFORE_STOP = 3
+FENCING_WINDOW_SECONDS = 60.0
 
 
 class RecordFuture(Protocol):
@@ -74,69 +89,72 @@ class _DeadlinePassed(Exception):
     """The loop's shutdown deadline passed while a transactional call was still running."""
 
 
+class _Stalled(Exception):
+    """A transactional call made no progress for the stall bound: the producer is to be replaced."""
+
+
 class ExactlyOnceSink:
     def __init__(
         self,
         *,
-        producer: TransactionalProducer,
+        producer_factory: Callable[[], TransactionalProducer],
         group_metadata: Callable[[], Any],
         metrics: Metrics,
         transactional_id: str,
-        call_bound_seconds: float,
+        stall_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.producer = producer
+        self.producer_factory = producer_factory
         self.group_metadata = group_metadata
         self.metrics = metrics
         self.transactional_id = transactional_id
-        # A transactional call that takes longer than this means the producer is stuck (every output is
-        # acknowledged or expired within the delivery timeout, and the brokers abort a transaction open longer than
-        # the transaction timeout): the member stops rather than hang.
-        self.call_bound_seconds = call_bound_seconds
+        # A transactional call that takes longer than this (the transaction timeout: by then the brokers abort the
+        # transaction themselves) is given up and the producer replaced.
+        self.stall_seconds = stall_seconds
+        self.clock = clock
+        self.producer: TransactionalProducer | None = None
         self._finished: list[InFlightBatch] = []
+        self._fencings: deque[float] = deque()
         self._unresolved = False  # a call was abandoned at the shutdown deadline: the producer is mid-transaction
 
     def __len__(self) -> int:
         return 0  # each batch's transaction is resolved before submit returns
 
     def start(self, control: LoopControl) -> bool:
-        """Register the transactional id (fencing any older producer with it and aborting what it left open)."""
-        while True:
-            try:
-                self._call(self.producer.init_transactions, control)
-            except _DeadlinePassed:
-                return False
-            except (ProducerFencedError, TransactionalIdAuthorizationFailedError) as exc:
-                raise self._failed(exc) from exc
-            except KafkaError as exc:
-                # Typically a timeout while the transaction coordinator is unavailable: retrying resumes the wait.
-                log.warning("registering the transactional id failed; retrying", extra={"error": str(exc)})
-                if not control.wait_paused(1.0):
-                    return False
-                continue
-            log.info("transactional producer ready", extra={"transactional_id": self.transactional_id})
-            return True
+        """Create the producer and register the transactional id (fencing older producers with it)."""
+        return self._register(control)
 
     def submit(self, batch: InFlightBatch, control: LoopControl) -> None:
+        if self.producer is None:
+            self._register(control)
+        producer = self.producer
+        if producer is None:
+            raise BatchAborted("stopping before a producer was registered")
         futures: list[tuple[str, RecordFuture]] = []
         try:
-            self.producer.begin_transaction()
+            producer.begin_transaction()
             for output in batch.completed.outputs:
-                future = self.producer.send(output.topic, output.value, output.key, headers=output.headers or [])
-                futures.append((output.topic, future))
+                futures.append(
+                    (output.topic, producer.send(output.topic, output.value, output.key, output.headers or []))
+                )
             group = self.group_metadata()  # snapshot on the loop thread, where the consumer lives
-            self._call(lambda: self._complete(batch.offsets, group, futures), control)
+            self._call(lambda: self._complete(producer, batch.offsets, group, futures), control)
         except _DeadlinePassed:
             self._unresolved = True
             raise BatchAborted("shutdown deadline passed before the transaction completed") from None
-        except SinkFailed:
-            raise
-        except (ProducerFencedError, TransactionalIdAuthorizationFailedError) as exc:
+        except _Stalled:
+            self._replace("the transaction made no progress", futures)
+            raise BatchAborted("transaction stalled; producer replaced") from None
+        except TransactionalIdAuthorizationFailedError as exc:
             raise self._failed(exc) from exc
+        except ProducerFencedError as exc:
+            self._fenced(exc, futures)
+            raise BatchAborted("producer fenced; replaced") from exc
         except Exception as exc:
             # Whatever failed before the commit (a refused output, stale group metadata, a bug), the transaction
             # must end before the next one can begin: abort it. Kafka's errors mean "read the batch again"; anything
             # else goes on to the loop's error handling (counted, backed off, re-read).
-            self._abort(control, exc, futures)
+            self._abort(producer, control, exc, futures)
             if isinstance(exc, KafkaError):
                 raise BatchAborted(f"transaction aborted: {type(exc).__name__}: {exc}") from exc
             raise
@@ -166,17 +184,20 @@ class ExactlyOnceSink:
             # transaction after the transaction timeout, or at once when this member's successor registers the id.
             log.warning("transaction left unresolved at shutdown", extra={"transactional_id": self.transactional_id})
             return 0
-        try:
-            self.producer.close(timeout_seconds)
-        except KafkaError as exc:
-            log.warning("transactional producer close failed", extra={"error": str(exc)})
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout_seconds)
+            except KafkaError as exc:
+                log.warning("transactional producer close failed", extra={"error": str(exc)})
         return 0
 
     # ---------------------------------------------------------------------------------------------------------
-    def _complete(self, offsets: Offsets, group: Any, futures: list[tuple[str, RecordFuture]]) -> None:
+    def _complete(
+        self, producer: TransactionalProducer, offsets: Offsets, group: Any, futures: list[tuple[str, RecordFuture]]
+    ) -> None:
         """On the helper thread: offsets into the transaction, every output acknowledged, commit."""
-        self.producer.send_offsets_to_transaction(offsets, group)
-        self.producer.flush()
+        producer.send_offsets_to_transaction(offsets, group)
+        producer.flush()
         # Check every output before committing. kafka-python 3.0.12 fails an output whose delivery timed out
         # without marking the transaction abortable (sender.py: a retriable error past the delivery timeout "just
         # fails the batch"), and fails an output at send() whose topic has no metadata without adding it to the
@@ -184,32 +205,95 @@ class ExactlyOnceSink:
         for _topic, future in futures:
             if not future.is_done or future.failed():
                 raise future.exception or KafkaError("output not acknowledged before the commit")
-        self.producer.commit_transaction()
+        producer.commit_transaction()
 
-    def _abort(self, control: LoopControl, cause: BaseException, futures: list[tuple[str, RecordFuture]]) -> None:
-        refused = Counter(topic for topic, future in futures if future.is_done and future.failed())
-        for topic, count in refused.items():
-            self.metrics.produce_errors.labels(topic).inc(count)
+    def _abort(
+        self,
+        producer: TransactionalProducer,
+        control: LoopControl,
+        cause: BaseException,
+        futures: list[tuple[str, RecordFuture]],
+    ) -> None:
+        self._count_refused(futures)
         log.warning(
             "transaction aborted; the batch will be read again",
-            extra={"error": f"{type(cause).__name__}: {cause}", "refused_outputs": sum(refused.values())},
+            extra={"error": f"{type(cause).__name__}: {cause}"},
         )
         try:
-            self._call(self.producer.abort_transaction, control)
+            self._call(producer.abort_transaction, control)
         except _DeadlinePassed:
             self._unresolved = True
             return
-        except KafkaError as exc:
-            # The producer is in a fatal state (fenced, or an error that cannot be aborted): it can never commit.
-            raise self._failed(exc) from exc
+        except ProducerFencedError as exc:
+            self._fenced(exc, [])
+            return
+        except (_Stalled, KafkaError) as exc:
+            # Stuck, or in a state that cannot abort (a fatal error): a new producer registering the id aborts it.
+            self._replace(f"the transaction could not be aborted ({type(exc).__name__})", [])
+            return
         self.metrics.transactions.labels("aborted").inc()
+
+    def _fenced(self, exc: BaseException, futures: list[tuple[str, RecordFuture]]) -> None:
+        now = self.clock()
+        self._fencings.append(now)
+        while self._fencings and now - self._fencings[0] > FENCING_WINDOW_SECONDS:
+            self._fencings.popleft()
+        if len(self._fencings) >= FENCINGS_BEFORE_STOP:
+            raise self._failed(exc)
+        self._replace(
+            "the producer was fenced (another producer registered its id, or its transaction timed out)", futures
+        )
+
+    def _replace(self, reason: str, futures: list[tuple[str, RecordFuture]]) -> None:
+        """Drop the producer; the next batch registers a new one with the same transactional id, which fences this
+        one and aborts its open transaction."""
+        self._count_refused(futures)
+        self.metrics.transactions.labels("aborted").inc()
+        log.warning(
+            "transactional producer replaced; the batch will be read again",
+            extra={"reason": reason, "transactional_id": self.transactional_id},
+        )
+        old, self.producer = self.producer, None
+        if old is not None:
+            # Closing waits for the client's threads, which may be stuck: in the background, never on the loop.
+            threading.Thread(target=_close_quietly, args=(old,), name="aml-producer-close", daemon=True).start()
+
+    def _register(self, control: LoopControl) -> bool:
+        """Create a producer and register the transactional id, retrying while the brokers cannot; False when the
+        shutdown deadline passed meanwhile."""
+        while self.producer is None:
+            producer: TransactionalProducer | None = None
+            try:
+                producer = self._call(self.producer_factory, control)
+                self._call(producer.init_transactions, control)
+            except _DeadlinePassed:
+                return False
+            except TransactionalIdAuthorizationFailedError as exc:
+                raise self._failed(exc) from exc
+            except (_Stalled, KafkaError) as exc:
+                # Typically the transaction coordinator is unavailable (a broker failover): try again shortly.
+                log.warning("registering the transactional id failed; retrying", extra={"error": repr(exc)})
+                if producer is not None:
+                    threading.Thread(target=_close_quietly, args=(producer,), daemon=True).start()
+                if not control.wait_paused(_REGISTER_RETRY_SECONDS):
+                    return False
+                continue
+            self.producer = producer
+            log.info("transactional producer ready", extra={"transactional_id": self.transactional_id})
+        return True
+
+    def _count_refused(self, futures: list[tuple[str, RecordFuture]]) -> None:
+        refused = Counter(topic for topic, future in futures if future.is_done and future.failed())
+        for topic, count in refused.items():
+            self.metrics.produce_errors.labels(topic).inc(count)
 
     def _failed(self, exc: BaseException) -> SinkFailed:
         if isinstance(exc, ProducerFencedError):
             detail = (
-                f"the transactional producer was fenced: another member registered transactional id "
-                f"{self.transactional_id!r} (a newer instance with the same AML_KAFKA_GROUP_ID and AML_INSTANCE_ID; "
-                f"AML_INSTANCE_ID must be unique per member). This member stops."
+                f"the transactional producer was fenced {FENCINGS_BEFORE_STOP} times within "
+                f"{FENCING_WINDOW_SECONDS:.0f} s: another live member registers transactional id "
+                f"{self.transactional_id!r} (the same AML_KAFKA_GROUP_ID and AML_INSTANCE_ID; AML_INSTANCE_ID must be "
+                "unique per member). This member stops."
             )
         else:
             detail = f"the transactional producer cannot go on ({type(exc).__name__}: {exc}). This member stops."
@@ -218,7 +302,7 @@ class ExactlyOnceSink:
 
     def _call(self, function: Callable[[], T], control: LoopControl) -> T:
         """Run a blocking producer call on a helper thread; the loop stays alive meanwhile. Raises what the call
-        raised, _DeadlinePassed at the shutdown deadline, SinkFailed past the call bound."""
+        raised, _DeadlinePassed at the shutdown deadline, _Stalled past the stall bound."""
         outcome: list[T] = []
         error: list[BaseException] = []
         done = threading.Event()
@@ -237,13 +321,13 @@ class ExactlyOnceSink:
         while not done.wait(_CALL_SLICE_SECONDS):
             if not control.keep_alive():
                 raise _DeadlinePassed
-            if time.monotonic() - started > self.call_bound_seconds:
-                self._unresolved = True
-                raise SinkFailed(
-                    f"a transactional call did not complete within {self.call_bound_seconds:.0f} s "
-                    "(AML_KAFKA_DELIVERY_TIMEOUT_MS + AML_KAFKA_TRANSACTION_TIMEOUT_MS): the producer is stuck. "
-                    "This member stops; its open transaction is aborted by the brokers."
-                )
+            if time.monotonic() - started > self.stall_seconds:
+                raise _Stalled
         if error:
             raise error[0]
         return outcome[0]
+
+
+def _close_quietly(producer: TransactionalProducer) -> None:
+    with contextlib.suppress(Exception):
+        producer.close(0)

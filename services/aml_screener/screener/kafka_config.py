@@ -57,7 +57,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 def transactional_producer_config(settings: Settings) -> dict[str, Any]:
     """kafka-python KafkaProducer settings of the exactly-once mode (screener/exactly_once.py)."""
-    delivery_timeout_ms = settings.kafka_delivery_timeout_ms
+    # An output still unacknowledged when the transaction timeout passes is moot: the brokers abort the transaction
+    # then. Failing it by then lets the sink abort and re-read the batch at once.
+    delivery_timeout_ms = min(settings.kafka_delivery_timeout_ms, settings.kafka_transaction_timeout_ms)
     config: dict[str, Any] = {
         # One transactional id per member: a restarted member with the same AML_INSTANCE_ID fences its predecessor
         # and aborts the transaction it left open (init_transactions); zombies of an older group generation are

@@ -372,7 +372,7 @@ class Screener:
         stages = self.metrics.stage_duration
         for stage, seconds in completed.stage_seconds.items():
             stages.labels(stage).observe(seconds)
-        self._settle(wait=len(self.sink) >= self.settings.max_inflight_batches)
+        self._settle(wait=True)  # the sink waits only while its in-flight bound is reached
 
     def _prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
         backoff = Backoff(self.settings.lookup_retry_max_seconds)
