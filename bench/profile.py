@@ -6,8 +6,9 @@ Two measurements taken around one benchmark round, in the measured process itsel
   (the main thread), kafka-python's network I/O threads, kafka-python's producer sender (exactly-once), librdkafka's
   threads (the at-least-once producer, C), others. Exact, and it sees C threads that a Python profiler cannot.
 - A sampling profile of the main thread (sys._current_frames every `interval` seconds): each sample is attributed to
-  the first stage its stack is in, innermost frame first, or to "waiting" when the thread sits in a blocking call.
-  Statistical, over all threads' GIL contention included; it says which part of the loop the wall time is spent in.
+  the innermost frame of the project's own code on its stack (which part of the loop called what runs), and counts as
+  waiting when the innermost frame is a library's blocking call. Statistical, time lost to GIL contention with the
+  other threads included; it says which part of the loop the wall time is spent in.
 
 Used by bench/workers.py when AML_BENCH_PROFILE=1 (`make bench` runs one profiled round per variant).
 """
@@ -27,27 +28,51 @@ from typing import Any
 _INTERVAL_SECONDS = 0.002
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# Main-thread stack -> stage: the first rule matching a frame, from the innermost frame outwards. A rule is
-# (stage, path fragment of the frame's file, function names or None for any).
+# Blocking calls: a sample whose innermost frame is one of these (in a library) is time spent waiting.
 _WAITING = {"wait", "select", "poll", "sleep", "flush", "_wait_for_tstate_lock", "acquire", "result"}
-_RULES: tuple[tuple[str, str, frozenset[str] | None], ...] = (
-    ("watchlist lookup (Redis round trip)", "/redis/", None),
-    ("Avro decode", "screener/codec.py", frozenset({"decode", "_decode", "read_record", "decode_value"})),
-    ("Avro encode (decision, flag)", "screener/codec.py", frozenset({"encode", "_encode", "write"})),
-    ("Avro decode/encode (fastavro)", "/fastavro/", None),
-    ("normalize + related keys (domain)", "screening/addresses.py", None),
-    ("normalize + related keys (domain)", "screening/related.py", None),
-    ("decide (domain)", "screening/", None),
-    ("pipeline bookkeeping", "screener/pipeline.py", None),
-    ("produce: kafka-python send (exactly-once)", "kafka/producer/", None),
-    ("produce: librdkafka produce/poll (at-least-once)", "screener/emitter.py", None),
-    ("commit: transaction (exactly-once)", "screener/exactly_once.py", None),
-    ("consumer: fetch + parse records (kafka-python)", "kafka/consumer/", None),
-    ("consumer: fetch + parse records (kafka-python)", "kafka/record/", None),
-    ("consumer: kafka-python (other)", "/kafka/", None),
-    ("loop bookkeeping + metrics", "/prometheus_client/", None),
-    ("loop bookkeeping + metrics", "screener/", None),
+# The stage of a sample is decided by the innermost frame of this project's code (which part of the loop called
+# what the thread is executing), as (file fragment, stage, stage when waiting, stage when in a library call).
+_OWN_CODE: tuple[tuple[str, str], ...] = (
+    ("screener/lookup.py", "watchlist lookup (Redis round trip)"),
+    ("screening/addresses.py", "normalize + related keys (domain)"),
+    ("screening/related.py", "normalize + related keys (domain)"),
+    ("screening/", "decide (domain)"),
+    ("screener/codec.py", "Avro decode/encode"),
+    ("screener/pipeline.py", "pipeline: outputs and bookkeeping"),
+    ("screener/exactly_once.py", "produce: kafka-python send, builds record batches (exactly-once)"),
+    ("screener/emitter.py", "produce: librdkafka produce/poll (at-least-once)"),
+    ("screener/at_least_once.py", "sink bookkeeping (at-least-once)"),
+    ("screener/metrics.py", "metrics"),
+    ("screener/service.py", "loop bookkeeping + metrics"),
 )
+
+
+def _stage(frame: FrameType | None) -> str:
+    """What the main thread was doing in this sample (see _OWN_CODE)."""
+    waiting = frame is not None and frame.f_code.co_name in _WAITING and "aml_screener" not in frame.f_code.co_filename
+    library: str | None = None  # the outermost library frame below our code: kafka-python, prometheus_client...
+    while frame is not None:
+        filename, function = frame.f_code.co_filename, frame.f_code.co_name
+        if "aml_screener" in filename:
+            return _own_stage(filename, function, waiting, library)
+        library = filename
+        frame = frame.f_back
+    return "other"
+
+
+def _own_stage(filename: str, function: str, waiting: bool, library: str | None) -> str:
+    if "screener/codec.py" in filename:
+        return "Avro decode" if "decode" in function or "read" in function else "Avro encode (decision, flag)"
+    if "screener/exactly_once.py" in filename and waiting:
+        return "waiting for the transaction (offsets, acknowledgements, commit)"
+    if "screener/service.py" in filename and library is not None and "/kafka/" in library:
+        return "waiting in consumer poll" if waiting else "consumer poll: fetch + parse records (kafka-python)"
+    if library is not None and "/prometheus_client/" in library:
+        return "metrics"
+    for fragment, stage in _OWN_CODE:
+        if fragment in filename:
+            return f"waiting in {stage}" if waiting else stage
+    return "other (our code)"
 
 
 class Profile:
@@ -99,21 +124,6 @@ class Profile:
             },
             "samples": total,
         }
-
-
-def _stage(frame: FrameType | None) -> str:
-    """The stage of the innermost matching frame; "waiting ..." when the innermost frame is a blocking call of a
-    library (a poll or flush that waits, an Event wait)."""
-    waiting = frame is not None and frame.f_code.co_name in _WAITING and "aml_screener" not in frame.f_code.co_filename
-    while frame is not None:
-        filename, function = frame.f_code.co_filename, frame.f_code.co_name
-        for stage, fragment, functions in _RULES:
-            if fragment in filename and (functions is None or function in functions):
-                if waiting and stage.startswith(("consumer", "produce", "commit")):
-                    return f"waiting in {stage.split(':')[0]}"
-                return stage
-        frame = frame.f_back
-    return "waiting (idle poll)" if waiting else "other"
 
 
 def _process_cpu() -> float:
