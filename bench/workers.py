@@ -202,6 +202,7 @@ def passthrough(bootstrap: str, count: str, group: str) -> dict[str, Any]:
                     len(records),
                     time.perf_counter(),
                     len(outputs),
+                    membership=consumer.group_metadata(),
                 ),
                 control,
             )

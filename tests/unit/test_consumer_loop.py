@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaError, ProducerFencedError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.screener.at_least_once import AtLeastOnceSink
@@ -57,6 +57,7 @@ def withdrawal(offset: int) -> Record:
 
 
 Step = dict[TopicPartition, list[Record]] | Exception
+GROUP = ConsumerGroupMetadata("aml-screener", 7, "member-1")  # the fake consumer's group membership
 
 
 class FakeConsumer:
@@ -78,6 +79,10 @@ class FakeConsumer:
         self._delivered: dict[TopicPartition, dict[int, Record]] = {}
         self._replay: dict[TopicPartition, list[Record]] = {}
         self.after_poll: Callable[[int], None] = lambda count: None
+        self.membership = GROUP
+        self.committed_calls: list[TopicPartition] = []
+        # Offsets committed in transactions (exactly-once tests set it to read the fake producer's).
+        self.transaction_offsets: Callable[[TopicPartition], list[OffsetAndMetadata]] = lambda tp: []
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         self.listener = listener
@@ -139,6 +144,22 @@ class FakeConsumer:
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.commits.append(dict(offsets))
 
+    def committed(self, tp: TopicPartition, metadata: bool = False, timeout_ms: int | None = None) -> int | None:
+        """The group's committed offset: the consumer's own commits, or the exactly-once transactions'."""
+        self.committed_calls.append(tp)
+        offsets = [c[tp].offset for c in self.commits if tp in c] + [o.offset for o in self.transaction_offsets(tp)]
+        return max(offsets) if offsets else None
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.seek(tp, 0)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        raise AssertionError("auto_offset_reset is earliest in these tests")
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.membership
+
     def position(self, tp: TopicPartition, timeout_ms: int = 0) -> int:
         return 0
 
@@ -190,9 +211,6 @@ def make(
     return screener, consumer, emitter, state, metrics
 
 
-GROUP = ("aml-screener", 7, "member-1")  # what the fake consumer's group metadata stands for
-
-
 def make_exactly_once(
     script: Iterable[Step],
     *,
@@ -206,13 +224,15 @@ def make_exactly_once(
     def sink(consumer: FakeConsumer, metrics: Metrics) -> Sink:
         return ExactlyOnceSink(
             producer_factory=lambda: producer,
-            group_metadata=lambda: GROUP,
             metrics=metrics,
             transactional_id="aml-screener.test",
             stall_seconds=5,
         )
 
     screener, consumer, state, metrics = loop(script, sink, lookup=lookup, mode=mode)
+    consumer.transaction_offsets = lambda tp: [
+        t.offsets[tp] for t in producer.committed if t.offsets and tp in t.offsets
+    ]
     return screener, consumer, producer, state, metrics
 
 
@@ -420,3 +440,64 @@ def test_exactly_once_sigterm_during_a_commit_that_hangs_stops_at_the_shutdown_d
     assert not runner.is_alive() and results == [0], "the member stopped at the deadline"
     assert producer.committed == [] and consumer.commits == []
     assert not producer.closed, "a producer mid-transaction is left to the brokers, not closed under the call"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rebalances: a partition assigned again starts from the committed offset; the membership of the poll commits
+# --------------------------------------------------------------------------------------------------------
+
+
+def rebalance_then(consumer: FakeConsumer, at_poll: int, stale: list[Record]) -> None:
+    """At poll `at_poll`, the group rebalances and gives TP0 back to this member (kafka-python calls the listener
+    inside poll), and the poll returns records from the position the client kept across the rebalance (`stale`):
+    what kafka-python 3.0.12 does, where Java's client would fetch the committed offset."""
+
+    def after_poll(count: int) -> None:
+        if count == at_poll:
+            assert consumer.screener is not None
+            consumer.screener._on_revoked([TP0], lost=False)
+            consumer.screener._on_assigned([TP0])
+            consumer._replay[TP0] = stale
+
+    consumer.after_poll = after_poll
+
+
+def test_a_partition_assigned_again_resumes_from_its_committed_offset_not_from_the_clients_position() -> None:
+    """Found on real Kafka (test_exactly_once, zombie case): a member that got its partitions back resumed from the
+    position it had kept and decided 3,285 events a second time that another member had decided and committed."""
+    records = [withdrawal(offset) for offset in range(4)]
+    screener, consumer, emitter, _state, _ = make([{TP0: records[:2]}, {}, {}, {TP0: records[2:]}])
+    rebalance_then(consumer, at_poll=3, stale=records[:2])  # kept position 0; the group committed 2
+    consumer.until = lambda: bool(consumer.commits) and consumer.commits[-1][TP0].offset == 4
+    assert screener.run() == 0
+    decided = [output.key for output in emitter.sent]
+    assert len(decided) == 4 and len(set(decided)) == 4, "each event decided once"
+    assert TP0 in consumer.committed_calls and (TP0, 2) in consumer.seeks
+
+
+def test_exactly_once_a_partition_assigned_again_is_not_decided_twice() -> None:
+    records = [withdrawal(offset) for offset in range(4)]
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: records[:2]}, {}, {}, {TP0: records[2:]}])
+    rebalance_then(consumer, at_poll=3, stale=records[:2])
+    consumer.until = lambda: len(producer.committed) == 2
+    assert screener.run() == 0
+    keys = [output.key for transaction in producer.committed for output in transaction.outputs]
+    assert len(keys) == 4 and len(set(keys)) == 4, "a read_committed reader sees each decision once"
+
+
+def test_exactly_once_commits_with_the_membership_of_the_poll_not_a_later_one() -> None:
+    """kafka-python's heartbeat thread may reset the membership between the poll and the commit (the member was
+    expelled): the transaction carries the generation the records were fetched under, which the coordinator then
+    refuses, instead of "no generation", which it would accept unchecked."""
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(0)]}])
+    expelled = ConsumerGroupMetadata("aml-screener", -1, "")
+    original = screener.batch.complete
+
+    def complete_then_expel(prepared: Any) -> Any:
+        consumer.membership = expelled  # the heartbeat thread's reset, after the poll
+        return original(prepared)
+
+    screener.batch.complete = complete_then_expel  # type: ignore[method-assign,assignment]
+    assert screener.run() == 0
+    [transaction] = producer.committed
+    assert transaction.group == GROUP

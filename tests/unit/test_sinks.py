@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from kafka.errors import IllegalGenerationError, KafkaError, KafkaTimeoutError, ProducerFencedError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.screener.ack_window import InFlightBatch, Offsets, next_offsets
@@ -20,14 +20,18 @@ from tests.pipeline_support import Record
 from tests.unit.kafka_fakes import FakeEmitter, FakeTransactionalProducer
 
 A0, A1 = TopicPartition("in", 0), TopicPartition("in", 1)
+# The consumer's group membership when a batch was polled (generation 3 of member "member").
+GROUP = ConsumerGroupMetadata("group", 3, "member")
 
 
-def batch(*offsets: tuple[int, int], topics: tuple[str, ...] = ("decisions",)) -> InFlightBatch:
+def batch(
+    *offsets: tuple[int, int], topics: tuple[str, ...] = ("decisions",), membership: object = GROUP
+) -> InFlightBatch:
     """A decided batch of records at (partition, offset), one output per record (topics cycled)."""
     records = [Record("in", partition, offset, 1, None, b"") for partition, offset in offsets]
     outputs = [OutputRecord(topics[i % len(topics)], b"k", b"v", None) for i in range(len(records))]
     completed = CompletedBatch(outputs, [], [], "v1", None)
-    return InFlightBatch(next_offsets(records), completed, len(records), 0.0, len(outputs))
+    return InFlightBatch(next_offsets(records), completed, len(records), 0.0, len(outputs), membership=membership)
 
 
 class FakeLoop:
@@ -112,8 +116,6 @@ def test_at_least_once_drain_does_not_commit_and_finish_commits_synchronously() 
 # Exactly-once
 # --------------------------------------------------------------------------------------------------------
 
-GROUP = ("group", 3, "member")
-
 
 class Clock:
     def __init__(self) -> None:
@@ -131,7 +133,6 @@ def exactly_once(
     metrics = Metrics(CollectorRegistry())
     sink = ExactlyOnceSink(
         producer_factory=lambda: producer,
-        group_metadata=lambda: GROUP,
         metrics=metrics,
         transactional_id="aml.s1",
         stall_seconds=stall_seconds,
@@ -158,9 +159,22 @@ def test_exactly_once_every_output_is_acknowledged_before_the_offsets_commit() -
     [transaction] = producer.committed
     assert [o.topic for o in transaction.outputs] == ["decisions", "flagged", "dlq"]
     assert transaction.offsets == {A0: OffsetAndMetadata(3, "", -1), A1: OffsetAndMetadata(8, "", -1)}
-    assert transaction.group == GROUP, "the consumer's group metadata fences a stale generation (KIP-447)"
+    assert transaction.group == GROUP, "the group metadata of the poll fences a stale generation (KIP-447)"
     assert sink.poll() == [done] and sink.poll() == [] and len(sink) == 0
     assert sample(metrics, "aml_screener_transactions_total", result="committed") == 1
+
+
+def test_exactly_once_a_batch_polled_without_a_group_generation_is_never_committed() -> None:
+    """Kafka accepts a transactional offset commit carrying no generation and no member id without any check, and
+    kafka-python's heartbeat thread resets the consumer's membership to exactly that when the coordinator no longer
+    knows it (a zombie thawed after its session expired): such a batch must be read again, not committed."""
+    sink, producer, _metrics = exactly_once()
+    unjoined = ConsumerGroupMetadata("group", -1, "")
+    with pytest.raises(BatchAborted, match="no group generation"):
+        sink.submit(batch((0, 1), membership=unjoined), FakeLoop())
+    assert producer.committed == [] and producer.open is None and "begin_transaction" not in producer.calls
+    sink.submit(batch((0, 1)), FakeLoop())
+    assert [t.group for t in producer.committed] == [GROUP], "the next batch, polled as a member, commits"
 
 
 def test_exactly_once_an_output_that_failed_silently_aborts_instead_of_committing() -> None:
@@ -262,7 +276,6 @@ def test_exactly_once_start_registers_the_transactional_id_retrying_while_the_co
     producer.fail("init_transactions", KafkaTimeoutError(), KafkaTimeoutError())
     sink = ExactlyOnceSink(
         producer_factory=lambda: producer,
-        group_metadata=lambda: GROUP,
         metrics=Metrics(CollectorRegistry()),
         transactional_id="aml.s1",
         stall_seconds=5,

@@ -219,7 +219,6 @@ def sink_for(
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
         return ExactlyOnceSink(
             producer_factory=lambda: KafkaProducer(**conf),
-            group_metadata=consumer.group_metadata,
             metrics=metrics,
             transactional_id=transactional_id(settings),
             stall_seconds=settings.kafka_transaction_timeout_ms / 1000,

@@ -12,7 +12,14 @@ once: why kafka-python's producer").
 Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, kafka_config.py). A producer that
 registers the id fences every older producer with it (and aborts what it left open), and a member whose group
 generation is stale has its offsets refused (KIP-447: the group metadata goes with the offsets), which aborts its
-transaction. A fenced producer can never commit again.
+transaction. A fenced producer can never commit again. The group metadata sent is the one the batch was *polled*
+under (`InFlightBatch.membership`, taken by the loop right after the poll), never a later snapshot, and a batch
+polled without a generation is aborted here, unsent: Kafka accepts a transactional offset commit that carries no
+member id and no generation without any check (ClassicGroup.validateOffsetCommit, Kafka 4.4: older clients sent
+none), and kafka-python's heartbeat thread resets the generation to exactly that when the coordinator no longer
+knows the member. A zombie thawed after its session expired polled a batch, lost its generation to a heartbeat
+before committing, and committed the batch a second time with "no generation" (found by
+tests/integration/test_exactly_once.py, zombie case).
 
 The producer is replaced (a new one registers the same id, which aborts whatever the old one left open) when:
 - a transactional call makes no progress for the transaction timeout: the brokers abort such a transaction anyway,
@@ -98,14 +105,12 @@ class ExactlyOnceSink:
         self,
         *,
         producer_factory: Callable[[], TransactionalProducer],
-        group_metadata: Callable[[], Any],
         metrics: Metrics,
         transactional_id: str,
         stall_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.producer_factory = producer_factory
-        self.group_metadata = group_metadata
         self.metrics = metrics
         self.transactional_id = transactional_id
         # A transactional call that takes longer than this (the transaction timeout: by then the brokers abort the
@@ -125,6 +130,11 @@ class ExactlyOnceSink:
         return self._register(control)
 
     def submit(self, batch: InFlightBatch, control: LoopControl) -> None:
+        group = batch.membership
+        if not _is_member(group):
+            # Offsets without a generation would be committed unchecked (module docstring): read the batch again
+            # once the consumer has rejoined the group. No transaction was begun.
+            raise BatchAborted("the batch was polled while the consumer had no group generation")
         if self.producer is None:
             self._register(control)
         producer = self.producer
@@ -137,7 +147,6 @@ class ExactlyOnceSink:
                 futures.append(
                     (output.topic, producer.send(output.topic, output.value, output.key, output.headers or []))
                 )
-            group = self.group_metadata()  # snapshot on the loop thread, where the consumer lives
             self._call(lambda: self._complete(producer, batch.offsets, group, futures), control)
         except _DeadlinePassed:
             self._unresolved = True
@@ -326,6 +335,12 @@ class ExactlyOnceSink:
         if error:
             raise error[0]
         return outcome[0]
+
+
+def _is_member(group: Any) -> bool:
+    """A group membership the coordinator can check: a generation and a member id (kafka-python's
+    ConsumerGroupMetadata; -1 and '' while the consumer is out of the group)."""
+    return group is not None and getattr(group, "generation_id", -1) >= 0 and bool(getattr(group, "member_id", ""))
 
 
 def _close_quietly(producer: TransactionalProducer) -> None:

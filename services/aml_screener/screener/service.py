@@ -20,6 +20,12 @@ and its offsets committed. Guarantees:
 - Rebalance-safe: on revoke, finished work is committed synchronously; on loss, nothing is committed (the new
   owner re-reads from the last commit: at-least-once, duplicates with equal decision ids; exactly-once, no batch's
   transaction is open while the consumer polls, so there is nothing to commit or abort).
+- A partition (re)assigned starts from the group's committed offset, never from a position the client kept: kafka-
+  python 3.0.12 keeps a partition's fetch position across an eager rebalance when the same member gets it back
+  (Java's client clears the assignment on revoke), so a member that was out of the group meanwhile (frozen, stuck
+  in a join) resumed where it had been and decided again what another member had decided and committed since.
+  After every assignment the loop drops what the poll returned for the assigned partitions, fetches their
+  committed offsets (stable ones, KIP-447, in exactly-once mode) and seeks there.
 - Fail open only by explicit choice (AML_WATCHLIST_FAILURE_MODE=open): while the watchlist cannot be consulted,
   decodable events are passed unscreened to the hold topic (counted, never decided, never `clear`) instead of
   pausing; the watchlist is retried with back-off meanwhile, and screening resumes when it answers.
@@ -68,6 +74,10 @@ _PAUSED_POLL_MS = 200
 _LAG_REFRESH_SECONDS = 1.0
 # Consumer poll timeout while outputs are in flight: short, so acknowledgements are served promptly.
 _IN_FLIGHT_POLL_MS = 2
+# Fetching a newly assigned partition's committed offset waits at most this long per loop turn (the loop stays
+# alive meanwhile; the partition's records are held back until it is answered). One round trip to the group
+# coordinator, normally milliseconds; longer only while the coordinator moves.
+_COMMITTED_TIMEOUT_MS = 1_000
 # On revoke, wait at most this long for in-flight outputs (the wait blocks kafka-python's heartbeats).
 _REVOKE_DRAIN_SECONDS = 3.0
 # At shutdown without a stop request (the loop ended otherwise), wait at most this long for in-flight outputs.
@@ -88,6 +98,10 @@ class Consumer(Protocol):
     def pause(self, *partitions: TopicPartition) -> None: ...
     def resume(self, *partitions: TopicPartition) -> None: ...
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def seek_to_end(self, *partitions: TopicPartition) -> None: ...
+    def committed(self, partition: TopicPartition, metadata: bool = ..., timeout_ms: int | None = ...) -> Any: ...
+    def group_metadata(self) -> Any: ...
     def commit_async(self, offsets: Offsets, callback: Any = ...) -> Any: ...
     def commit(self, offsets: Offsets) -> None: ...
     def position(self, partition: TopicPartition, timeout_ms: int = ...) -> int | None: ...
@@ -177,6 +191,12 @@ class Screener:
         self._next_lag_refresh = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
         self._unreadable: dict[TopicPartition, int] = {}  # input partitions blocked at an unreadable batch's offset
+        # Assigned partitions not yet positioned at their committed offset (see the module docstring), and those
+        # whose committed-offset request timed out: kafka-python caches an unfinished request per partition set and
+        # would answer a later call for the same partition with its (by then stale) result, so it is collected.
+        self._unpositioned: set[TopicPartition] = set()
+        self._committed_pending: set[TopicPartition] = set()
+        self._membership: Any = None  # the consumer's group membership when the batch in hand was polled
         self._aborts = Backoff(settings.lookup_retry_max_seconds)  # between re-reads of batches the sink aborted
         self.batches = 0
         self.records_done = 0  # input records whose outputs were acknowledged and whose offsets were committed
@@ -219,9 +239,15 @@ class Screener:
                     # rejoins and refetches by itself on the next poll. A batch it cannot parse raises here too.
                     self._on_poll_error(exc)
                     continue
+                if self._unpositioned or self._committed_pending:
+                    polled = self._position_from_commits(polled)
                 if self._unreadable:
                     self._unblock(polled)
                 records = [record for records in polled.values() for record in records]
+                if records:
+                    # The generation these records were fetched under, before kafka-python's heartbeat thread can
+                    # reset it: an exactly-once commit of their offsets must carry it (exactly_once.py).
+                    self._membership = self.consumer.group_metadata()
                 if records:
                     self._process_safely(records)
                 else:
@@ -299,6 +325,34 @@ class Screener:
         else:
             self.errors.succeeded()
 
+    def _position_from_commits(self, polled: Mapping[TopicPartition, list[Any]]) -> Mapping[TopicPartition, list[Any]]:
+        """Seek newly assigned partitions to their committed offsets (the module docstring says why); what the poll
+        returned for them came from the client's own position and is dropped (it is fetched again from there)."""
+        owned = set(self.consumer.assignment())
+        self._unpositioned &= owned
+        held_back = set(self._unpositioned)
+        for tp in sorted(self._unpositioned | self._committed_pending, key=lambda tp: (tp.topic, tp.partition)):
+            try:
+                offset = self.consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            except KafkaError as exc:
+                self._committed_pending.add(tp)
+                log.warning(
+                    "committed offset of an assigned partition not fetched yet; its records wait",
+                    extra={"partition": f"{tp.topic}-{tp.partition}", "error": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
+            self._committed_pending.discard(tp)
+            if tp not in self._unpositioned:
+                continue  # a timed-out request collected for a partition no longer ours
+            if offset is not None:
+                self.consumer.seek(tp, int(offset))
+            elif self.settings.kafka_auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+            self._unpositioned.discard(tp)
+        return {tp: records for tp, records in polled.items() if tp not in held_back}
+
     def _on_poll_error(self, exc: Exception) -> None:
         partition = discard_failed_batch(self.consumer)
         if partition is not None and is_record_read_error(exc):
@@ -355,6 +409,7 @@ class Screener:
                 size=len(records),
                 sent_at=time.perf_counter(),
                 pending=len(completed.outputs),
+                membership=self._membership,
             )
             self.sink.submit(batch, self)
         except _Abandon as reason:
@@ -512,6 +567,7 @@ class Screener:
             if label in self._lag_labels:
                 self.metrics.consumer_lag.remove(*label)
                 self._lag_labels.discard(label)
+        self._unpositioned -= gone
         if gone & set(self._working):
             self._working_revoked = True
         log.info(
@@ -522,6 +578,7 @@ class Screener:
 
     def _on_assigned(self, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()
+        self._unpositioned |= set(partitions)
         assignment = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         self.metrics.assigned_partitions.set(len(assignment))
         self.state.assigned_partitions = [f"{tp.topic}-{tp.partition}" for tp in assignment]
