@@ -1,10 +1,11 @@
 """Exactly-once mode (AML_PROCESSING_GUARANTEE=exactly_once) on the real Kafka cluster: a read_committed reader sees
 every decision, flag and dead letter exactly once across a clean stop and a crash; of two live members with the
-same transactional id, one stops instead of fencing the other for ever. (The fault suite repeats every fault
-scenario in this mode; tests/faults.)"""
+same transactional id, one stops instead of fencing the other for ever; a zombie thawed after its partitions moved
+commits nothing twice. (The fault suite repeats every fault scenario in this mode; tests/faults.)"""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from aml_screener.devstack.generator import Expected, GeneratedEvent
 from aml_screener.screener.service import EXIT_SINK_FAILED
 from tests.integration.harness import (
+    TOPICS,
     IsolatedStack,
     OutputReader,
     Outputs,
@@ -104,3 +106,38 @@ def test_two_live_members_with_the_same_transactional_id_one_stops_and_nothing_i
     outputs = committed.settle(1.5)
     assert_each_once(events, outputs)
     assert survivor.terminate() == 0
+
+
+def test_a_zombie_thawed_after_its_partitions_moved_commits_nothing_twice(stack, screeners, committed):
+    """A member frozen (SIGSTOP) past its session timeout loses its partitions to the other member; thawed, it
+    finishes the batch it was holding with the group generation it had. The group coordinator refuses those offsets
+    (KIP-447) and its transaction aborts: a read_committed reader never sees that batch twice."""
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 8_000, seed=31, hit_share=0.05)
+    zombie = screeners("zombie", AML_KAFKA_MAX_POLL_RECORDS="200", AML_KAFKA_SESSION_TIMEOUT_MS="6000", **EXACTLY_ONCE)
+    zombie.wait_assigned()
+    other = screeners("other", AML_KAFKA_MAX_POLL_RECORDS="200", AML_KAFKA_SESSION_TIMEOUT_MS="6000", **EXACTLY_ONCE)
+
+    def split() -> bool:
+        return bool(other.probe("/readyz")[1]["assigned_partitions"])
+
+    other.wait_until(split, 60, "both members own partitions")
+    produce(stack, events)
+    committed.read_until(lambda o: len(o.decisions) >= 1000, 60, "both members deciding")
+    assert zombie.proc is not None
+    zombie.proc.send_signal(signal.SIGSTOP)
+    try:
+        other.wait_until(
+            lambda: len(other.probe("/readyz")[1]["assigned_partitions"]) == TOPICS["withdrawals.requested"],
+            60,
+            "the other member owning every partition after the frozen one's session timed out",
+        )
+        time.sleep(2)  # the other member decides (and commits) some of what the zombie held
+    finally:
+        zombie.proc.send_signal(signal.SIGCONT)
+    outputs = committed.read_until(all_decided(events), 120, "every event decided")
+    outputs = committed.settle(3.0)  # what the thawed zombie might still commit
+    assert_each_once(events, outputs)
+    assert {d["screener"] for d in outputs.decisions} == {"zombie", "other"}
+    assert zombie.terminate() == 0
+    assert other.terminate() == 0
