@@ -40,10 +40,12 @@ from prometheus_client import CollectorRegistry
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import WithdrawalGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
+from aml_screener.infra.kafka import consumer_config
+from aml_screener.infra.settings import ProcessingGuarantee, Settings
+from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.screener.ack_window import InFlightBatch, next_offsets
 from aml_screener.screener.app import build, sink_for
 from aml_screener.screener.codec import HEADER, WithdrawalEncoder
-from aml_screener.screener.kafka_config import consumer_config
 from aml_screener.screener.metrics import STAGES, Metrics
 from aml_screener.screener.pipeline import CompletedBatch, OutputRecord
 from aml_screener.screener.schemas import (
@@ -52,8 +54,6 @@ from aml_screener.screener.schemas import (
     SchemaCatalog,
     strip_logical_types,
 )
-from aml_screener.screener.settings import ProcessingGuarantee, Settings
-from aml_screener.watchlist.keys import DEFAULT_PREFIX, WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import load_config, run_sync
 from bench.profile import Profile

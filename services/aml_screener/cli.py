@@ -12,14 +12,15 @@ aml-screener config              document or check the AML_* settings
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-from aml_screener.screener.logs import configure_logging
-from aml_screener.screener.settings import ENV_PREFIX, ConfigError, Settings, load_settings
+from aml_screener.infra.logs import configure_logging
+from aml_screener.infra.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 
@@ -39,6 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop_requested.set())
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how to see where a stuck loop is (docs/runbook.md).
+    # The process's own stderr (a file descriptor), also when sys.stderr was replaced (an embedding, a test).
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format.value)
     from aml_screener.screener.app import run

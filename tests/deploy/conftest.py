@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aml_screener.screener.settings import ENV_PREFIX, Settings, load_settings
+from aml_screener.infra.settings import ENV_PREFIX, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

@@ -14,7 +14,7 @@ import pytest
 
 from aml_screener.devstack.kafka_cluster import production_broker_config
 from aml_screener.devstack.kafka_dist import KAFKA_VERSION
-from aml_screener.screener.settings import Settings
+from aml_screener.infra.settings import Settings
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     DOCKER,

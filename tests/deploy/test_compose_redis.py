@@ -20,9 +20,9 @@ import redis
 
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.redis_server import RedisServer, find_redis_server
-from aml_screener.screener.app import redis_client
+from aml_screener.infra.redis_client import redis_client
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.lookup import WatchlistLookup
-from aml_screener.watchlist.keys import WatchlistKeys
 from tests.deploy.conftest import compose_document, environment_of, interpolate, settings_of
 from tests.deploy.test_compose import container_to_host
 

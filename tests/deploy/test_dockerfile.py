@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from aml_screener.screener.settings import Settings
+from aml_screener.infra.settings import Settings
 from tests.deploy.conftest import DOCKER, REPO, run, tool
 
 DOCKERFILE = DOCKER / "Dockerfile"

@@ -324,9 +324,16 @@ class ScreenerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def close(self) -> None:
+        """Kill it if it still runs, first asking it for every thread's stack (SIGUSR1, written to its log): a
+        test that failed shows in its teardown output where each screener was and its last log lines."""
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
             self.proc.kill()
             self.proc.wait(10)
+            tail = self.log.read_text(errors="replace").splitlines()[-60:]
+            print(f"--- screener {self.instance} (killed at teardown): last log lines and its stacks ---")
+            print("\n".join(tail))
 
 
 @contextlib.contextmanager

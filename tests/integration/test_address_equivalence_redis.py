@@ -18,13 +18,13 @@ import redis
 
 from aml_screener.cli import main
 from aml_screener.devstack.address_factory import case_variants, unified_address
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screening.addresses import normalize_listed
 from aml_screener.screening.related import KEY_SCHEME_VERSION
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 from tests.pipeline_support import CATALOG, REPOSITORY, Record, batch_screener
 from tests.shared_data import watchlist_data_dir

@@ -195,7 +195,11 @@ def test_wrong_credentials_or_no_registry_at_start_fail_closed_and_recover(
     waiting.wait_assigned(60)
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
     produce_raw(stack, [(b"1", first)])
-    reader.read_until(lambda o: len(o.decisions) >= 1, 45, "decided once the registry is back")
+    # The decision and the flagged event are on different topics: read both (the reader needs the registry to
+    # decode the flag's schema id) before the registry goes away again.
+    reader.read_until(
+        lambda o: len(o.decisions) >= 1 and len(o.flagged) >= 1, 45, "decided and flagged once the registry is back"
+    )
     # Going away mid-run: a record with an id the screener has never seen waits (not dead-lettered), not ready.
     schema_registry.stop()
     try:

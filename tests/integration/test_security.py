@@ -26,10 +26,10 @@ import redis
 from aml_screener.demo.sample import BUNDLED_MANIFEST, sample_listings
 from aml_screener.devstack.generator import Expected
 from aml_screener.devstack.redis_server import RedisServer, RedisTls
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.codec import FramedReader
 from aml_screener.screener.schemas import UnknownSchemaId
 from aml_screener.watchlist.acl import screener_user
-from aml_screener.watchlist.keys import WatchlistKeys
 from tests.integration.harness import (
     REPOSITORY,
     IsolatedStack,

@@ -19,13 +19,14 @@ from kafka import KafkaConsumer, TopicPartition
 
 from aml_screener.cli import main
 from aml_screener.devstack.stack import EmbeddedStack
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.schemas import (
     WITHDRAWAL_REQUESTED,
 )
-from aml_screener.watchlist.keys import WatchlistKeys
-from aml_screener.watchlist.sync import SourceConfig, load_config, run_sync
+from aml_screener.watchlist.config import AddressListConfig, CustomAllowConfig, SourceConfig, load_config
+from aml_screener.watchlist.sync import run_sync
 from tests.pipeline_support import CATALOG, REPOSITORY, TOPICS, Record, batch_screener
 from tests.shared_data import watchlist_data_dir
 
@@ -99,7 +100,7 @@ def http_file() -> Iterator[tuple[str, Served]]:
 
 def test_an_unchanged_list_is_not_downloaded_again_and_an_unreachable_one_keeps_its_data(store, http_file):
     url, served = http_file
-    config = SourceConfig(name="hacks", format="address-list", location=url, list="hacks", category="theft")
+    config = AddressListConfig(name="hacks", location=url, list="hacks", category="theft")
     first = run_sync(store, [config])
     assert first.sources[0].status == "updated" and served.codes == [200]
     second = run_sync(store, [config])
@@ -107,9 +108,7 @@ def test_an_unchanged_list_is_not_downloaded_again_and_an_unreachable_one_keeps_
     served.body += b"0x52908400098527886e0f7030069857d2e4169ee7\n"
     third = run_sync(store, [config])
     assert third.activated and third.diff["hacks"]["added"] == 1 and served.codes[-1] == 200
-    down = SourceConfig(
-        name="hacks", format="address-list", location="http://127.0.0.1:9/x_ETH.txt", list="hacks", category="theft"
-    )
+    down = AddressListConfig(name="hacks", location="http://127.0.0.1:9/x_ETH.txt", list="hacks", category="theft")
     fourth = run_sync(store, [down])
     assert fourth.sources[0].status == "failed-kept-previous"
     assert store.lookup(store.active_version() or "", LAZARUS_KEY), "previous data still enforced"
@@ -126,25 +125,21 @@ def test_allowlist_downgrades_overridable_matches_but_never_sanctions(store, tmp
         f"{hot_wallet},ethereum,our hot wallet,ops-1\n"
         f"{lazarus},ethereum,someone tried to allowlist a sanctioned address,ops-2\n"
     )
-    sources = [
-        SourceConfig(
+    sources: list[SourceConfig] = [
+        AddressListConfig(
             name="ofac",
-            format="address-list",
             location=str(tmp_path / "ofac_ETH.txt"),
             list="ofac",
             category="sanctions",
         ),
-        SourceConfig(
+        AddressListConfig(
             name="thefts",
-            format="address-list",
             location=str(tmp_path / "thefts_ETH.txt"),
             list="thefts",
             category="theft",
             overridable=True,
         ),
-        SourceConfig(
-            name="allow", format="custom-allow", location=str(tmp_path / "allow.csv"), list="allow", category="allow"
-        ),
+        CustomAllowConfig(name="allow", location=str(tmp_path / "allow.csv"), list="allow"),
     ]
     run_sync(store, sources)
     screener = batch_screener(WatchlistLookup(store.redis, WatchlistKeys()).lookup)

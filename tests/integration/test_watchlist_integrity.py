@@ -4,7 +4,6 @@ watchlist data is detected by the lookup (fail closed) and repaired by the next 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import shutil
@@ -14,12 +13,14 @@ import pytest
 
 from aml_screener.cli import main
 from aml_screener.devstack.address_factory import random_address
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize_key
-from aml_screener.watchlist.keys import WatchlistKeys
+from aml_screener.watchlist.config import AddressListConfig, OfacXmlConfig, source_config
+from aml_screener.watchlist.errors import SyncConfigError, SyncFailed
 from aml_screener.watchlist.store import WatchlistStore
-from aml_screener.watchlist.sync import SourceConfig, SyncConfigError, SyncFailed, run_sync
+from aml_screener.watchlist.sync import run_sync
 from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration
@@ -37,10 +38,8 @@ def write_list(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def blocklist(path: Path, **extra) -> SourceConfig:
-    return SourceConfig(
-        name="blocklist", format="address-list", location=str(path), list="blocklist", category="theft", **extra
-    )
+def blocklist(path: Path, **extra) -> AddressListConfig:
+    return AddressListConfig(name="blocklist", location=str(path), list="blocklist", category="theft", **extra)
 
 
 def listed(store: WatchlistStore, address: str) -> bool:
@@ -85,9 +84,8 @@ def test_a_checksum_that_does_not_match_the_published_one_is_refused(store, tmp_
 def test_ofac_advanced_xml_is_checked_against_ofacs_published_checksum_of_the_decompressed_file(store, tmp_path):
     xml = tmp_path / "sdn_advanced.xml.bz2"
     shutil.copy(OFAC_XML_DIR / "sdn_advanced.xml.bz2", xml)
-    config = SourceConfig(
+    config = OfacXmlConfig(
         name="ofac",
-        format="ofac-xml",
         location=str(xml),
         list="ofac-sdn",
         category="sanctions",
@@ -100,16 +98,16 @@ def test_ofac_advanced_xml_is_checked_against_ofacs_published_checksum_of_the_de
     wrong.write_text(f"SHA256(sdn_advanced.xml) = {'0' * 64}\n")
     fresh = WatchlistStore(store.redis, WatchlistKeys("other:{wl}"))
     with pytest.raises(SyncFailed, match="checksum mismatch"):  # a first load refused: nothing becomes active
-        run_sync(fresh, [dataclasses.replace(config, checksum_location=str(wrong))])
+        run_sync(fresh, [config.model_copy(update={"checksum_location": str(wrong)})])
     assert fresh.active_version() is None
 
 
 def test_checksum_and_shrink_settings_are_validated(tmp_path):
     base = {"name": "x", "format": "address-list", "location": str(tmp_path)}
     with pytest.raises(SyncConfigError, match="'sha256' must be 64 hexadecimal digits"):
-        SourceConfig.from_dict({**base, "sha256": "abc"}, 0)
+        source_config({**base, "sha256": "abc"}, "source #1")
     with pytest.raises(SyncConfigError, match="'max_shrink' must be a number from 0 to 1"):
-        SourceConfig.from_dict({**base, "max_shrink": 5}, 0)
+        source_config({**base, "max_shrink": 5}, "source #1")
 
 
 def test_a_table_that_lost_keys_fails_lookups_closed_until_a_sync_rebuilds_it(store, client, tmp_path):

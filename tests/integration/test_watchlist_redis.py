@@ -4,6 +4,7 @@ lookup across tables, the sync's failure rules, change notifications, the CLI on
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,17 @@ import redis
 
 from aml_screener.cli import main
 from aml_screener.demo.sample import load_sample
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screening.addresses import normalize
 from aml_screener.screening.watchlist import Listing
-from aml_screener.watchlist.keys import WatchlistKeys
+from aml_screener.watchlist.config import AddressListConfig
+from aml_screener.watchlist.errors import EmptyTableError, SyncFailed
+from aml_screener.watchlist.sources import address_list
 from aml_screener.watchlist.sources.base import SourceEntry
-from aml_screener.watchlist.store import KEEP_VERSIONS, EmptyTableError, WatchlistStore
-from aml_screener.watchlist.sync import SourceConfig, SyncFailed, run_sync
+from aml_screener.watchlist.store import KEEP_VERSIONS, WatchlistStore
+from aml_screener.watchlist.sync import run_sync
 from tests.shared_data import watchlist_data_dir
 
 pytestmark = pytest.mark.integration
@@ -39,8 +43,8 @@ def write_list(tmp_path: Path, name: str, lines: list[str]) -> Path:
     return path
 
 
-def source(path: Path, name: str = "blocklist", category: str = "theft", **extra) -> SourceConfig:
-    return SourceConfig(name=name, format="address-list", location=str(path), list=name, category=category, **extra)
+def source(path: Path, name: str = "blocklist", category: str = "theft", **extra) -> AddressListConfig:
+    return AddressListConfig(name=name, location=str(path), list=name, category=category, **extra)
 
 
 def test_tables_merge_listings_of_one_key_across_chunks_and_are_content_addressed(store, client, monkeypatch):
@@ -113,6 +117,33 @@ def test_sync_keeps_a_failed_sources_previous_data_and_refuses_a_first_load_that
     assert store.lookup(store.active_version() or "", "evm:" + LAZARUS.lower()), "old data still active"
     state = store.source_state("blocklist")
     assert state["last_error"] and float(state["last_failure_at"]) >= float(state["last_success_at"])
+
+
+def test_a_parser_bug_surfaces_with_its_traceback_instead_of_passing_for_a_failed_source(
+    server, store, tmp_path, monkeypatch
+):
+    """Only what a list or the network can do wrong (OSError, the package's own errors) is a source failure; a
+    bug in a parser (here a ValueError) must not be recorded as "failed, kept previous" with no traceback."""
+    listed = write_list(tmp_path, "block_ETH.txt", [LAZARUS])
+    first = run_sync(store, [source(listed)])
+    listed.write_text(f"{LAZARUS}\n{OTHER}\n")
+
+    def buggy_reader(*args: object, **kwargs: object) -> Iterator[tuple[int, str]]:
+        raise ValueError("invalid literal for int() with base 10: 'x'")  # what a parser bug looks like
+
+    with monkeypatch.context() as patched:
+        patched.setattr(address_list, "read_addresses", buggy_reader)
+        with pytest.raises(ValueError, match="invalid literal"):
+            run_sync(store, [source(listed)])
+        config = tmp_path / "sources.toml"
+        config.write_text(f'[[source]]\nname = "blocklist"\nformat = "address-list"\nlocation = "{listed}"\n')
+        patched.setenv("AML_REDIS_URL", server.url)
+        with pytest.raises(ValueError, match="invalid literal"):  # the command fails loudly (traceback, exit 1)
+            main(["watchlist", "sync", str(config), "--no-progress"])
+    assert store.active_version() == first.version, "nothing was activated"
+    assert not store.source_state("blocklist").get("last_error"), "a bug is not recorded as the list's failure"
+    fixed = run_sync(store, [source(listed)])  # the writer lock was released on the way out
+    assert fixed.activated and fixed.sources[0].status == "updated"
 
 
 def test_sync_diff_is_published_and_a_source_dropped_from_the_configuration_is_removed(store, client, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from aml_screener.cli import main
 from aml_screener.watchlist.acl import PASSWORD_PLACEHOLDER, screener_user, sync_user, watchlist_users
+from aml_screener.watchlist.errors import AclError
 
 # Commands that change data or server state; none may be granted to the screener.
 _WRITES = {"set", "del", "unlink", "hset", "hdel", "hsetnx", "rename", "zadd", "zrem", "publish", "eval", "expire"}
@@ -35,7 +36,7 @@ def test_sync_user_writes_only_under_the_prefix_and_publishes_only_the_change_ch
 def test_prefix_glob_characters_are_matched_literally():
     user = screener_user("tenant*[1]", "pw")
     assert r"%R~tenant\*\[1\]:*" in user.rules
-    with pytest.raises(ValueError, match="prefix"):
+    with pytest.raises(AclError, match="prefix"):
         screener_user("aml wl", "pw")
 
 

@@ -17,6 +17,7 @@ from kafka.errors import KafkaError, ProducerFencedError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from aml_screener.infra.settings import FailureMode, Settings
 from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.codec import WithdrawalEncoder
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
@@ -26,7 +27,6 @@ from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
 from aml_screener.screener.service import EXIT_SINK_FAILED, Screener
-from aml_screener.screener.settings import FailureMode, Settings
 from aml_screener.screener.sink import Sink
 from tests.pipeline_support import CATALOG, Record, batch_screener
 from tests.unit.kafka_fakes import FakeEmitter, FakeTransactionalProducer
@@ -501,3 +501,16 @@ def test_exactly_once_commits_with_the_membership_of_the_poll_not_a_later_one() 
     assert screener.run() == 0
     [transaction] = producer.committed
     assert transaction.group == GROUP
+
+
+def test_a_long_wait_for_acknowledgements_is_logged_once_per_batch(monkeypatch, caplog) -> None:
+    """A slow or stuck producer must not look like an idle topic: the wait is logged (consumption waits paused)."""
+    monkeypatch.setattr("aml_screener.screener.at_least_once._SLOW_ACK_SECONDS", 0.0)
+    screener, consumer, _emitter, _state, _ = make(
+        [{TP0: [withdrawal(0)]}], emitter=FakeEmitter(slow_flushes=4), max_inflight_batches=1
+    )
+    consumer.until = lambda: bool(consumer.commits)
+    with caplog.at_level("WARNING", logger="aml_screener.screener.at_least_once"):
+        assert screener.run() == 0
+    slow = [r for r in caplog.records if r.getMessage().startswith("outputs not acknowledged by Kafka yet")]
+    assert len(slow) == 1 and slow[0].pending == 1

@@ -12,11 +12,11 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
+from aml_screener.infra.kafka import consumer_config, producer_config, redacted
+from aml_screener.infra.logs import configure_logging
+from aml_screener.infra.settings import Settings
 from aml_screener.screener.health import HealthServer, ServiceState
-from aml_screener.screener.kafka_config import consumer_config, producer_config, redacted
-from aml_screener.screener.logs import configure_logging
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.settings import Settings
 
 
 def get(url: str) -> tuple[int, str]:

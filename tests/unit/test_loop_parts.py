@@ -6,6 +6,7 @@ from __future__ import annotations
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from aml_screener.infra.settings import FailureMode
 from aml_screener.screener.ack_window import AcknowledgementWindow, InFlightBatch, next_offsets
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screener.health import ServiceState
@@ -13,7 +14,6 @@ from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.loop_errors import LoopErrors
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import CompletedBatch, OutputRecord
-from aml_screener.screener.settings import FailureMode
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from tests.pipeline_support import Record
 

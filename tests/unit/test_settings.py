@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from aml_screener.cli import main, settings_markdown
-from aml_screener.screener.kafka_config import (
+from aml_screener.infra.kafka import (
     consumer_config,
     producer_config,
     redacted,
     transactional_producer_config,
 )
-from aml_screener.screener.settings import ConfigError, Settings, load_settings
+from aml_screener.infra.settings import ConfigError, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

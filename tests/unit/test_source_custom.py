@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aml_screener.watchlist.sources.base import collect, open_maybe_compressed
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.fetch import open_location
+from aml_screener.watchlist.sources.base import collect
 from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sources"
@@ -19,7 +21,7 @@ ALLOW_HEADER = "address,chain,reason,reference\n"
 
 
 def parse_file(path: Path, source=None):
-    with open_maybe_compressed(path) as stream:
+    with open_location(str(path)) as stream:
         return collect((source or CustomBlocklistSource()).parse(stream))
 
 
@@ -114,18 +116,20 @@ def test_published_at_is_the_newest_added_at():
 
 
 def test_a_file_without_the_required_header_is_refused_naming_the_missing_columns():
-    with pytest.raises(ValueError, match=r"lacks the required column\(s\) address, chain, category, reason, reference"):
+    with pytest.raises(
+        SourceFormatError, match=r"lacks the required column\(s\) address, chain, category, reason, reference"
+    ):
         parse_file(DATA / "custom_blocklist_no_header.csv")
-    with pytest.raises(ValueError, match=r"lacks the required column\(s\) category \("):
+    with pytest.raises(SourceFormatError, match=r"lacks the required column\(s\) category \("):
         parse_text("address,chain,reason,reference\n")
 
 
 def test_empty_file_repeated_column_and_non_utf8_are_refused():
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(SourceFormatError, match="empty"):
         parse_text("# only a comment\n\n")
-    with pytest.raises(ValueError, match="repeats the column"):
+    with pytest.raises(SourceFormatError, match="repeats the column"):
         parse_text("address,chain,category,reason,reference,chain\n")
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(SourceFormatError, match="not UTF-8"):
         parse_text(BLOCK_HEADER.encode() + b"0x\xff,ethereum,theft,x,y\n")
 
 
@@ -181,12 +185,12 @@ def test_allowlist_is_strict_about_chain_reason_and_unknown_chains():
 
 
 def test_a_blocklist_given_as_allowlist_is_refused_whole():
-    with pytest.raises(ValueError, match="category column: this looks like a blocklist"):
+    with pytest.raises(SourceFormatError, match="category column: this looks like a blocklist"):
         parse_file(BLOCKLIST, CustomAllowlistSource())
 
 
 def test_allowlist_header_and_row_errors():
-    with pytest.raises(ValueError, match=r"lacks the required column\(s\) chain, reference"):
+    with pytest.raises(SourceFormatError, match=r"lacks the required column\(s\) chain, reference"):
         parse_text("address,network,reason\n", CustomAllowlistSource())
     text = ALLOW_HEADER + f",ethereum,hot wallet,OPS-1\nnot-an-address,,hot wallet,OPS-2\n{HOT_WALLET},eth,x,y,z\n"
     _, rejected, _ = parse_text(text, CustomAllowlistSource())

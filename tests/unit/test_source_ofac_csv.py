@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect
 from aml_screener.watchlist.sources.ofac_csv import (
     REMARKS_LIMIT,
     OfacCsvSource,
-    SourceFormatError,
     parse_programs,
     read_comments,
 )
@@ -40,8 +40,8 @@ XMR_NOT_AN_ADDRESS = "5be5543ff73456ab9f2d207887e2af87322c651ea1a873c5b25b7ffae4
 
 
 def parse(data: bytes, comments: bytes | None = None, **kwargs):
-    source = OfacCsvSource(**kwargs)
-    entries, rejected, report = collect(source.parse(io.BytesIO(data), io.BytesIO(comments) if comments else None))
+    source = OfacCsvSource(comments=(lambda: io.BytesIO(comments)) if comments else None, **kwargs)
+    entries, rejected, report = collect(source.parse(io.BytesIO(data)))
     return source, entries, rejected, report
 
 
@@ -147,9 +147,9 @@ def test_real_file_what_could_not_be_used_is_listed_with_reasons(real):
 
 @needs_sdn_csv
 def test_comments_continue_cut_remarks_into_full_addresses():
-    source = OfacCsvSource()
-    with SDN_CSV.open("rb") as stream, COMMENTS.open("rb") as comments:
-        entries, rejected, _report = collect(source.parse(stream, comments))
+    source = OfacCsvSource(comments=lambda: COMMENTS.open("rb"))
+    with SDN_CSV.open("rb") as stream:
+        entries, rejected, _report = collect(source.parse(stream))
     published = {(e.listing.entry_id, e.listing.listed_asset, e.listing.listed_address) for e in entries}
     # "1Gq" + "ChmWq..." is the complete address, as in the Advanced XML.
     assert ("30518", "XBT", "1GqChmWqGtsaLrGbHfgdrV5Nkvahtjjuxr") in published
@@ -301,9 +301,9 @@ _ITEM_TYPES = (SourceEntry, Rejection)
 
 
 def _parse_or_format_error(data: bytes, comments: bytes | None = None) -> list[SourceEntry | Rejection] | None:
-    source = OfacCsvSource()
+    source = OfacCsvSource(comments=(lambda: io.BytesIO(comments)) if comments is not None else None)
     try:
-        return list(source.parse(io.BytesIO(data), io.BytesIO(comments) if comments is not None else None))
+        return list(source.parse(io.BytesIO(data)))
     except SourceFormatError:
         return None
 

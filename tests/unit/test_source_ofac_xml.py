@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect, open_maybe_compressed
-from aml_screener.watchlist.sources.ofac_csv import SourceFormatError
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.fetch import open_location
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect
 from aml_screener.watchlist.sources.ofac_xml import OfacAdvancedXmlSource, parse_checksum_file, sha256_of_stream
 from tests.shared_data import watchlist_data_dir
 
@@ -50,7 +51,7 @@ def parse_bytes(data: bytes, **kwargs):
 @pytest.fixture(scope="module")
 def real():
     source = OfacAdvancedXmlSource()
-    with open_maybe_compressed(XML_BZ2) as stream:
+    with open_location(str(XML_BZ2)) as stream:
         entries, rejected, report = collect(source.parse(stream))
     return source, entries, rejected, report
 
@@ -163,7 +164,7 @@ def test_checksum_file_matches_the_decompressed_xml(real, raw_scan):
     source, _entries, _rejected, _report = real
     name, expected = parse_checksum_file(CHECKSUM.read_text(encoding="ascii"))
     assert name == "sdn_advanced.xml"
-    with open_maybe_compressed(XML_BZ2) as stream:
+    with open_location(str(XML_BZ2)) as stream:
         assert sha256_of_stream(stream) == expected
     assert raw_scan[0] == expected
     assert source.sha256 == expected  # hashed while parsing: the sync job needs no second pass

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect, open_maybe_compressed
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.fetch import open_location
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, collect
 from aml_screener.watchlist.sources.opensanctions import (
     OpenSanctionsSource,
     chain_of_currency,
@@ -32,7 +34,7 @@ def parse_bytes(data: bytes, source: OpenSanctionsSource | None = None):
 
 
 def parse_fixture(source: OpenSanctionsSource | None = None):
-    with open_maybe_compressed(FIXTURE) as stream:
+    with open_location(str(FIXTURE)) as stream:
         return collect((source or OpenSanctionsSource()).parse(stream))
 
 
@@ -161,7 +163,7 @@ def test_a_stream_that_cannot_be_rewound_is_spooled_with_the_same_result():
 def test_compressed_exports_are_read_directly(tmp_path, suffix, compress):
     path = tmp_path / ("entities.ftm.json" + suffix)
     path.write_bytes(compress(FIXTURE.read_bytes()))
-    with open_maybe_compressed(path) as stream:
+    with open_location(str(path)) as stream:
         entries, rejected, _ = collect(OpenSanctionsSource().parse(stream))
     assert (entries, rejected) == parse_fixture()[:2]
 
@@ -240,7 +242,7 @@ def test_a_cut_off_last_line_fails_the_whole_parse_before_any_entry():
     data = FIXTURE.read_bytes()
     cut = data[: data.rindex(b'"target"')]  # a download that stopped inside the last entity
     items = OpenSanctionsSource().parse(io.BytesIO(cut))
-    with pytest.raises(ValueError, match="ends in the middle of an entity"):
+    with pytest.raises(SourceFormatError, match="ends in the middle of an entity"):
         while not isinstance(next(items), SourceEntry):
             pass
 

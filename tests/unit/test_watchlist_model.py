@@ -44,15 +44,19 @@ def test_matches_round_trip_through_the_redis_value_in_stable_order():
 def test_address_list_accepts_text_and_json_and_reports_every_rejected_line(tmp_path):
     text = tmp_path / "sanctioned_addresses_ETH.txt"
     text.write_text(f"{LAZARUS}\n\n# comment\n0x123\n{LAZARUS.lower()}\n")
-    entries, rejected, report = collect(
-        AddressListSource(list_name="ofac", category="sanctions", paths=[text]).entries()
-    )
+    with text.open("rb") as stream:
+        entries, rejected, report = collect(
+            AddressListSource(list_name="ofac", category="sanctions", label=text.name).parse(stream)
+        )
     assert [entry.key for entry in entries] == ["evm:" + LAZARUS.lower()] * 2
     assert [(r.location, r.reason) for r in rejected] == [("sanctioned_addresses_ETH.txt line 4", "bad_length")]
     assert report.entries == 2 and report.rejected == {"bad_length": 1}
     as_json = tmp_path / "sanctioned_addresses_XBT.json"
     as_json.write_text(json.dumps(["TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq"]))
-    (entry,), _, _ = collect(AddressListSource(list_name="ofac", category="sanctions", paths=[as_json]).entries())
+    with as_json.open("rb") as stream:
+        (entry,), _, _ = collect(
+            AddressListSource(list_name="ofac", category="sanctions", label=as_json.name).parse(stream)
+        )
     assert entry.key == "trx:TUCsTq7TofTCJRRoHk6RvhMoS2mJLm5Yzq", "a TRON address listed as XBT is kept under TRON"
     assert entry.rehomed_from == "XBT"
     assert entry.listing.listed_asset == "XBT" and entry.listing.entry_id == "sanctioned_addresses_XBT.json:1"

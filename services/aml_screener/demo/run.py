@@ -36,9 +36,9 @@ from aml_screener.devstack.generator import Expected, GeneratedEvent, Withdrawal
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.screener_process import ScreenerNotReady, screener_env, start_screener, wait_until_consuming
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, EmbeddedStack
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.codec import FramedReader, WithdrawalEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, LocalSchemaRepository, SchemaCatalog
-from aml_screener.watchlist.keys import WatchlistKeys
 from aml_screener.watchlist.store import WatchlistStore
 
 INPUT_TOPIC = "withdrawals.requested"

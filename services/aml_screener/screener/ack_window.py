@@ -47,6 +47,7 @@ class InFlightBatch:
     # The consumer's group membership when the batch was polled (kafka-python's ConsumerGroupMetadata): the
     # generation its records were fetched under, which an exactly-once commit of its offsets must carry (KIP-447).
     membership: Any = None
+    slow_reported: bool = False  # a wait for its acknowledgements was long enough to be logged
 
     def on_delivery(self, error: Any, message: Any) -> None:
         # Called by librdkafka's poll/flush in the thread that called them (the loop, or the rebalance
@@ -87,6 +88,9 @@ class AcknowledgementWindow:
 
     def add(self, batch: InFlightBatch) -> None:
         self._batches.append(batch)
+
+    def oldest(self) -> InFlightBatch | None:
+        return self._batches[0] if self._batches else None
 
     def refused_head(self) -> InFlightBatch | None:
         """The oldest batch, when it is the one holding the prefix back because outputs were refused."""

@@ -15,6 +15,16 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from aml_screener.infra.kafka import (
+    consumer_config,
+    producer_config,
+    redacted,
+    transactional_id,
+    transactional_producer_config,
+)
+from aml_screener.infra.redis_client import redis_client
+from aml_screener.infra.settings import ProcessingGuarantee, Settings
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import RecordEncoder, WithdrawalDecoder
@@ -22,13 +32,6 @@ from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.exactly_once import ExactlyOnceSink
 from aml_screener.screener.health import HealthServer, ServiceState
-from aml_screener.screener.kafka_config import (
-    consumer_config,
-    producer_config,
-    redacted,
-    transactional_id,
-    transactional_producer_config,
-)
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, Topics
@@ -42,38 +45,14 @@ from aml_screener.screener.schemas import (
     SchemaRepository,
 )
 from aml_screener.screener.service import Screener
-from aml_screener.screener.settings import ProcessingGuarantee, Settings
 from aml_screener.screener.sink import Sink
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
-from aml_screener.watchlist.keys import WatchlistKeys
 
 log = logging.getLogger(__name__)
 
 # Exit code when the configuration cannot work (as for invalid AML_* settings: cli.EXIT_CONFIG).
 EXIT_CONFIG = 2
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """Redis client from settings; TLS via rediss:// (+ CA/cert/key), credentials from their own variables."""
-    kwargs: dict[str, object] = {
-        "decode_responses": True,
-        "socket_timeout": settings.redis_timeout_seconds,
-        "socket_connect_timeout": settings.redis_timeout_seconds,
-        "health_check_interval": 30,
-    }
-    if settings.redis_username:
-        kwargs["username"] = settings.redis_username
-    if settings.redis_password:
-        kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_url.startswith("rediss://"):
-        if settings.redis_ssl_ca_certs:
-            kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
-        if settings.redis_ssl_certfile:
-            kwargs["ssl_certfile"] = settings.redis_ssl_certfile
-        if settings.redis_ssl_keyfile:
-            kwargs["ssl_keyfile"] = settings.redis_ssl_keyfile
-    return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
 def schema_repository(settings: Settings, catalog: SchemaCatalog) -> SchemaRepository:

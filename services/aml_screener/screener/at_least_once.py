@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # Flush slice while waiting for acknowledgements before the loop polls the (paused) consumer again.
 _ACK_WAIT_SECONDS = 0.2
+# A batch whose outputs wait this long for Kafka's acknowledgement is logged (once): well above a broker failover's
+# usual few seconds, far below librdkafka's delivery timeout (AML_KAFKA_DELIVERY_TIMEOUT_MS), after which they fail
+# and are re-sent.
+_SLOW_ACK_SECONDS = 10.0
 
 
 class OutputProducer(Protocol):
@@ -95,8 +99,10 @@ class AtLeastOnceSink:
             if not wait or len(self.window) < self.max_inflight_batches:
                 return finished
             # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive meanwhile.
-            if not self.producer.flush(_ACK_WAIT_SECONDS) and not control.wait_paused(0):
-                return finished
+            if not self.producer.flush(_ACK_WAIT_SECONDS):
+                self._report_slow_acknowledgements()
+                if not control.wait_paused(0):
+                    return finished
 
     def drain(self, timeout_seconds: float) -> list[InFlightBatch]:
         """Wait (bounded) for every in-flight output's report; what is acknowledged counts as finished (in
@@ -138,6 +144,20 @@ class AtLeastOnceSink:
         if commit and offsets:
             self.committer.commit_async(offsets, callback=self._on_commit)
         return done
+
+    def _report_slow_acknowledgements(self) -> None:
+        """One warning per batch whose outputs Kafka has not acknowledged for long: consumption waits (paused) and
+        nothing is committed past them; without this line a slow or stuck producer would look like an idle topic."""
+        oldest = self.window.oldest()
+        if oldest is None or oldest.slow_reported:
+            return
+        waited = time.perf_counter() - oldest.sent_at
+        if waited > _SLOW_ACK_SECONDS:
+            oldest.slow_reported = True
+            log.warning(
+                "outputs not acknowledged by Kafka yet; consumption waits and nothing is committed past them",
+                extra={"seconds": round(waited, 1), "pending": oldest.pending, "batches_in_flight": len(self.window)},
+            )
 
     def _resend(self, batch: InFlightBatch) -> None:
         refused = batch.take_refused()

@@ -9,7 +9,7 @@ the loop reads the batch again after a back-off. The producer is kafka-python's 
 because the offsets must carry the group metadata of the kafka-python consumer (docs/architecture.md, "Exactly
 once: why kafka-python's producer").
 
-Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, kafka_config.py). A producer that
+Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, infra/kafka.py). A producer that
 registers the id fences every older producer with it (and aborts what it left open), and a member whose group
 generation is stale has its offsets refused (KIP-447: the group metadata goes with the offsets), which aborts its
 transaction. A fenced producer can never commit again. The group metadata sent is the one the batch was *polled*

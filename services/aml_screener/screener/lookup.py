@@ -1,4 +1,4 @@
-"""Watchlist lookup for a whole batch in one Redis round trip (the read side of watchlist/keys.py, layout 2).
+"""Watchlist lookup for a whole batch in one Redis round trip (the read side of infra/watchlist_layout.py, layout 2).
 
 A version is a set of tables (one per source). The screener caches the active version's table list; per batch,
 one MULTI/EXEC carries: GET active, HLEN of each table, HMGET of every key of the batch in each table. Because
@@ -13,7 +13,6 @@ unreachable or slow Redis.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,12 +20,11 @@ from typing import Any
 
 import redis
 
+from aml_screener.infra.watchlist_layout import LAYOUT_VERSION, VersionRecord, WatchlistKeys
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
 from aml_screener.screening.records import Match
 from aml_screener.screening.related import KEY_SCHEME_VERSION
 from aml_screener.screening.watchlist import decode_matches
-from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
-from aml_screener.watchlist.store import outdated_key_schemes
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +41,6 @@ class ActiveVersion:
     version: str
     tables: tuple[str, ...]
     overridable: frozenset[str]
-    meta: dict[str, Any]
     recorded_sizes: tuple[int | None, ...]  # per table, the key count the sync recorded (None: unknown)
 
 
@@ -94,17 +91,20 @@ class WatchlistLookup:
         raw: dict[str, str] = self.redis.hgetall(self.keys.version(version))  # type: ignore[assignment]
         if not raw:
             raise LookupUnavailable(LookupFailure.MISSING_VERSION, f"metadata of active version {version} is missing")
-        if raw.get("layout") != str(LAYOUT_VERSION):
+        try:
+            record = VersionRecord.from_redis(raw)
+        except (KeyError, ValueError) as exc:
+            raise LookupUnavailable(
+                LookupFailure.MISSING_VERSION, f"metadata of active version {version} cannot be read: {exc!r}"
+            ) from None
+        if record.layout != LAYOUT_VERSION:
             raise LookupUnavailable(
                 LookupFailure.UNSUPPORTED_LAYOUT, f"version {version} has layout {raw.get('layout')!r}"
             )
-        tables = tuple(json.loads(raw.get("tables") or "{}").values())
+        tables = tuple(record.tables.values())
         if not tables:
             raise LookupUnavailable(LookupFailure.EMPTY_WATCHLIST, f"active version {version} has no tables")
-        lists = json.loads(raw.get("lists") or "{}")
-        overridable = frozenset(name for name, info in lists.items() if info.get("overridable"))
-        sources = json.loads(raw.get("sources") or "{}")
-        outdated = outdated_key_schemes(sources, json.loads(raw.get("tables") or "{}"))
+        outdated = record.outdated_key_schemes(KEY_SCHEME_VERSION)
         if outdated:
             raise LookupUnavailable(
                 LookupFailure.KEY_SCHEME_MISMATCH,
@@ -112,10 +112,8 @@ class WatchlistLookup:
                 f"this screener's ({KEY_SCHEME_VERSION}) and may lack keys it looks up; run `aml-screener watchlist "
                 "sync` with this release",
             )
-        recorded = {
-            info["table"]: int(info["keys"]) for info in sources.values() if info.get("table") and info.get("keys")
-        }
-        return ActiveVersion(version, tables, overridable, raw, tuple(recorded.get(table) for table in tables))
+        recorded = record.recorded_keys
+        return ActiveVersion(version, tables, record.overridable_lists, tuple(recorded.get(table) for table in tables))
 
     def _round_trip(self, active: ActiveVersion, address_keys: Sequence[str]) -> tuple[Any, list[Any], list[Any]]:
         with self.redis.pipeline(transaction=True) as tx:

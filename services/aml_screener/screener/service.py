@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 
+from aml_screener.infra.settings import Settings
 from aml_screener.screener.ack_window import InFlightBatch, Offsets, next_offsets
 from aml_screener.screener.backoff import FIRST_BACKOFF_SECONDS, Backoff
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
@@ -59,7 +60,6 @@ from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.loop_errors import LoopErrors
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, PreparedBatch
-from aml_screener.screener.settings import Settings
 from aml_screener.screener.sink import BatchAborted, Sink, SinkFailed
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screening.decision import Outcome

@@ -14,12 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from aml_screener.infra.settings import FailureMode
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.errors import LookupUnavailable
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.settings import FailureMode
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
+from aml_screener.infra.watchlist_layout import VersionRecord, WatchlistKeys
 from aml_screener.screener.metrics import Metrics
-from aml_screener.watchlist.keys import WatchlistKeys
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,12 @@ class WatchlistWatcher(threading.Thread):
         raw: dict[str, str] = self.redis.hgetall(self.keys.version(str(version)))  # type: ignore[assignment]
         if not raw:
             return
-        self.metrics.watchlist_created.set(float(raw.get("created_at") or 0))
-        sources: dict[str, dict[str, Any]] = json.loads(raw.get("sources") or "{}")
+        try:
+            record = VersionRecord.from_redis(raw)
+        except (KeyError, ValueError):
+            return  # the lookup fails closed on it and says why; the gauges keep their last values
+        self.metrics.watchlist_created.set(record.created_at)
+        sources = record.sources
         for stale in self._sources - set(sources):
             for gauge in (
                 self.metrics.source_published,

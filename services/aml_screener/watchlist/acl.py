@@ -19,7 +19,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aml_screener.watchlist.keys import WatchlistKeys
+from aml_screener.infra.watchlist_layout import WatchlistKeys
+from aml_screener.watchlist.errors import AclError
 
 DEFAULT_SCREENER_USER = "aml-screener"
 DEFAULT_SYNC_USER = "aml-sync"
@@ -82,7 +83,7 @@ def _glob_escape(text: str) -> str:
 
 def _check_token(what: str, value: str) -> None:
     if not value or any(char.isspace() or char in "\"'" for char in value):
-        raise ValueError(f"{what} {value!r} cannot be used in an ACL rule (empty, whitespace or quotes)")
+        raise AclError(f"{what} {value!r} cannot be used in an ACL rule (empty, whitespace or quotes)")
 
 
 def password_rule(password: str | None) -> str:
@@ -90,7 +91,7 @@ def password_rule(password: str | None) -> str:
     if password is None:
         return PASSWORD_PLACEHOLDER
     if not password:
-        raise ValueError("empty password")
+        raise AclError("empty password")
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 

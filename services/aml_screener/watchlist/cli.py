@@ -1,4 +1,17 @@
-"""`aml-screener watchlist ...`: sync sources into Redis, load ad-hoc lists, inspect files and the active version."""
+"""`aml-screener watchlist ...`: the command line of the watchlist write side (argument parsing and printing only).
+
+    sync    fetch every source of a TOML configuration into a new version and activate it (sync.py)
+    load    a one-source sync of ad-hoc address lists or a manifest, keeping every other source
+    parse   show what list files turn into, without Redis (inspect.py)
+    status  the active version, its sources and their sync state
+    check   look one address up in the active version as the screener does
+    acl     the least-privilege Redis ACL users of the screener and the sync job (acl.py)
+
+Exit codes of sync: 0 ok, 1 nothing activated, 2 configuration error, 3 some source failed (its previous data
+kept); of load: 0 ok, 1 not loaded, 2 usage or configuration error. A bug (any error but the package's own
+`WatchlistError`s, `OSError` and `EOFError`, see errors.py) is not caught: the command stops with its traceback
+and exit status 1, and nothing is activated.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +25,25 @@ from typing import Any
 
 import redis
 
+from aml_screener.infra.redis_client import redis_client
+from aml_screener.infra.watchlist_layout import WatchlistKeys
 from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize
 from aml_screener.screening.matching import collect_matches
-from aml_screener.screening.related import ListingRelations, screening_keys
+from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, screening_keys
 from aml_screener.screening.watchlist import Category
 from aml_screener.watchlist.acl import DEFAULT_SCREENER_USER, DEFAULT_SYNC_USER, watchlist_users
-from aml_screener.watchlist.keys import WatchlistKeys
-from aml_screener.watchlist.store import WatchlistStore, WatchlistWriteError, outdated_key_schemes
-from aml_screener.watchlist.sync import (
-    SourceConfig,
+from aml_screener.watchlist.config import SourceConfig, manifest_config, read_sync_config, source_config
+from aml_screener.watchlist.errors import (
+    AclError,
+    SourceFormatError,
     SyncConfigError,
     SyncFailed,
-    SyncResult,
-    load_config,
-    load_relations,
-    run_sync,
+    UsageError,
+    WatchlistWriteError,
 )
+from aml_screener.watchlist.publish import kafka_publisher
+from aml_screener.watchlist.store import WatchlistStore
+from aml_screener.watchlist.sync import SyncResult, run_sync
 
 SettingsFactory = Callable[..., Any]
 
@@ -136,8 +152,6 @@ def _settings(args: argparse.Namespace, settings_factory: SettingsFactory) -> An
 def _store(
     args: argparse.Namespace, settings_factory: SettingsFactory, relations: ListingRelations | None = None
 ) -> WatchlistStore:
-    from aml_screener.screener.app import redis_client
-
     settings = _settings(args, settings_factory)
     return WatchlistStore(redis_client(settings), WatchlistKeys(settings.watchlist_key_prefix), relations)
 
@@ -156,24 +170,6 @@ def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]]
         return tick
 
     return start
-
-
-def _kafka_publisher(topic: str, settings: Any) -> Callable[[dict[str, str | None]], None]:
-    from confluent_kafka import Producer
-
-    from aml_screener.screener.kafka_config import producer_config
-
-    producer = Producer(producer_config(settings))
-
-    def publish(records: dict[str, str | None]) -> None:
-        for key, value in records.items():
-            producer.produce(topic, value.encode() if value is not None else None, key.encode())
-            producer.poll(0)
-        undelivered = producer.flush(30)
-        if undelivered:
-            raise WatchlistWriteError(f"{undelivered} watchlist change records not acknowledged by Kafka")
-
-    return publish
 
 
 def _print_result(result: SyncResult, as_json: bool, show_rejected: bool = False) -> None:
@@ -225,17 +221,16 @@ def _print_result(result: SyncResult, as_json: bool, show_rejected: bool = False
 
 def cmd_sync(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
     try:
-        configs = load_config(args.config)
-        relations = load_relations(args.config)
+        configured = read_sync_config(args.config)
     except SyncConfigError as exc:
         print(f"watchlist sync: {exc}", file=sys.stderr)
         return 2
     settings = _settings(args, settings_factory)
-    store = _store(args, settings_factory, relations)
+    store = _store(args, settings_factory, configured.relations)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    publish = _kafka_publisher(args.kafka_topic, settings) if args.kafka_topic else None
+    publish = kafka_publisher(args.kafka_topic, settings) if args.kafka_topic else None
     try:
-        result = run_sync(store, configs, progress=_tqdm_progress(show), kafka_publish=publish)
+        result = run_sync(store, configured.sources, progress=_tqdm_progress(show), kafka_publish=publish)
     except (SyncFailed, WatchlistWriteError) as exc:
         print(f"watchlist sync: {exc}", file=sys.stderr)
         return 1
@@ -245,41 +240,11 @@ def cmd_sync(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
 
 
 def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
-    if not 0 <= args.max_shrink <= 1:
-        print("watchlist load: --max-shrink must be a number from 0 to 1", file=sys.stderr)
+    try:
+        config = _load_config(args)
+    except (UsageError, SyncConfigError, SourceFormatError, OSError) as exc:  # OSError: an unreadable manifest
+        print(f"watchlist load: {exc}", file=sys.stderr)
         return 2
-    if args.manifest:
-        from aml_screener.watchlist.sources.address_list import ManifestSource
-
-        manifest = ManifestSource(args.manifest)
-        config = SourceConfig(
-            name=manifest.name,
-            format="manifest",
-            location=str(args.manifest),
-            list=manifest.name,
-            category=manifest.category,
-            overridable=args.overridable,
-            max_shrink=args.max_shrink,
-        )
-    else:
-        if not args.files or not args.list_name or not args.category:
-            print("watchlist load: give FILE... with --list and --category, or --manifest", file=sys.stderr)
-            return 2
-        config = SourceConfig(
-            name=args.list_name,
-            format="address-list",
-            location=str(args.files[0]),
-            list=args.list_name,
-            category=args.category,
-            overridable=args.overridable,
-            asset=args.asset,
-            files=tuple(str(path) for path in args.files),
-            entry_id=args.entry_id,
-            entry_name=args.entry_name,
-            programs=tuple(args.program),
-            published_at=args.published_at,
-            max_shrink=args.max_shrink,
-        )
     try:
         result = run_sync(_store(args, settings_factory), [config], keep_other_sources=True)
     except (SyncFailed, WatchlistWriteError) as exc:
@@ -287,6 +252,32 @@ def cmd_load(args: argparse.Namespace, settings_factory: SettingsFactory) -> int
         return 1
     _print_result(result, False, args.show_rejected)
     return 0 if not result.sources[0].status.startswith("failed") else 1
+
+
+def _load_config(args: argparse.Namespace) -> SourceConfig:
+    """The one source `watchlist load` syncs: a manifest, or address-list files (validated like a sync's)."""
+    options = {"overridable": args.overridable, "max_shrink": args.max_shrink}
+    if args.manifest:
+        return manifest_config(args.manifest, **options)
+    if not args.files or not args.list_name or not args.category:
+        raise UsageError("give FILE... with --list and --category, or --manifest")
+    given = {
+        "asset": args.asset,
+        "entry_id": args.entry_id,
+        "entry_name": args.entry_name,
+        "published_at": args.published_at,
+        "programs": args.program or None,
+    }
+    raw = {
+        "format": "address-list",
+        "name": args.list_name,
+        "location": str(args.files[0]),
+        "files": [str(path) for path in args.files],
+        "category": args.category,
+        **options,
+        **{name: value for name, value in given.items() if value is not None},
+    }
+    return source_config(raw, f"list {args.list_name!r}")
 
 
 def cmd_status(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
@@ -311,7 +302,7 @@ def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
     if meta is None:
         print("no active watchlist version")
         return 1
-    outdated = outdated_key_schemes(meta.sources, meta.tables)
+    outdated = meta.outdated_key_schemes(KEY_SCHEME_VERSION)
     if outdated:
         print(f"watchlist built under another key scheme ({', '.join(outdated)}): run `watchlist sync` first")
         return 1
@@ -338,7 +329,7 @@ def _password_from_env(variable: str | None) -> str | None:
         return None
     value = os.environ.get(variable)
     if not value:
-        raise ValueError(f"environment variable {variable} is not set or empty")
+        raise UsageError(f"environment variable {variable} is not set or empty")
     return value
 
 
@@ -350,8 +341,6 @@ def cmd_acl(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
         if not (args.screener_password_env and args.sync_password_env):
             print("watchlist acl: --apply needs --screener-password-env and --sync-password-env", file=sys.stderr)
             return 2
-        from aml_screener.screener.app import redis_client
-
         client = redis_client(settings)
         try:
             version = str(client.info("server").get("redis_version", "0"))
@@ -368,7 +357,7 @@ def cmd_acl(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
             sync_name=args.sync_user,
             client_setinfo=client_setinfo,
         )
-    except ValueError as exc:
+    except (AclError, UsageError) as exc:
         print(f"watchlist acl: {exc}", file=sys.stderr)
         return 2
     for user in users:

@@ -5,53 +5,39 @@ one JSON object per normalized entry to stdout (streamed as the parser yields th
 in memory), then a human summary to stderr: entries per listed asset, re-homed entries, and every rejected address
 with its location and reason. Compressed files (.bz2, .gz) are read directly.
 
+Every format, its options and its parser come from the one registry `watchlist sync` and `watchlist load` use
+(`sources/registry.py`): the command line's options are validated by the format's configuration model.
+
 Exit status: 0 when at least one entry was produced, 1 when none, 2 for usage errors (bad option combination,
-missing file, a file that is not in the given format, a format whose parser is not installed).
+missing file, a file that is not in the given format). A bug in a parser
+(any error but the package's own, OSError and EOFError) is not a usage error: it is not caught, so the command
+stops with its traceback (exit status 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
 from aml_screener.screening.watchlist import Category
-from aml_screener.watchlist.sources.address_list import AddressListSource
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, open_maybe_compressed
-from aml_screener.watchlist.sources.custom import CustomAllowlistSource, CustomBlocklistSource
-from aml_screener.watchlist.sources.opensanctions import OpenSanctionsSource
+from aml_screener.watchlist.config import source_config
+from aml_screener.watchlist.errors import SOURCE_ERRORS, SyncConfigError, UsageError
+from aml_screener.watchlist.fetch import open_location
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry
+from aml_screener.watchlist.sources.registry import FORMATS as REGISTRY
+from aml_screener.watchlist.sources.registry import Plan
 
-FORMATS = ("ofac-xml", "ofac-csv", "address-list", "opensanctions", "custom", "custom-allow")
-DEFAULT_LIST = {
-    "ofac-xml": "ofac-sdn",
-    "ofac-csv": "ofac-sdn",
-    "address-list": "address-list",
-    "opensanctions": "opensanctions",
-    "custom": "exchange-blocklist",
-    "custom-allow": "exchange-allowlist",
-}
-# Parsers written and shipped separately, imported only when their format is asked for.
-_OFAC = {
-    "ofac-xml": ("aml_screener.watchlist.sources.ofac_xml", "OfacAdvancedXmlSource"),
-    "ofac-csv": ("aml_screener.watchlist.sources.ofac_csv", "OfacCsvSource"),
-}
-_COMPRESSED = (".bz2", ".gz")
+# `--format` choices: every registered format a file can be inspected in (a manifest is only loaded).
+FORMATS = tuple(name for name, listed in REGISTRY.items() if listed.inspectable)
 EXIT_OK, EXIT_EMPTY, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """The command line asks for something impossible; the message says what to change."""
 
 
 def add_parse_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -169,10 +155,7 @@ def entry_json(item: SourceEntry, path: Path) -> dict[str, Any]:
     return shown
 
 
-# --- one parser per format ------------------------------------------------------------------------------------
-
-Items = Iterator[SourceEntry | Rejection]
-Published = Callable[[], int | None]
+# --- the files, through the format registry --------------------------------------------------------------------
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -197,57 +180,16 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"no such file: {path}")
 
 
-def _stream_source(args: argparse.Namespace, list_name: str) -> Any:
-    """The parser object of a stream format (it has parse(stream) and published_at)."""
-    fmt = args.format
-    if fmt in _OFAC:
-        module_name, class_name = _OFAC[fmt]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UsageError(f"format {fmt} is not available in this installation ({exc})") from exc
-        return getattr(module, class_name)(list_name=list_name)
-    if fmt == "opensanctions":
-        if args.category:
-            return OpenSanctionsSource(list_name=list_name, default_category=args.category.strip().lower())
-        return OpenSanctionsSource(list_name=list_name)
-    if fmt == "custom":
-        return CustomBlocklistSource(list_name=list_name)
-    return CustomAllowlistSource(list_name=list_name)
-
-
-@contextlib.contextmanager
-def _parsed(args: argparse.Namespace, list_name: str, path: Path) -> Iterator[tuple[Items, Published]]:
-    """The items of one file and how to read its publication time once they are consumed."""
-    if args.format == "address-list":
-        with _plain_copy(path) as plain:
-            source = AddressListSource(
-                list_name=list_name, category=args.category.strip().lower(), paths=[plain], asset=args.asset
-            )
-            yield source.entries(), lambda: source.published_at
-        return
-    source = _stream_source(args, list_name)
-    with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(open_maybe_compressed(path))
-        if args.comments is not None:
-            comments = stack.enter_context(open_maybe_compressed(args.comments))
-            items = source.parse(stream, comments=comments)
-        else:
-            items = source.parse(stream)
-        yield items, lambda: source.published_at
-
-
-@contextlib.contextmanager
-def _plain_copy(path: Path) -> Iterator[Path]:
-    """The path itself, or for .bz2/.gz a decompressed copy with the inner name (which may carry the asset)."""
-    if path.suffix not in _COMPRESSED:
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="aml-parse-") as tmp:
-        plain = Path(tmp) / path.stem
-        with open_maybe_compressed(path) as src, plain.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        yield plain
+def _plan(args: argparse.Namespace, list_name: str, path: Path) -> Plan:
+    """What the sync would read for a source of this one file (its options from the command line)."""
+    options = {"category": args.category, "asset": args.asset, "comments_location": args.comments}
+    raw = {"format": args.format, "name": list_name, "location": str(path), "list": list_name}
+    raw.update({name: str(value) for name, value in options.items() if value is not None})
+    try:
+        config = source_config(raw, str(path))
+    except SyncConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return REGISTRY[args.format].plan(config, open_location)
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -260,7 +202,7 @@ def run_parse(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"watchlist parse: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    summary = Summary(args.format, args.list_name or DEFAULT_LIST[args.format])
+    summary = Summary(args.format, args.list_name or REGISTRY[args.format].default_list)
     for path in args.files:
         try:
             _parse_file(args, summary, path)
@@ -270,7 +212,7 @@ def run_parse(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"watchlist parse: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except (ValueError, OSError, EOFError) as exc:  # not in the given format, not UTF-8, corrupt .bz2/.gz
+        except SOURCE_ERRORS as exc:  # not in the given format, not UTF-8, corrupt .bz2/.gz; a bug is not caught
             print(f"watchlist parse: {path}: not a valid {args.format} file: {exc}", file=sys.stderr)
             return EXIT_USAGE
     summary.write(sys.stderr)
@@ -280,12 +222,12 @@ def run_parse(args: argparse.Namespace) -> int:
 def _parse_file(args: argparse.Namespace, summary: Summary, path: Path) -> None:
     result = _FileResult(path)
     summary.files.append(result)
-    with _parsed(args, summary.list_name, path) as (items, published_at):
-        for item in items:
-            summary.add(result, item)
-            if isinstance(item, SourceEntry):
-                _emit(entry_json(item, path), sys.stdout)
-        result.published_at = published_at()
+    plan = _plan(args, summary.list_name, path)
+    for _part, item in plan.read(open_location):
+        summary.add(result, item)
+        if isinstance(item, SourceEntry):
+            _emit(entry_json(item, path), sys.stdout)
+    result.published_at = plan.published_at()
 
 
 def _emit(shown: dict[str, Any], out: IO[str]) -> None:
@@ -299,4 +241,4 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-__all__ = ["DEFAULT_LIST", "FORMATS", "Summary", "UsageError", "add_parse_command", "entry_json", "run_parse"]
+__all__ = ["FORMATS", "Summary", "add_parse_command", "entry_json", "run_parse"]

@@ -1,4 +1,4 @@
-"""Writing and reading watchlist versions in Redis (the write side; key layout in keys.py).
+"""Writing and reading watchlist versions in Redis (the write side; key layout in infra/watchlist_layout.py).
 
 - `TableWriter` streams one source's entries into a new table in bounded memory (chunks of 5,000), merging
   listings that share an address key, and names the finished table by a digest of its content. Every listing is
@@ -17,16 +17,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from aml_screener.infra.watchlist_layout import VersionRecord, WatchlistKeys
 from aml_screener.screening.records import Match
-from aml_screener.screening.related import KEY_SCHEME_VERSION, ListingRelations, listing_entries
+from aml_screener.screening.related import ListingRelations, listing_entries
 from aml_screener.screening.watchlist import Listing, decode_matches, encode_matches
-from aml_screener.watchlist.keys import LAYOUT_VERSION, WatchlistKeys
+from aml_screener.watchlist.errors import EmptyTableError, WatchlistWriteError
 from aml_screener.watchlist.sources.base import SourceEntry
 
 # Entries are written in chunks: one HMGET (to merge with earlier chunks) and one HSET per chunk keeps memory
@@ -39,14 +40,6 @@ KEEP_VERSIONS = 3
 _LOCK_TTL_MS = 30 * 60 * 1000
 # Order-independent content digest: sum of per-item SHA-256 values modulo 2**256.
 _MOD = 1 << 256
-
-
-class WatchlistWriteError(Exception):
-    """A table or version could not be built or activated; the active version is unchanged."""
-
-
-class EmptyTableError(WatchlistWriteError):
-    """A source produced no usable entry: never activated (it would silently drop the whole list)."""
 
 
 def _item_digest(key: str, value: str) -> int:
@@ -140,60 +133,6 @@ class TableWriter:
         self.redis.delete(self.temp)
 
 
-@dataclass(frozen=True)
-class VersionMeta:
-    version: str
-    created_at: float
-    parent: str | None
-    tables: dict[str, str]  # source name -> table key
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-source stats
-    lists: dict[str, dict[str, Any]] = field(default_factory=dict)  # list name -> {category, overridable, ...}
-    keys: int = 0  # sum over tables (an address in two sources counts twice)
-    listings: int = 0
-
-    def to_redis(self) -> dict[str, str]:
-        return {
-            "version": self.version,
-            "layout": str(LAYOUT_VERSION),
-            "created_at": f"{self.created_at:.3f}",
-            "parent": self.parent or "",
-            "tables": json.dumps(self.tables, sort_keys=True),
-            "sources": json.dumps(self.sources, sort_keys=True),
-            "lists": json.dumps(self.lists, sort_keys=True),
-            "keys": str(self.keys),
-            "listings": str(self.listings),
-        }
-
-    @classmethod
-    def from_redis(cls, raw: Mapping[str, str]) -> VersionMeta:
-        return cls(
-            version=raw["version"],
-            created_at=float(raw["created_at"]),
-            parent=raw.get("parent") or None,
-            tables=json.loads(raw.get("tables") or "{}"),
-            sources=json.loads(raw.get("sources") or "{}"),
-            lists=json.loads(raw.get("lists") or "{}"),
-            keys=int(raw.get("keys") or 0),
-            listings=int(raw.get("listings") or 0),
-        )
-
-    @property
-    def overridable_lists(self) -> frozenset[str]:
-        return frozenset(name for name, info in self.lists.items() if info.get("overridable"))
-
-
-def outdated_key_schemes(sources: Mapping[str, Mapping[str, Any]], tables: Iterable[str]) -> list[str]:
-    """The sources (of a version's ``tables``) whose table was built under another key scheme than this release's
-    (``screening.related.KEY_SCHEME_VERSION``), as "name (scheme)": such a table may lack keys this release looks
-    up, so it must not be read as complete."""
-    outdated = []
-    for name in tables:
-        scheme = str(sources.get(name, {}).get("key_scheme") or "")
-        if scheme.partition(":")[0] != str(KEY_SCHEME_VERSION):
-            outdated.append(f"{name} ({scheme or 'built by an older release'})")
-    return outdated
-
-
 def new_version_id(now: float, tables: Mapping[str, str]) -> str:
     """Sortable and self-describing: UTC build time plus a digest of the tables, e.g. 20261123T194500Z-3f2a1c9d04be."""
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
@@ -224,11 +163,11 @@ class WatchlistStore:
         value = self.redis.get(self.keys.active)
         return None if value is None else str(value)
 
-    def meta(self, version: str) -> VersionMeta | None:
+    def meta(self, version: str) -> VersionRecord | None:
         raw = self.redis.hgetall(self.keys.version(version))
-        return VersionMeta.from_redis(raw) if raw else None  # type: ignore[arg-type]
+        return VersionRecord.from_redis(raw) if raw else None  # type: ignore[arg-type]
 
-    def active_meta(self) -> VersionMeta | None:
+    def active_meta(self) -> VersionRecord | None:
         version = self.active_version()
         return self.meta(version) if version else None
 
@@ -264,7 +203,7 @@ class WatchlistStore:
         tables: Mapping[str, TableInfo],
         sources: Mapping[str, dict[str, Any]],
         lists: Mapping[str, dict[str, Any]],
-    ) -> tuple[VersionMeta, bool]:
+    ) -> tuple[VersionRecord, bool]:
         """Make a version of these tables active. Returns (meta, created); identical tables -> (active, False).
 
         Each table's key scheme is recorded in its source's stats (`key_scheme`), which screeners check."""
@@ -283,7 +222,7 @@ class WatchlistStore:
         ):
             return parent, False
         now = time.time()
-        meta = VersionMeta(
+        meta = VersionRecord(
             version=new_version_id(now, table_keys),
             created_at=now,
             parent=parent.version if parent else None,

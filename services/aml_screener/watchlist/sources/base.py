@@ -13,10 +13,10 @@ import bz2
 import gzip
 import io
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Protocol, cast
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol, cast
 
 from aml_screener.screening.addresses import (
     InvalidAddress,
@@ -73,7 +73,9 @@ class ParseReport:
 
 
 class Source(Protocol):
-    """A parser: bytes in, entries and rejections out, in the order the source lists them."""
+    """The one protocol of a list parser: the bytes of one file in (decompressed), entries and rejections out, in
+    the order the file lists them. Everything else a parser needs (list name, category, a second file such as
+    OFAC's sdn_comments.csv) is given to its constructor; `sources/registry.py` builds one per format and file."""
 
     name: str  # the list name entries are loaded under, e.g. "ofac-sdn"
 
@@ -85,17 +87,46 @@ class Source(Protocol):
         ...
 
 
-def open_maybe_compressed(path: Path) -> IO[bytes]:
-    """Open a file for reading bytes, transparently decompressing .bz2 and .gz."""
-    if path.suffix == ".bz2":
-        return cast("IO[bytes]", bz2.open(path, "rb"))
-    if path.suffix == ".gz":
-        return cast("IO[bytes]", gzip.open(path, "rb"))
-    return path.open("rb")
+class ReadTap(io.RawIOBase):
+    """A read-only view of a binary stream that hands every chunk read through it to `on_read` (a progress bar,
+    a SHA-256 of the content), so one pass serves the parse and the count or checksum.
+
+    Not seekable, on purpose: a parser that rewinds to read twice (OpenSanctions) then spools instead of seeking
+    the stream underneath, which would count the bytes twice or hash a mix.
+    """
+
+    def __init__(self, stream: IO[bytes], on_read: Callable[[bytes], object]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._on_read = on_read
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._stream.read(-1 if size is None else size)
+        if data:
+            self.bytes_read += len(data)
+            self._on_read(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self, chunk: int = 1 << 20) -> None:
+        """Read what the parser left (it may stop before EOF, e.g. after the closing tag), for the checksum."""
+        while self.read(chunk):
+            pass
 
 
 def decompressing(stream: IO[bytes], name: str) -> IO[bytes]:
-    """Wrap a downloaded stream by its name's suffix (for URLs)."""
+    """The content of a .bz2 or .gz stream, by its file name's suffix; any other stream as it is."""
     if name.endswith(".bz2"):
         return cast("IO[bytes]", bz2.BZ2File(stream))
     if name.endswith(".gz"):
@@ -103,8 +134,13 @@ def decompressing(stream: IO[bytes], name: str) -> IO[bytes]:
     return stream
 
 
-def text_lines(stream: IO[bytes], encoding: str = "utf-8") -> io.TextIOWrapper:
-    return io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+def iso_millis(value: str) -> int:
+    """An ISO 8601 date or time (``2024-09-27``, ``2024-09-27T14:03:00Z``) as ms since the epoch, UTC when it has no
+    offset. Raises ValueError when it is not one."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 # Networks tried, in this order, when an address is valid for none of its listed asset's networks: the most

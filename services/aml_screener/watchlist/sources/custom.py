@@ -3,8 +3,8 @@
 Responsibilities: read the CSV (UTF-8 with or without BOM, CRLF or LF, quoted fields, blank lines and `#` comment
 lines), check the header, validate every row and normalize its address with the same function the screener uses,
 and turn it into a `SourceEntry` — or into a `Rejection` that names the row's line and the reason. Nothing is
-dropped silently; a file without the required header is refused as a whole (`ValueError` naming the missing
-columns), because then every row would be misread.
+dropped silently; a file without the required header is refused as a whole (`SourceFormatError` naming the
+missing columns), because then every row would be misread.
 
 * Blocklist (`CustomBlocklistSource`): `address,chain,category,reason,reference` (+ optional `name`, `asset`,
   `added_at`). `category` is free text, lower-cased (known ones get their severity); empty, or the reserved
@@ -28,7 +28,6 @@ import csv
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO
 
@@ -40,7 +39,8 @@ from aml_screener.screening.addresses import (
     resolve_network,
 )
 from aml_screener.screening.watchlist import Category, Listing
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, iso_millis, normalize_entry
 
 BLOCKLIST_COLUMNS = ("address", "chain", "category", "reason", "reference")
 BLOCKLIST_OPTIONAL = ("name", "asset", "added_at")
@@ -72,7 +72,7 @@ def _text_lines(stream: IO[bytes]) -> Iterator[str]:
         try:
             text = decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"the file is not UTF-8 (invalid byte at offset {offset + exc.start})") from exc
+            raise SourceFormatError(f"the file is not UTF-8 (invalid byte at offset {offset + exc.start})") from exc
         offset += len(data)
         pending += text
         *lines, pending = pending.split("\n")
@@ -115,8 +115,8 @@ def read_rows(
 ) -> Iterator[Row | Rejection]:
     """Rows of a CSV with a header naming at least `required`; malformed rows become Rejections.
 
-    Raises ValueError when the file is not UTF-8, is empty, or its header lacks a required column, repeats one, or
-    has a `forbidden` one (the message says why). Other columns are allowed and ignored.
+    Raises SourceFormatError when the file is not UTF-8, is empty, or its header lacks a required column, repeats
+    one, or has a `forbidden` one (the message says why). Other columns are allowed and ignored.
     """
     feeder = _Lines(_text_lines(stream))
     reader = csv.reader(feeder, strict=False)
@@ -128,7 +128,7 @@ def read_rows(
         except StopIteration:
             break
         except csv.Error as exc:
-            raise ValueError(f"{what}: line {feeder.number}: {exc}") from exc
+            raise SourceFormatError(f"{what}: line {feeder.number}: {exc}") from exc
         line = feeder.row_start or feeder.number
         if not any(field.strip() for field in fields):
             continue  # blank line
@@ -149,31 +149,24 @@ def read_rows(
             continue
         yield Row(line, dict(zip(header, fields, strict=False)))
     if header is None:
-        raise ValueError(f"{what}: the file is empty; expected a header: {','.join(required)}")
+        raise SourceFormatError(f"{what}: the file is empty; expected a header: {','.join(required)}")
 
 
 def _check_header(fields: list[str], required: Sequence[str], what: str, forbidden: Mapping[str, str]) -> list[str]:
     header = [field.strip().lower() for field in fields]
     for column, why in forbidden.items():
         if column in header:
-            raise ValueError(f"{what}: the header has a {column} column: {why}")
+            raise SourceFormatError(f"{what}: the header has a {column} column: {why}")
     repeated = sorted({column for column in header if column and header.count(column) > 1})
     if repeated:
-        raise ValueError(f"{what}: the header repeats the column(s) {', '.join(repeated)}")
+        raise SourceFormatError(f"{what}: the header repeats the column(s) {', '.join(repeated)}")
     missing = [column for column in required if column not in header]
     if missing:
-        raise ValueError(
+        raise SourceFormatError(
             f"{what}: the header lacks the required column(s) {', '.join(missing)} "
             f"(expected a first line like: {','.join(required)}; found: {','.join(fields)})"
         )
     return header
-
-
-def _date_millis(value: str) -> int:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def _entry_name(row: Row) -> str | None:
@@ -283,7 +276,7 @@ class CustomBlocklistSource(_CustomCsvSource):
         published_at: int | None = None
         if added := row.get("added_at"):
             try:
-                published_at = _date_millis(added)
+                published_at = iso_millis(added)
             except ValueError:
                 detail = f"added_at {added!r} is not an ISO 8601 date or time (e.g. 2024-09-27 or 2024-09-27T14:03Z)"
                 return self._reject(row, "bad_added_at", detail, asset)

@@ -37,32 +37,24 @@ import io
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import IO, Final
 
 from aml_screener.screening.watchlist import Listing
+from aml_screener.watchlist.errors import SourceFormatError
 from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
 
 __all__ = [
     "REMARKS_LIMIT",
     "OfacCsvReport",
     "OfacCsvSource",
-    "SourceFormatError",
     "parse_programs",
     "read_comments",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class SourceFormatError(ValueError):
-    """The input is not the expected file format at all (as opposed to one unusable address, a `Rejection`).
-
-    Raised by the OFAC sources (CSV and Advanced XML) for: undecodable or malformed structure, a row or document
-    that does not have the expected shape, an empty list, and (XML) hostile constructs such as entity
-    declarations. The message says where.
-    """
 
 
 #: OFAC cuts the Remarks column at exactly this many characters (the rest goes to sdn_comments.csv).
@@ -175,8 +167,9 @@ def read_comments(stream: IO[bytes]) -> dict[str, str]:
 class OfacCsvSource:
     """OFAC's legacy `sdn.csv` (+ optional `sdn_comments.csv`) -> entries and rejections.
 
-    `parse(stream, comments=None)`: `stream` is sdn.csv, `comments` (optional) is sdn_comments.csv. After a
-    complete parse, `report` holds the counts and flags (truncated remarks, stripped periods, ...).
+    `parse(stream)`: `stream` is sdn.csv; `comments` (optional, given to the constructor) opens sdn_comments.csv,
+    read when the parse starts. After a complete parse, `report` holds the counts and flags (truncated remarks,
+    stripped periods, ...).
     """
 
     def __init__(
@@ -186,11 +179,13 @@ class OfacCsvSource:
         category: str = "sanctions",
         source: str = "OFAC SDN CSV",
         published_at: int | None = None,
+        comments: Callable[[], AbstractContextManager[IO[bytes]]] | None = None,
     ) -> None:
         self.name = list_name
         self.category = category
         self.source = source
         self._published_at = published_at
+        self._comments = comments
         self.report = OfacCsvReport()
 
     @property
@@ -198,10 +193,12 @@ class OfacCsvSource:
         """The legacy CSV states no publication time: the value given to the constructor (ms since the epoch)."""
         return self._published_at
 
-    def parse(self, stream: IO[bytes], comments: IO[bytes] | None = None) -> Iterator[SourceEntry | Rejection]:
+    def parse(self, stream: IO[bytes]) -> Iterator[SourceEntry | Rejection]:
         self.report = report = OfacCsvReport()
-        continuations = read_comments(comments) if comments is not None else {}
-        unused = dict(continuations)
+        unused: dict[str, str] = {}
+        if self._comments is not None:
+            with self._comments() as comments:
+                unused = read_comments(comments)
         for _number, row in _rows(stream, "sdn.csv", _FIELDS):
             report.rows += 1
             ent_num = row[0]

@@ -45,8 +45,8 @@ from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
 from defusedxml.ElementTree import iterparse as defused_iterparse  # type: ignore[import-untyped]
 
 from aml_screener.screening.watchlist import Listing
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
-from aml_screener.watchlist.sources.ofac_csv import SourceFormatError
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.sources.base import ReadTap, Rejection, SourceEntry, normalize_entry
 
 __all__ = [
     "OfacAdvancedXmlSource",
@@ -106,21 +106,6 @@ class OfacXmlStats:
     bytes_read: int = 0
 
 
-class _HashingReader:
-    """A read-only stream that hashes what passes through it (one pass for the parse and the checksum)."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._stream.read(size)
-        self.digest.update(chunk)
-        self.size += len(chunk)
-        return chunk
-
-
 @dataclass
 class _Party:
     """The part of a DistinctParty that is needed after the document ends (buffered: parties with addresses)."""
@@ -152,7 +137,7 @@ def _first(elements: list[Element], attribute: str) -> Element | None:
 class OfacAdvancedXmlSource:
     """OFAC's `sdn_advanced.xml` -> entries and rejections (see the module docstring for the traps).
 
-    `parse(stream)` takes the decompressed XML (wrap .bz2/.gz with `base.open_maybe_compressed`/`decompressing`).
+    `parse(stream)` takes the decompressed XML (open .bz2/.gz with `fetch.open_location` or `base.decompressing`).
     After a complete parse: `published_at` (DateOfIssue, ms since the epoch, UTC midnight), `sha256` (of the XML
     bytes read) and `stats`.
     """
@@ -183,7 +168,8 @@ class OfacAdvancedXmlSource:
     def parse(self, stream: IO[bytes]) -> Iterator[SourceEntry | Rejection]:
         self._published_at = None
         self.stats = OfacXmlStats()
-        reader = _HashingReader(stream)
+        digest = hashlib.sha256()
+        reader = ReadTap(stream, digest.update)
         state = _State(self.stats)
         try:
             state.run(reader)
@@ -196,8 +182,8 @@ class OfacAdvancedXmlSource:
             raise SourceFormatError(f"sdn_advanced.xml: undecodable text: {exc}") from None
         state.finish()
         self._published_at = state.published_at
-        self.stats.sha256 = reader.digest.hexdigest()
-        self.stats.bytes_read = reader.size
+        self.stats.sha256 = digest.hexdigest()
+        self.stats.bytes_read = reader.bytes_read
         yield from self._entries(state)
 
     def _entries(self, state: _State) -> Iterator[SourceEntry | Rejection]:
@@ -243,7 +229,7 @@ class _State:
 
     # -- the streaming loop ------------------------------------------------------------------------------------
 
-    def run(self, reader: _HashingReader) -> None:
+    def run(self, reader: ReadTap) -> None:
         depth = 0
         open_: list[Element] = []  # the root and the current section: where finished items get dropped from
         events: Iterator[tuple[str, Any]] = defused_iterparse(

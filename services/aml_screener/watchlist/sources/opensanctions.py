@@ -16,8 +16,8 @@ Responsibilities:
   twice: rewound when it is seekable (files, also .bz2/.gz), else the non-wallet lines are spooled to a temporary
   file during the first pass. Entries are yielded after the second pass; malformed lines as they are met.
 * A malformed line inside the file is a `Rejection` (`malformed_json`); a last line cut off in the middle (no
-  final newline, not complete JSON: a truncated download) raises ValueError before any entry is yielded, so a
-  partial export never loads as if it were complete.
+  final newline, not complete JSON: a truncated download) raises `SourceFormatError` before any entry is yielded,
+  so a partial export never loads as if it were complete.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
 
 from aml_screener.screening.addresses import UnsupportedNetwork, networks_for_asset, resolve_network
 from aml_screener.screening.watchlist import Category, Listing, severity_of
-from aml_screener.watchlist.sources.base import Rejection, SourceEntry, normalize_entry
+from aml_screener.watchlist.errors import SourceFormatError
+from aml_screener.watchlist.sources.base import Rejection, SourceEntry, iso_millis, normalize_entry
 
 WALLET_SCHEMA = "CryptoWallet"
 
@@ -173,12 +173,9 @@ def _excerpt(raw: bytes) -> str:
 
 def _iso_to_millis(value: str) -> int | None:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_millis(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def chain_of_currency(currency: str) -> tuple[str, str | None]:
@@ -243,7 +240,7 @@ class OpenSanctionsSource:
                 if isinstance(entity, Rejection):
                     if lines.at_tail and entity.reason == "malformed_json":
                         # Entries are only yielded after the whole file: a cut-off export loads nothing.
-                        raise ValueError(f"line {number}: the file ends in the middle of an entity (cut off?)")
+                        raise SourceFormatError(f"line {number}: the file ends in the middle of an entity (cut off?)")
                     yield entity
                     continue
                 self._see(entity)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aml_screener.screener.settings import ProcessingGuarantee, SecurityProtocol, Settings
+from aml_screener.infra.settings import ProcessingGuarantee, SecurityProtocol, Settings
 
 # Fetch sizes: up to 8 MiB per partition and 64 MiB per fetch lets one poll return a full batch of small
 # records; the memory bound is max_poll_records x max message size on top of these buffers.
