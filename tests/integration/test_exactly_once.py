@@ -83,18 +83,23 @@ def test_two_live_members_with_the_same_transactional_id_one_stops_and_nothing_i
     a transaction the brokers aborted on its timeout the same way); fenced again and again, a member must stop (exit
     3) instead of fencing back for ever, and no decision may be committed twice meanwhile."""
     listings = load_bundled_watchlist(stack.redis_url)
-    events = generate(listings, 6_000, seed=29, hit_share=0.05)
+    pool = generate(listings, 40_000, seed=29, hit_share=0.05)
     first = screeners("twin", AML_KAFKA_MAX_POLL_RECORDS="100", **EXACTLY_ONCE)
     first.wait_assigned()
-    produce(stack, events[:2000])
+    sent = produce(stack, pool[:2000])
     committed.read_until(lambda o: len(o.decisions) >= 500, 60, "the first member deciding")
     second = screeners("twin", AML_KAFKA_MAX_POLL_RECORDS="100", **EXACTLY_ONCE)
-    produce(stack, events[2000:])
     twins = {"first": first, "second": second}
+    # The twins fence each other only while both have batches to commit: keep the stream flowing until one stops,
+    # however fast or slow this machine decides (a fixed number of events may all be decided before the third
+    # fencing on a fast machine).
     deadline = time.monotonic() + 120
     while not any(twin.proc is not None and twin.proc.poll() is not None for twin in twins.values()):
         assert time.monotonic() < deadline, "neither twin stopped"
+        if sent < len(pool):
+            sent += produce(stack, pool[sent : sent + 500])
         time.sleep(0.5)
+    events = pool[:sent]
     stopped = {name for name, twin in twins.items() if twin.proc is not None and twin.proc.poll() is not None}
     assert len(stopped) == 1, f"exactly one twin stops, not {sorted(stopped)}"
     (name,) = stopped

@@ -222,6 +222,33 @@ def test_exactly_once_a_fenced_producer_is_replaced_and_fenced_again_and_again_f
     assert producer.committed == [] and sample(metrics, "aml_screener_transactions_total", result="failed") == 1
 
 
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        KafkaError(
+            "Cannot perform send because at least one previous transactional or idempotent request has failed with "
+            "errors.",
+            ProducerFencedError(),
+        ),
+        KafkaError(
+            "Cannot execute transactional method because we are in an error state: " + str(ProducerFencedError())
+        ),
+    ],
+)
+def test_exactly_once_a_fencing_reported_wrapped_by_a_later_call_counts_as_a_fencing(wrapped: KafkaError) -> None:
+    """kafka-python 3.0.12 reports a fencing its sender thread saw first as a plain KafkaError from the next call:
+    two live members with the same transactional id must still reach FENCINGS_BEFORE_STOP."""
+    clock = Clock()
+    sink, producer, _ = exactly_once(clock=clock)
+    producer.fail("begin_transaction", *(wrapped for _ in range(FENCINGS_BEFORE_STOP)))
+    for _ in range(FENCINGS_BEFORE_STOP - 1):
+        with pytest.raises(BatchAborted, match="fenced"):
+            sink.submit(batch((0, 1)), FakeLoop())
+        clock.now += 1
+    with pytest.raises(SinkFailed, match="AML_INSTANCE_ID must be unique"):
+        sink.submit(batch((0, 1)), FakeLoop())
+
+
 def test_exactly_once_fencings_far_apart_are_each_survived() -> None:
     clock = Clock()
     sink, producer, _ = exactly_once(clock=clock)
