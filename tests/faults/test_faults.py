@@ -224,6 +224,10 @@ def test_screeners_killed_with_sigkill_mid_batch_lose_nothing(cluster, screeners
     current = screeners("kill-0", AML_KAFKA_MAX_POLL_RECORDS="500")
     current.wait_assigned()
     load = start_load(cluster, SEED)
+    # Killed only once it has decided (exactly-once: committed) something: its first batch takes as long as the
+    # machine's load makes it, and a screener killed before it is no screener killed mid-stream (make faults failed
+    # once so at load average 15, exactly-once, where the first transaction had not committed 2 s after the start).
+    reader.read_until(lambda o: any(d["screener"] == "kill-0" for d in o.decisions), 60, "the first screener deciding")
     kills = 3
     for index in range(1, kills + 1):
         time.sleep(rng.uniform(0.8, 2.0))
