@@ -1,18 +1,26 @@
 """Benchmark worker processes. Each prints one JSON line with its measurements and exits.
 
-    python -m bench.workers bare      BOOTSTRAP TOPIC COUNT GROUP
-    python -m bench.workers screener  BOOTSTRAP REDIS_URL COUNT GROUP [WATCHLIST_PREFIX [TOPIC_PREFIX]]
-    python -m bench.workers produce   BOOTSTRAP TOPIC RATE SECONDS SEED REDIS_URL
-    python -m bench.workers observe   BOOTSTRAP DECISIONS_TOPIC PARTITIONS SECONDS
+    python -m bench.workers bare         BOOTSTRAP TOPIC COUNT GROUP
+    python -m bench.workers passthrough  BOOTSTRAP COUNT GROUP
+    python -m bench.workers screener     BOOTSTRAP REDIS_URL COUNT GROUP [WATCHLIST_KEY_PREFIX]  (both inputs)
+    python -m bench.workers produce      BOOTSTRAP TOPIC RATE SECONDS SEED
+    python -m bench.workers observe      BOOTSTRAP DECISIONS_TOPIC PARTITIONS SECONDS
 
-Timing windows exclude group joins: they start at the first record seen and end when the last expected
-record was consumed (bare) or decided, acknowledged and committed (screener).
+Environment: AML_BENCH_BROKER ("mock", the default, or "kafka": whether the mock's client settings apply),
+AML_BENCH_TOPIC_SUFFIX (appended to the default topic names, so runs on one shared cluster use topics of their own),
+AML_PROCESSING_GUARANTEE (read by the settings as in production), AML_BENCH_PROFILE=1 (the screener worker also
+reports where its time went, bench/profile.py).
+
+Timing windows exclude group joins: they start at the first record seen (bare) or the first batch finished
+(pass-through, screener) and end when the last expected record was consumed (bare) or its outputs were durable and
+its offsets committed (pass-through, screener).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import resource
 import sys
@@ -33,11 +41,13 @@ from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.generator import EventGenerator
 from aml_screener.devstack.stack import KAFKA_PYTHON_API_VERSION, MOCK_SCREENER_ENV
 from aml_screener.infra.kafka import consumer_config
-from aml_screener.infra.settings import Settings
+from aml_screener.infra.settings import ProcessingGuarantee, Settings
 from aml_screener.infra.watchlist_layout import DEFAULT_PREFIX, WatchlistKeys
-from aml_screener.screener.app import build
+from aml_screener.screener.ack_window import InFlightBatch, next_offsets
+from aml_screener.screener.app import build, sink_for
 from aml_screener.screener.codec import HEADER, EventEncoder
 from aml_screener.screener.metrics import STAGES, Metrics
+from aml_screener.screener.pipeline import CompletedBatch, OutputRecord
 from aml_screener.screener.schemas import (
     SCREENING_DECISION,
     WITHDRAWAL_REQUESTED,
@@ -46,20 +56,36 @@ from aml_screener.screener.schemas import (
 )
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import load_config, run_sync
+from bench.profile import Profile
 from bench.related_cost import disable_relations_if_asked
 
 DEFAULT_TOPICS = ("withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq")
 DEPOSIT_TOPICS = ("deposits.received", "deposits.flagged", "deposits.received.dlq")
 
 
-def _settings(
-    bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_PREFIX, topic_prefix: str = ""
-) -> Settings:
-    """The screener's settings on the benchmark's topics (every name prefixed with `topic_prefix`, so one broker
-    holds several prefilled input sets)."""
-    names = [topic_prefix + name for name in DEFAULT_TOPICS]
-    deposits = [topic_prefix + name for name in DEPOSIT_TOPICS]
-    mock: dict[str, Any] = {key.removeprefix("AML_").lower(): value for key, value in MOCK_SCREENER_ENV.items()}
+def topic_names(suffix: str | None = None) -> tuple[str, ...]:
+    """Input, decisions, flagged and dead-letter topic names, with AML_BENCH_TOPIC_SUFFIX (or `suffix`) appended."""
+    tail = os.environ.get("AML_BENCH_TOPIC_SUFFIX", "") if suffix is None else suffix
+    return tuple(name + tail for name in DEFAULT_TOPICS)
+
+
+def deposit_topic_names(suffix: str | None = None) -> tuple[str, ...]:
+    """Deposit input, flagged and dead-letter topic names, suffixed like topic_names()."""
+    tail = os.environ.get("AML_BENCH_TOPIC_SUFFIX", "") if suffix is None else suffix
+    return tuple(name + tail for name in DEPOSIT_TOPICS)
+
+
+def on_mock() -> bool:
+    return os.environ.get("AML_BENCH_BROKER", "mock") == "mock"
+
+
+def _settings(bootstrap: str, redis_url: str, group: str, prefix: str = DEFAULT_PREFIX) -> Settings:
+    """The screener's settings for a worker; AML_PROCESSING_GUARANTEE comes from the environment, as in production."""
+    names = list(topic_names())
+    deposits = list(deposit_topic_names())
+    mock: dict[str, Any] = {}
+    if on_mock():
+        mock = {key.removeprefix("AML_").lower(): value for key, value in MOCK_SCREENER_ENV.items()}
     return Settings(
         **mock,
         kafka_bootstrap_servers=bootstrap,
@@ -98,19 +124,18 @@ def bare(bootstrap: str, topic: str, count: str, group: str) -> dict[str, Any]:
     return {"records": seen, "seconds": elapsed, "per_second": seen / elapsed}
 
 
-def screener(  # noqa: PLR0917 - the worker's command-line arguments, in order
-    bootstrap: str, redis_url: str, count: str, group: str, prefix: str = DEFAULT_PREFIX, topic_prefix: str = ""
-) -> dict[str, Any]:
+def screener(bootstrap: str, redis_url: str, count: str, group: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """The real screener (same wiring as `aml-screener run`; withdrawals and deposits), stopped once every input is
     committed.
 
     The window starts when the first batch completes, so it excludes the group join and one batch (of up to
     max_poll_records); over 100,000 events that under-counts the elapsed time by at most ~2%."""
-    settings = _settings(bootstrap, redis_url, group, prefix, topic_prefix)
+    settings = _settings(bootstrap, redis_url, group, prefix)
     components = build(settings, Metrics(CollectorRegistry()))
     metrics = components.metrics
     wanted = int(count)
     marks: dict[str, float] = {}
+    profile: list[Profile] = []
 
     registry = metrics.registry
     loop = components.screener
@@ -120,8 +145,12 @@ def screener(  # noqa: PLR0917 - the worker's command-line arguments, in order
         while True:
             if loop.batches and "first" not in marks:
                 marks["first"] = time.perf_counter()
+                if os.environ.get("AML_BENCH_PROFILE") == "1":
+                    profile.append(Profile())
             if loop.records_done >= wanted:
                 marks["last"] = time.perf_counter()
+                if profile:
+                    profile[0].stop()
                 loop.request_stop()
                 return
             time.sleep(0.005)
@@ -133,12 +162,76 @@ def screener(  # noqa: PLR0917 - the worker's command-line arguments, in order
         stage: registry.get_sample_value("aml_screener_stage_duration_seconds_sum", {"stage": stage}) or 0.0
         for stage in STAGES
     }
-    return {
+    result = {
         "records": wanted,
         "seconds": elapsed,
         "per_second": wanted / elapsed,
         "batches": components.screener.batches,
         "stage_seconds": stages,
+        "guarantee": settings.processing_guarantee.value,
+    }
+    if profile:
+        # The profile starts after the first batch: leave its records out (estimated as the mean batch size).
+        result["profile"] = profile[0].report(wanted - wanted // max(components.screener.batches, 1))
+    return result
+
+
+class _BareLoop:
+    """What a sink may ask of a loop (sink.LoopControl), for the pass-through: no faults, no shutdown deadline."""
+
+    def wait_paused(self, seconds: float) -> bool:
+        time.sleep(seconds)
+        return True
+
+    def keep_alive(self) -> bool:
+        return True
+
+
+def passthrough(bootstrap: str, count: str, group: str) -> dict[str, Any]:
+    """The limit of any consume-produce service on this machine: consume with the screener's consumer settings,
+    produce one output per input (the input record, to the decisions topic) through the screener's own sink (at least
+    once: acknowledged, then committed, several batches in flight; exactly once: a transaction per batch with its
+    offsets), nothing else."""
+    settings = _settings(bootstrap, "redis://unused:1/0", group)
+    consumer = KafkaConsumer(**consumer_config(settings))
+    consumer.subscribe([settings.kafka_input_topic])
+    consumer.topics()
+    sink = sink_for(settings, consumer, Metrics(CollectorRegistry()))
+    control = _BareLoop()
+    assert sink.start(control)
+    decisions = settings.kafka_decisions_topic
+    wanted, done = int(count), 0
+    started: float | None = None
+    while done < wanted:
+        polled = consumer.poll(timeout_ms=settings.kafka_poll_timeout_ms, max_records=settings.kafka_max_poll_records)
+        records = [record for batch in polled.values() for record in batch]
+        if records:
+            outputs = [OutputRecord(decisions, record.key, record.value, None) for record in records]
+            sink.submit(
+                InFlightBatch(
+                    next_offsets(records),
+                    CompletedBatch(outputs, [], [], None, None),
+                    len(records),
+                    time.perf_counter(),
+                    len(outputs),
+                    membership=consumer.group_metadata(),
+                ),
+                control,
+            )
+        for finished in sink.settle(control, wait=True):
+            if started is None:
+                started, wanted = time.perf_counter(), wanted - finished.size  # as the screener: from the first batch
+                continue
+            done += finished.size
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    sink.finish()
+    consumer.close(autocommit=False)
+    sink.close(10)
+    return {
+        "records": done,
+        "seconds": elapsed,
+        "per_second": done / elapsed,
+        "guarantee": settings.processing_guarantee.value,
     }
 
 
@@ -173,11 +266,14 @@ def observe(bootstrap: str, topic: str, partitions: str, seconds: str) -> dict[s
 
     A kafka-python consumer like the screener's own (librdkafka's consumer prefetches so eagerly that, against
     the mock broker, its fetches starved the screener: measured p99 x20 worse)."""
+    exactly_once = os.environ.get("AML_PROCESSING_GUARANTEE") == ProcessingGuarantee.EXACTLY_ONCE.value
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap.split(","),
-        api_version=KAFKA_PYTHON_API_VERSION,
+        **({"api_version": KAFKA_PYTHON_API_VERSION} if on_mock() else {}),
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
+        # What a downstream consumer of an exactly-once screener must read: committed transactions only.
+        isolation_level="read_committed" if exactly_once else "read_uncommitted",
     )
     consumer.assign([TopicPartition(topic, p) for p in range(int(partitions))])
     deadline = time.monotonic() + float(seconds)
@@ -245,6 +341,7 @@ WORKERS: dict[str, Callable[..., dict[str, Any]]] = {
     "sync": sync,
     "synthetic_list": synthetic_list,
     "bare": bare,
+    "passthrough": passthrough,
     "screener": screener,
     "produce": produce,
     "observe": observe,

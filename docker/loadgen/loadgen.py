@@ -5,7 +5,7 @@ stack needs only the producing half of it, so this file reuses the project's gen
 a share of events goes to addresses of the bundled OFAC sample (the compose sync job loads that sample), some
 have invalid addresses or are malformed bytes, so every dashboard panel and alert has something to show.
 
-    python loadgen.py --bootstrap-servers kafka:9092 --rate 200
+    python loadgen.py --bootstrap-servers kafka-1:9092,kafka-2:9092,kafka-3:9092 --rate 200
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _REPORT_EVERY_SECONDS = 10.0
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap-servers", default="kafka:9092")
+    parser.add_argument("--bootstrap-servers", default="kafka-1:9092,kafka-2:9092,kafka-3:9092")
     parser.add_argument("--topic", default="withdrawals.requested")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     parser.add_argument("--hit-share", type=float, default=0.02, help="share to listed addresses (default 0.02)")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from aml_screener.devstack.kafka_cluster import production_broker_config
+from aml_screener.devstack.kafka_dist import KAFKA_VERSION
 from aml_screener.infra.settings import Settings
 from tests.deploy.conftest import (
     COMPOSE_FILE,
@@ -127,15 +129,19 @@ def test_containers_without_http_disable_the_images_healthcheck(services: dict[s
             assert service.get("healthcheck") == {"disable": True}, name
 
 
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
+
+
 def test_kafka_runs_kraft_and_init_creates_every_topic_the_screener_uses(services: dict[str, dict[str, Any]]) -> None:
-    kafka = environment_of(services["kafka"])
-    assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert not any("ZOOKEEPER" in key for key in kafka)
-    # KRaft cluster ids are base64url-encoded UUIDs (16 bytes -> 22 characters); anything else fails formatting.
-    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"])
-    # Auto-creation is off, so every topic the screener reads or writes must be created explicitly.
-    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    for node in KAFKA_NODES:
+        kafka = environment_of(services[node])
+        assert services[node]["image"].startswith("apache/kafka:")
+        assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert not any("ZOOKEEPER" in key for key in kafka)
+        # KRaft cluster ids are base64url-encoded UUIDs (16 bytes -> 22 characters); anything else fails formatting.
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"])
+        assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert len({environment_of(services[node])["KAFKA_NODE_ID"] for node in KAFKA_NODES}) == len(KAFKA_NODES)
     script = " ".join(services["kafka-init"]["command"])
     created = set(re.findall(r"^\s*create ([\w.-]+) ", script, flags=re.MULTILINE))
     topics = {
@@ -148,6 +154,39 @@ def test_kafka_runs_kraft_and_init_creates_every_topic_the_screener_uses(service
     compacted = rf"^\s*create {obligations} 1 --config cleanup.policy=compact$"
     assert re.search(compacted, script, re.MULTILINE), "the reporter's state topic must be compacted"
     assert services["screener"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    bootstrap = settings_of(services["screener"]).kafka_bootstrap_servers.split(",")
+    assert sorted(server.split(":")[0] for server in bootstrap) == list(KAFKA_NODES), "the screener knows every node"
+
+
+def test_compose_runs_the_tested_kafka_version_and_broker_settings(services: dict[str, dict[str, Any]]) -> None:
+    """What compose recommends is what the suites ran on: the broker version the embedded cluster resolves from
+    Maven Central, and the production settings of the test cluster (replication, min.insync.replicas, no unclean
+    election, no auto-created topics)."""
+    images = {name: service["image"] for name, service in services.items() if "apache/kafka" in service["image"]}
+    assert set(images) == {*KAFKA_NODES, "kafka-init"}
+    assert set(images.values()) == {f"apache/kafka:{KAFKA_VERSION}"}, (
+        f"tested: Kafka {KAFKA_VERSION}; compose: {images}"
+    )
+    tested = production_broker_config(len(KAFKA_NODES))
+    for node in KAFKA_NODES:
+        env = environment_of(services[node])
+        compose = {key: str(env.get("KAFKA_" + key.upper().replace(".", "_"))) for key in tested}
+        assert compose == tested, f"{node}: broker settings differ from the tested cluster's"
+
+
+def test_every_topic_is_created_replicated_like_the_tested_cluster(services: dict[str, dict[str, Any]]) -> None:
+    script = " ".join(services["kafka-init"]["command"])
+    create = re.search(r"create\(\) \{(.*?)\}", script, flags=re.DOTALL)
+    assert create is not None
+    tested = production_broker_config(len(KAFKA_NODES))
+    assert f"--replication-factor {tested['default.replication.factor']}" in create[1]
+    assert f"--config min.insync.replicas={tested['min.insync.replicas']}" in create[1]
+    audit = ("screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq", "withdrawals.held")
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    for topic in audit:
+        retention = re.search(rf"create {re.escape(topic)} .*--config retention\.ms=(\d+)", script)
+        assert retention is not None, f"{topic}: no retention set"
+        assert f"retention.ms={retention[1]}" in operations, "docs/operations.md states the retention compose sets"
 
 
 def test_redis_acl_rules_come_from_the_code_and_fit_the_redis_version(services: dict[str, dict[str, Any]]) -> None:

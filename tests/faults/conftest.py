@@ -2,7 +2,10 @@
 test's own and a real redis-server with an append-only file (so a killed Redis comes back with its data, like a
 persistent production Redis), real screener processes, and the per-run results table (printed at the end; written
 to $AML_FAULTS_REPORT if set). Every test leaves the cluster whole: killed nodes restarted, frozen nodes thawed,
-every partition fully replicated again (the `kafka` fixture of tests/conftest.py)."""
+every partition fully replicated again (the `kafka` fixture of tests/conftest.py).
+
+Every scenario on real Kafka runs once per processing guarantee (the `guarantee` fixture): at-least-once, judged on
+everything written, and exactly-once, judged as a downstream read_committed consumer reads it."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 
 from aml_screener.devstack.kafka_cluster import KafkaCluster
-from tests.faults.oracle import Row, markdown_table
+from tests.faults.oracle import AT_LEAST_ONCE, EXACTLY_ONCE, Row, markdown_table
 from tests.integration.harness import (
     IsolatedStack,
     OutputReader,
@@ -45,15 +48,24 @@ def group() -> str:
     return f"aml-screener-faults-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(params=[AT_LEAST_ONCE, EXACTLY_ONCE])
+def guarantee(request: pytest.FixtureRequest) -> str:
+    """AML_PROCESSING_GUARANTEE of every screener the scenario starts."""
+    return str(request.param)
+
+
 @pytest.fixture
-def screeners(cluster: IsolatedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
-    with screener_processes(cluster, group) as start:
+def screeners(cluster: IsolatedStack, group: str, guarantee: str) -> Iterator[Callable[..., ScreenerProcess]]:
+    with screener_processes(cluster, group, {"AML_PROCESSING_GUARANTEE": guarantee}) as start:
         yield start
 
 
 @pytest.fixture
-def reader(cluster: IsolatedStack) -> Iterator[OutputReader]:
-    output_reader = OutputReader(cluster)
+def reader(cluster: IsolatedStack, guarantee: str) -> Iterator[OutputReader]:
+    """The outputs as the oracle judges them: everything written (at-least-once), or what a read_committed consumer
+    sees (exactly-once)."""
+    isolation = "read_committed" if guarantee == EXACTLY_ONCE else "read_uncommitted"
+    output_reader = OutputReader(cluster, isolation_level=isolation)
     yield output_reader
     output_reader.close()
 

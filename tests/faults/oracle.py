@@ -9,7 +9,9 @@ are listed) and everything the screeners produced:
 - flagged: the set of event ids on the flagged topics is exactly the set of listed events, each on the topic of its
   direction (withdrawals.flagged or deposits.flagged); the stream mixes withdrawals and deposits;
 - duplicates: decisions beyond the first per event (at-least-once); each must carry the same decision id, which is
-  how a consumer recognises it.
+  how a consumer recognises it. In exactly-once mode the outputs are read as a downstream consumer with
+  isolation.level=read_committed reads them, and there must be none: no second decision, flag or dead letter for
+  any event.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from typing import Any
 from aml_screener.devstack.generator import Expected, GeneratedEvent
 from tests.integration.harness import Outputs
 
+AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
+
 
 @dataclass
 class Row:
     scenario: str
     broker: str
+    guarantee: str
     events_in: int
     decisions_out: int
     dead_letters: int
@@ -36,6 +41,7 @@ class Row:
     wrong_clear: int
     wrong_outcome: int
     flagged_mismatch: int
+    other_duplicates: int  # flags and dead letters beyond the first per event
     longest_pause_s: float
     notes: str = ""
     problems: list[str] = field(default_factory=list)
@@ -44,6 +50,7 @@ class Row:
         return [
             self.scenario,
             self.broker,
+            self.guarantee.replace("_", "-"),
             f"{self.events_in:,}",
             f"{self.decisions_out:,}",
             f"{self.dead_letters:,}",
@@ -58,6 +65,7 @@ class Row:
 HEADER = [
     "scenario",
     "broker",
+    "guarantee",
     "events in",
     "decisions out",
     "dead letters",
@@ -86,7 +94,15 @@ def _seconds(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else value / 1e6
 
 
-def account(scenario: str, broker: str, events: list[GeneratedEvent], outputs: Outputs, notes: str = "") -> Row:
+def account(
+    scenario: str,
+    broker: str,
+    events: list[GeneratedEvent],
+    outputs: Outputs,
+    notes: str = "",
+    *,
+    guarantee: str = AT_LEAST_ONCE,
+) -> Row:
     by_event = outputs.decisions_by_event()
     dead_by_key = Counter(record.key.decode() if record.key else "" for record in outputs.dead_letters)
     problems: list[str] = []
@@ -116,9 +132,12 @@ def account(scenario: str, broker: str, events: list[GeneratedEvent], outputs: O
     }
     mismatch = len(expected_flagged ^ flagged)
     duplicates = outputs.duplicates()
+    flags = Counter(record["event_id"] for record in outputs.flagged)
+    other_duplicates = sum(count - 1 for count in flags.values()) + sum(count - 1 for count in dead_by_key.values())
     return Row(
         scenario=scenario,
         broker=broker,
+        guarantee=guarantee,
         events_in=len(events),
         decisions_out=len(outputs.decisions),
         dead_letters=len(outputs.dead_letters),
@@ -127,6 +146,7 @@ def account(scenario: str, broker: str, events: list[GeneratedEvent], outputs: O
         wrong_clear=wrong_clear,
         wrong_outcome=wrong_outcome,
         flagged_mismatch=mismatch,
+        other_duplicates=other_duplicates,
         longest_pause_s=longest_pause(outputs.decisions),
         notes=notes,
         problems=problems,
@@ -139,3 +159,6 @@ def assert_sound(row: Row) -> None:
     assert row.wrong_outcome == 0, f"{row.scenario}: {row.wrong_outcome} events with a wrong outcome"
     assert row.flagged_mismatch == 0, f"{row.scenario}: flagged set off by {row.flagged_mismatch} events"
     assert not row.problems, f"{row.scenario}: " + "; ".join(row.problems[:5])
+    if row.guarantee == EXACTLY_ONCE:
+        assert row.duplicates == 0, f"{row.scenario}: {row.duplicates} duplicate decisions seen read_committed"
+        assert row.other_duplicates == 0, f"{row.scenario}: {row.other_duplicates} duplicate flags or dead letters"

@@ -3,7 +3,9 @@ min.insync.replicas 2), a real redis-server and real `aml-screener run` processe
 workload (a known share to listed addresses, some invalid addresses and malformed records) while the fault happens,
 then judges the outputs with the one accounting oracle (tests/faults/oracle.py): nothing lost, no listed address ever
 `clear`, the flagged set exact, duplicates recognisable by their decision id. `make faults` runs this file in full and
-prints the table per run, with the broker each row ran on.
+prints the table per run, with the broker and the processing guarantee each row ran on: every real-Kafka scenario
+runs at-least-once (judged on everything written: nothing lost) and exactly-once (judged as a read_committed consumer
+reads it: nothing lost and no duplicate).
 
 The faults are real: kill -9 of broker processes (the partition leader, the group coordinator, the active
 controller) and their restart, a broker frozen with SIGSTOP, the ISR of an output topic shrunk below
@@ -33,7 +35,7 @@ from aml_screener.screener.errors import DecodeError
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED
 from aml_screener.screening.records import Direction
 from tests.faults.conftest import PERSISTENT_REDIS
-from tests.faults.oracle import Row, account, assert_sound
+from tests.faults.oracle import AT_LEAST_ONCE, EXACTLY_ONCE, Row, account, assert_sound
 from tests.faults.poison import mutate, valid_deposit_payload, valid_payload
 from tests.integration.harness import (
     TOPICS,
@@ -169,6 +171,7 @@ def finish(
     report: Callable[[Row], None],
     *,
     notes: str,
+    guarantee: str,
     load: PacedLoad | None = None,
     timeout: float = 240,
 ) -> Row:
@@ -177,10 +180,23 @@ def finish(
         assert load.error is None, f"the load generator failed: {load.error}"
     reader.read_until(all_decided(events), timeout, f"{scenario}: every event decided or dead-lettered")
     outputs = reader.settle(1.5)  # late duplicates
-    row = account(scenario, stack.broker_label, events, outputs, notes)
+    if guarantee == EXACTLY_ONCE:
+        notes += f"; {uncommitted_duplicates(stack, events)} duplicate decisions read_uncommitted (aborted)"
+    row = account(scenario, stack.broker_label, events, outputs, notes, guarantee=guarantee)
     report(row)
     assert_sound(row)
     return row
+
+
+def uncommitted_duplicates(stack: IsolatedStack, events: list[GeneratedEvent]) -> int:
+    """Duplicate decisions a read_uncommitted consumer reads: records of aborted transactions (a crashed member's,
+    or one aborted on a refused output). What the exactly-once rows' read_committed readers are spared."""
+    everything = OutputReader(stack, isolation_level="read_uncommitted")
+    try:
+        everything.read_until(all_decided(events), 120, "every output, read_uncommitted")
+        return everything.settle(1.0).duplicates()
+    finally:
+        everything.close()
 
 
 def rss_bytes(pid: int) -> int:
@@ -220,11 +236,15 @@ def kill_and_restart(cluster: IsolatedStack, node: int) -> float:
 # -- scenarios ---------------------------------------------------------------------------------------------------
 
 
-def test_screeners_killed_with_sigkill_mid_batch_lose_nothing(cluster, screeners, reader, report):
+def test_screeners_killed_with_sigkill_mid_batch_lose_nothing(cluster, screeners, reader, report, guarantee):
     rng = random.Random(SEED)
     current = screeners("kill-0", AML_KAFKA_MAX_POLL_RECORDS="500")
     current.wait_assigned()
     load = start_load(cluster, SEED)
+    # Killed only once it has decided (exactly-once: committed) something: its first batch takes as long as the
+    # machine's load makes it, and a screener killed before it is no screener killed mid-stream (make faults failed
+    # once so at load average 15, exactly-once, where the first transaction had not committed 2 s after the start).
+    reader.read_until(lambda o: any(d["screener"] == "kill-0" for d in o.decisions), 60, "the first screener deciding")
     kills = 3
     for index in range(1, kills + 1):
         time.sleep(rng.uniform(0.8, 2.0))
@@ -232,13 +252,15 @@ def test_screeners_killed_with_sigkill_mid_batch_lose_nothing(cluster, screeners
         current = screeners(f"kill-{index}", AML_KAFKA_MAX_POLL_RECORDS="500")
     events = load.stop_after_faults(EVENTS)
     notes = f"{kills} x SIGKILL + restart"
-    finish("SIGKILL x3 mid-batch, restart", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        "SIGKILL x3 mid-batch, restart", cluster, events, reader, report, notes=notes, load=load, guarantee=guarantee
+    )
     assert {decision["screener"] for decision in reader.outputs.decisions} >= {"kill-0", f"kill-{kills}"}
     assert current.terminate() == 0
 
 
 def test_partition_leader_and_group_coordinator_killed_with_sigkill_and_restarted(
-    cluster, screeners, reader, report, group
+    cluster, screeners, reader, report, *, group, guarantee
 ):
     kafka = cluster.cluster
     screener = screeners("failover")
@@ -257,12 +279,21 @@ def test_partition_leader_and_group_coordinator_killed_with_sigkill_and_restarte
         f"kill -9 node {leader} (input p0 leader, moved to {moved}; fenced after {fenced:.0f} s), restart; "
         f"then kill -9 node {coordinator} (group coordinator), restart"
     )
-    finish("partition leader + coordinator kill -9", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        "partition leader + coordinator kill -9",
+        cluster,
+        events,
+        reader,
+        report,
+        notes=notes,
+        load=load,
+        guarantee=guarantee,
+    )
     assert moved != leader
     assert screener.terminate() == 0
 
 
-def test_broker_frozen_with_sigstop_then_resumed(cluster, screeners, reader, report):
+def test_broker_frozen_with_sigstop_then_resumed(cluster, screeners, reader, report, guarantee):
     kafka = cluster.cluster
     freeze_s = 10  # beyond the 6 s session timeout: the frozen node is fenced and its leaderships move
     screener = screeners("freeze")
@@ -277,7 +308,9 @@ def test_broker_frozen_with_sigstop_then_resumed(cluster, screeners, reader, rep
     wait_for(lambda: victim in kafka.registered_brokers(), NODE_FAULT_DEADLINE_S, "the thawed node registered")
     events = load.stop_after_faults(EVENTS)
     notes = f"SIGSTOP node {victim} (input p0 leader) {max(freeze_s, fenced):.0f} s (fenced after {fenced:.0f} s)"
-    finish("broker frozen (SIGSTOP/SIGCONT)", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        "broker frozen (SIGSTOP/SIGCONT)", cluster, events, reader, report, notes=notes, load=load, guarantee=guarantee
+    )
     assert screener.terminate() == 0
 
 
@@ -296,7 +329,7 @@ def committed_offsets(stack: IsolatedStack, group: str) -> int:
 
 
 def test_isr_below_min_insync_refuses_outputs_and_nothing_is_committed_past_them(
-    cluster, screeners, reader, report, group
+    cluster, screeners, reader, report, *, group, guarantee
 ):
     """The decisions topic demands 3 in-sync replicas; one node is killed, its ISR shrinks to 2 and the brokers
     refuse every decision with NOT_ENOUGH_REPLICAS (the other outputs are accepted). The screener must neither
@@ -331,23 +364,31 @@ def test_isr_below_min_insync_refuses_outputs_and_nothing_is_committed_past_them
     )
     assert committed_during == committed_before, "no offset is committed while decisions are refused"
     assert decided_during == decided_before, "no decision is written while the ISR is below min.insync.replicas"
-    window = 4 * 2000 + 2000  # max in-flight batches x max poll records, plus the batch in hand
-    assert consumed - committed_during <= window, "the in-flight window bounds what is read ahead"
+    if guarantee == EXACTLY_ONCE:
+        # One batch at a time: its transaction aborts when its decisions expire, and it is read again (re-reads
+        # count as consumed again, so the read-ahead is not what `consumed` measures here).
+        aborted = first.metric("aml_screener_transactions_total", result="aborted")
+        assert aborted > 0, "the refused decisions' transactions were aborted"
+        ahead = f"{int(aborted)} transactions aborted and re-read"
+    else:
+        window = 4 * 2000 + 2000  # max in-flight batches x max poll records, plus the batch in hand
+        assert consumed - committed_during <= window, "the in-flight window bounds what is read ahead"
+        ahead = f"{int(consumed - committed_during):,} read ahead"
     first.kill()  # crash while holding unacknowledged outputs: they must be re-read, not lost
     kafka.restart(victim)
     kafka.wait_until_fully_replicated(NODE_FAULT_DEADLINE_S)
     second = screeners("out-2")
     notes = (
         f"node {victim} killed: decisions ISR 2 < min.insync 3, NOT_ENOUGH_REPLICAS; "
-        f"{int(consumed - committed_during):,} read ahead, screener SIGKILL during, restart"
+        f"{ahead}, screener SIGKILL during, restart"
     )
-    finish("ISR below min.insync (outputs refused)", cluster, events, reader, report, notes=notes)
+    finish("ISR below min.insync (outputs refused)", cluster, events, reader, report, notes=notes, guarantee=guarantee)
     assert committed_offsets(cluster, group) == len(events)
     assert second.terminate() == 0
 
 
 @full_only
-def test_active_controller_killed_and_restarted(cluster, screeners, reader, report):
+def test_active_controller_killed_and_restarted(cluster, screeners, reader, report, guarantee):
     kafka = cluster.cluster
     screener = screeners("controller")
     screener.wait_assigned()
@@ -363,7 +404,9 @@ def test_active_controller_killed_and_restarted(cluster, screeners, reader, repo
     kafka.restart(controller)
     events = load.stop_after_faults(EVENTS)
     notes = f"kill -9 node {controller} (active controller; node {new_controller} elected in {elected:.1f} s), restart"
-    finish("controller failover (kill -9)", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        "controller failover (kill -9)", cluster, events, reader, report, notes=notes, load=load, guarantee=guarantee
+    )
     assert screener.terminate() == 0
 
 
@@ -403,14 +446,23 @@ def test_injected_request_errors_and_failover_on_the_mock(report, group):
                 f"mock broker {victim} down 3 s (p0 leader {victim}->{moved}); {injected} injected errors on "
                 "Produce/Fetch/OffsetCommit/Heartbeat/FindCoordinator"
             )
-            finish("injected request errors + failover", stack, events, reader, report, notes=notes, load=load)
+            finish(
+                "injected request errors + failover",
+                stack,
+                events,
+                reader,
+                report,
+                notes=notes,
+                load=load,
+                guarantee=AT_LEAST_ONCE,  # the mock's transactions are not faithful (devstack/mock_kafka.py)
+            )
             assert moved != victim
             assert screener.terminate() == 0
         finally:
             reader.close()
 
 
-def test_redis_killed_and_restarted_then_paused_never_clears_and_resumes(cluster, screeners, reader, report):
+def test_redis_killed_and_restarted_then_paused_never_clears_and_resumes(cluster, screeners, reader, report, guarantee):
     screener = screeners("redis")
     screener.wait_assigned()
     load = start_load(cluster, SEED + 3)
@@ -425,13 +477,15 @@ def test_redis_killed_and_restarted_then_paused_never_clears_and_resumes(cluster
     screener.wait_until(lambda: screener.probe("/readyz")[1]["fail_closed"], 10, "fail closed while Redis is slow")
     events = load.stop_after_faults(EVENTS)
     notes = "redis-server SIGKILL, down 2 s, restart (AOF); then CLIENT PAUSE 3 s"
-    finish("Redis killed/restarted + paused", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        "Redis killed/restarted + paused", cluster, events, reader, report, notes=notes, load=load, guarantee=guarantee
+    )
     assert screener.metric("aml_screener_fail_closed_pauses_total", reason="redis_unavailable") >= 2
     assert screener.probe("/readyz")[0] == 200
     assert screener.terminate() == 0
 
 
-def test_rebalance_storm_1_3_1_while_events_flow(cluster, screeners, reader, report):
+def test_rebalance_storm_1_3_1_while_events_flow(cluster, screeners, reader, report, guarantee):
     base = screeners("storm-0")
     base.wait_assigned()
     load = start_load(cluster, SEED + 4, pause=_SLOW_PAUSE)
@@ -447,7 +501,16 @@ def test_rebalance_storm_1_3_1_while_events_flow(cluster, screeners, reader, rep
         time.sleep(1)
     events = load.stop_after_faults(EVENTS)
     notes = f"{members} members joined (each got partitions) and left, in {STORM_WAVES} wave(s)"
-    finish(f"rebalance storm 1->3->1 (x{STORM_WAVES})", cluster, events, reader, report, notes=notes, load=load)
+    finish(
+        f"rebalance storm 1->3->1 (x{STORM_WAVES})",
+        cluster,
+        events,
+        reader,
+        report,
+        notes=notes,
+        load=load,
+        guarantee=guarantee,
+    )
     deciders = {decision["screener"] for decision in reader.outputs.decisions}
     assert len(deciders) >= 3, f"the joining members took part: {sorted(deciders)}"
     assert base.terminate() == 0
@@ -461,7 +524,7 @@ def decisions_made(screener: ScreenerProcess) -> float:
 
 
 @pytest.mark.timeout(400)
-def test_memory_stays_bounded_while_redis_is_paused_under_load(cluster, screeners, reader, report):
+def test_memory_stays_bounded_while_redis_is_paused_under_load(cluster, screeners, reader, report, guarantee):
     """Back-pressure: with the watchlist unreachable the partitions are paused, so memory does not grow with the
     backlog; the screener resumes by itself when Redis answers again."""
     bound = 300 * 1024 * 1024
@@ -489,7 +552,16 @@ def test_memory_stays_bounded_while_redis_is_paused_under_load(cluster, screener
         f"(bound {bound / 2**20:.0f} MiB)"
     )
     try:
-        finish(f"Redis paused {REDIS_PAUSE_S} s under load", cluster, events, reader, report, notes=notes, load=load)
+        finish(
+            f"Redis paused {REDIS_PAUSE_S} s under load",
+            cluster,
+            events,
+            reader,
+            report,
+            notes=notes,
+            load=load,
+            guarantee=guarantee,
+        )
     except AssertionError:
         print(screener.log_tail(60))
         raise
@@ -499,7 +571,7 @@ def test_memory_stays_bounded_while_redis_is_paused_under_load(cluster, screener
 
 
 def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_crash_nothing(
-    cluster, screeners, reader, report
+    cluster, screeners, reader, report, guarantee
 ):
     rng = random.Random(SEED + 6)
     events = workload(SEED + 6)
@@ -547,6 +619,7 @@ def test_poison_records_in_the_stream_are_dead_lettered_with_their_reason_and_cr
         reader,
         report,
         notes=f"{len(poison):,} poison records: {counts}",
+        guarantee=guarantee,
     )
     row.events_in += len(poison)
     got = {

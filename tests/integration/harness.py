@@ -369,13 +369,16 @@ class ScreenerProcess:
 
 
 @contextlib.contextmanager
-def screener_processes(stack: IsolatedStack, group: str) -> Iterator[Callable[..., ScreenerProcess]]:
-    """`start(instance, *, target=None, **AML_env)` runs a screener of `group`; every one started is killed on exit,
-    so a failing test leaves nothing running."""
+def screener_processes(
+    stack: IsolatedStack, group: str, env: Mapping[str, str] | None = None
+) -> Iterator[Callable[..., ScreenerProcess]]:
+    """`start(instance, *, target=None, **AML_env)` runs a screener of `group` (with `env`, then AML_env); every one
+    started is killed on exit, so a failing test leaves nothing running."""
     started: list[ScreenerProcess] = []
+    common = dict(env or {})
 
-    def start(instance: str = "s1", *, target: IsolatedStack | None = None, **env: Any) -> ScreenerProcess:
-        process = ScreenerProcess(target or stack, group=group, instance=instance, env=env).start()
+    def start(instance: str = "s1", *, target: IsolatedStack | None = None, **extra: Any) -> ScreenerProcess:
+        process = ScreenerProcess(target or stack, group=group, instance=instance, env=common | extra).start()
         started.append(process)
         return process
 
@@ -415,9 +418,13 @@ class Outputs:
 
 
 class OutputReader:
-    """Reads the decision, flagged and dead-letter topics from the beginning (no group: assign + seek)."""
+    """Reads the decision, flagged, dead-letter and hold topics from the beginning (no group: assign + seek), as
+    every record written (`read_uncommitted`, the default) or as a downstream consumer of an exactly-once screener
+    should (`read_committed`: records of aborted transactions never show, open ones not yet)."""
 
-    def __init__(self, stack: IsolatedStack, repository: Any = REPOSITORY) -> None:
+    def __init__(
+        self, stack: IsolatedStack, repository: Any = REPOSITORY, *, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self.framed = FramedReader(repository)
         self.schema_ids: Counter[int] = Counter()  # framing ids of the decoded outputs
         self.topics = stack.topics
@@ -429,6 +436,7 @@ class OutputReader:
             # as soon as data is there; 10 ms only adds idle polls.)
             fetch_max_wait_ms=10,
             max_poll_records=10_000,
+            isolation_level=isolation_level,
         )
         outputs = (DECISIONS, FLAGGED, DLQ, HOLD, DEPOSIT_FLAGGED, DEPOSIT_DLQ, DEPOSIT_HOLD)
         names = self.topics.by_role()

@@ -1,29 +1,35 @@
 """The consumer loop (screener/service.py) driven through fakes of its ports: a consumer that replays a script of
-poll results, an emitter that acknowledges (or refuses) outputs, a lookup that answers or is down. No Kafka, no
-Redis: what is checked is what the loop does with what it is given — commits, pauses, readiness, re-sends."""
+poll results (and records again after a seek back), either sink over a fake producer (an emitter that acknowledges
+or refuses outputs; a transactional producer that keeps what each transaction held), a lookup that answers or is
+down. No Kafka, no Redis: what is checked is what the loop does with what it is given — commits, transactions,
+pauses, readiness, re-sends, re-reads."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError, ProducerFencedError
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aml_screener.infra.settings import FailureMode, Settings
+from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable
+from aml_screener.screener.exactly_once import FENCINGS_BEFORE_STOP, ExactlyOnceSink
 from aml_screener.screener.health import ServiceState
 from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.metrics import Metrics
-from aml_screener.screener.pipeline import OutputRecord
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED
-from aml_screener.screener.service import Screener
+from aml_screener.screener.service import EXIT_SINK_FAILED, Screener
+from aml_screener.screener.sink import Sink
 from tests.pipeline_support import CATALOG, Record, batch_screener
+from tests.unit.kafka_fakes import FakeEmitter, FakeTransactionalProducer
 
 TOPIC = "withdrawals.requested"
 TP0 = TopicPartition(TOPIC, 0)
@@ -51,11 +57,13 @@ def withdrawal(offset: int) -> Record:
 
 
 Step = dict[TopicPartition, list[Record]] | Exception
+GROUP = ConsumerGroupMetadata("aml-screener", 7, "member-1")  # the fake consumer's group membership
 
 
 class FakeConsumer:
     """Plays `script` (one poll result or exception per poll), then empty polls; stops the screener once `until()`
-    holds after the script (default: at once), or after 10 s (the test's assertions then say what went wrong)."""
+    holds after the script (default: at once), or after 10 s (the test's assertions then say what went wrong). A
+    seek back makes the next poll deliver again, as a broker would, the records it delivered from that offset on."""
 
     def __init__(self, script: Iterable[Step]) -> None:
         self.script = iter(script)
@@ -68,7 +76,13 @@ class FakeConsumer:
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.polls = 0
         self._held_back: Step | None = None
+        self._delivered: dict[TopicPartition, dict[int, Record]] = {}
+        self._replay: dict[TopicPartition, list[Record]] = {}
         self.after_poll: Callable[[int], None] = lambda count: None
+        self.membership = GROUP
+        self.committed_calls: list[TopicPartition] = []
+        # Offsets committed in transactions (exactly-once tests set it to read the fake producer's).
+        self.transaction_offsets: Callable[[TopicPartition], list[OffsetAndMetadata]] = lambda tp: []
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         self.listener = listener
@@ -85,6 +99,11 @@ class FakeConsumer:
         if time.monotonic() > self.deadline:
             assert self.screener is not None
             self.screener.request_stop()  # the test's assertions say what did not happen in time
+        replay = {tp: records for tp, records in self._replay.items() if tp not in self.paused}
+        if replay:
+            for tp in replay:
+                del self._replay[tp]
+            return replay
         step = self._held_back or next(self.script, None)
         self._held_back = None
         if isinstance(step, dict) and any(tp in self.paused for tp in step):
@@ -99,6 +118,8 @@ class FakeConsumer:
             return {}
         if isinstance(step, Exception):
             raise step
+        for tp, records in step.items():
+            self._delivered.setdefault(tp, {}).update((record.offset, record) for record in records)
         return {tp: records for tp, records in step.items() if tp not in self.paused}
 
     def assignment(self) -> set[TopicPartition]:
@@ -112,6 +133,8 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
+        delivered = self._delivered.get(tp, {})
+        self._replay[tp] = [delivered[o] for o in sorted(delivered) if o >= offset]
 
     def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata], callback: Any = None) -> None:
         self.commits.append(dict(offsets))
@@ -121,6 +144,22 @@ class FakeConsumer:
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.commits.append(dict(offsets))
 
+    def committed(self, tp: TopicPartition, metadata: bool = False, timeout_ms: int | None = None) -> int | None:
+        """The group's committed offset: the consumer's own commits, or the exactly-once transactions'."""
+        self.committed_calls.append(tp)
+        offsets = [c[tp].offset for c in self.commits if tp in c] + [o.offset for o in self.transaction_offsets(tp)]
+        return max(offsets) if offsets else None
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.seek(tp, 0)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        raise AssertionError("auto_offset_reset is earliest in these tests")
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.membership
+
     def position(self, tp: TopicPartition, timeout_ms: int = 0) -> int:
         return 0
 
@@ -129,60 +168,6 @@ class FakeConsumer:
 
     def close(self, autocommit: bool = False) -> None:
         pass
-
-
-class FakeEmitter:
-    """Acknowledges every output on the next poll/flush, or refuses the first `refuse` outputs once; with
-    `slow_flushes`, reports arrive only after that many flushes (acknowledgements slower than the loop waits)."""
-
-    def __init__(self, refuse: int = 0, slow_flushes: int = 0) -> None:
-        self.sent: list[OutputRecord] = []
-        self.pending: list[tuple[OutputRecord, Callable[[Any, Any], None]]] = []
-        self.refuse = refuse
-        self.slow_flushes = slow_flushes
-        self.flushes = 0
-
-    def send(self, outputs: Iterable[OutputRecord], on_delivery: Callable[[Any, Any], None]) -> int:
-        batch = list(outputs)
-        self.sent.extend(batch)
-        self.pending.extend((output, on_delivery) for output in batch)
-        return len(batch)
-
-    def poll(self, timeout_seconds: float = 0.0) -> None:
-        if self.flushes < self.slow_flushes:
-            return
-        pending, self.pending = self.pending, []
-        for output, callback in pending:
-            error = None
-            if self.refuse:
-                self.refuse -= 1
-                error = "refused: NOT_ENOUGH_REPLICAS"
-            callback(error, _Message(output))
-
-    def flush(self, timeout_seconds: float = 0.0) -> bool:
-        self.flushes += 1
-        self.poll()
-        return not self.pending
-
-    def close(self, timeout_seconds: float = 0.0) -> int:
-        return 0
-
-
-class _Message:
-    def __init__(self, output: OutputRecord) -> None:
-        self._output = output
-
-    def topic(self) -> str:
-        return self._output.topic
-
-    def key(self) -> bytes | None:
-        return self._output.key
-
-    def value(self) -> bytes:
-        return self._output.value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._output.headers
 
 
 class FakeLookup:
@@ -210,30 +195,76 @@ def make(
     mode: FailureMode = FailureMode.CLOSED,
     max_inflight_batches: int = 4,
 ) -> tuple[Screener, FakeConsumer, FakeEmitter, ServiceState, Metrics]:
+    """The loop with the at-least-once sink over a fake emitter."""
+    emitter = emitter or FakeEmitter()
+
+    def sink(consumer: FakeConsumer, metrics: Metrics) -> Sink:
+        return AtLeastOnceSink(
+            producer=emitter,
+            committer=consumer,
+            metrics=metrics,
+            max_inflight_batches=max_inflight_batches,
+            retry_max_seconds=0.2,
+        )
+
+    screener, consumer, state, metrics = loop(script, sink, lookup=lookup, mode=mode)
+    return screener, consumer, emitter, state, metrics
+
+
+def make_exactly_once(
+    script: Iterable[Step],
+    *,
+    lookup: FakeLookup | None = None,
+    producer: FakeTransactionalProducer | None = None,
+    mode: FailureMode = FailureMode.CLOSED,
+) -> tuple[Screener, FakeConsumer, FakeTransactionalProducer, ServiceState, Metrics]:
+    """The loop with the exactly-once sink over a fake transactional producer."""
+    producer = producer or FakeTransactionalProducer()
+
+    def sink(consumer: FakeConsumer, metrics: Metrics) -> Sink:
+        return ExactlyOnceSink(
+            producer_factory=lambda: producer,
+            metrics=metrics,
+            transactional_id="aml-screener.test",
+            stall_seconds=5,
+        )
+
+    screener, consumer, state, metrics = loop(script, sink, lookup=lookup, mode=mode)
+    consumer.transaction_offsets = lambda tp: [
+        t.offsets[tp] for t in producer.committed if t.offsets and tp in t.offsets
+    ]
+    return screener, consumer, producer, state, metrics
+
+
+def loop(
+    script: Iterable[Step],
+    sink: Callable[[FakeConsumer, Metrics], Sink],
+    *,
+    lookup: FakeLookup | None,
+    mode: FailureMode,
+) -> tuple[Screener, FakeConsumer, ServiceState, Metrics]:
     settings = Settings(
         kafka_input_topic=TOPIC,
         lookup_retry_max_seconds=0.2,
         kafka_poll_timeout_ms=1,
         watchlist_failure_mode=mode,
         shutdown_timeout_seconds=1,
-        max_inflight_batches=max_inflight_batches,
     )
     consumer = FakeConsumer(script)
-    emitter = emitter or FakeEmitter()
     lookup = lookup or FakeLookup()
     metrics = Metrics(CollectorRegistry())
     state = ServiceState()
     screener = Screener(
         settings=settings,
         consumer=consumer,
-        emitter=emitter,  # type: ignore[arg-type]
+        sink=sink(consumer, metrics),
         batch_screener=batch_screener(lookup.lookup),
         lookup=lookup,
         metrics=metrics,
         state=state,
     )
     consumer.screener = screener
-    return screener, consumer, emitter, state, metrics
+    return screener, consumer, state, metrics
 
 
 def ready_gauge(metrics: Metrics) -> float:
@@ -310,18 +341,176 @@ def test_a_full_window_pauses_consumption_only_until_the_acknowledgements_arrive
     )
     consumer.until = lambda: len(consumer.commits) >= 2
     assert screener.run() == 0
-    assert consumer.commits[-1] == {TP0: OffsetAndMetadata(2, "", -1)}, "the second batch was consumed and decided"
+    assert consumer.commits[:2] == [{TP0: OffsetAndMetadata(1, "", -1)}, {TP0: OffsetAndMetadata(2, "", -1)}], (
+        "each batch committed in turn by the loop (not only by the shutdown's final commit)"
+    )
     assert not consumer.paused
+
+
+# --------------------------------------------------------------------------------------------------------
+# Exactly-once: the same loop over the transactional sink
+# --------------------------------------------------------------------------------------------------------
+
+
+def transactions(metrics: Metrics, result: str) -> float:
+    return metrics.registry.get_sample_value("aml_screener_transactions_total", {"result": result}) or 0.0
+
+
+def test_exactly_once_commits_a_batchs_outputs_and_offsets_in_one_transaction() -> None:
+    screener, consumer, producer, _state, metrics = make_exactly_once([{TP0: [withdrawal(0), withdrawal(1)]}])
+    assert screener.run() == 0
+    assert producer.calls[0] == "init_transactions", "the transactional id is registered before the group is joined"
+    [transaction] = producer.committed
+    assert [output.topic for output in transaction.outputs] == ["decisions", "decisions"]
+    assert transaction.offsets == {TP0: OffsetAndMetadata(2, "", -1)} and transaction.group == GROUP
+    assert consumer.commits == [], "offsets go only through the transaction, never through the consumer"
+    assert screener.records_done == 2 and transactions(metrics, "committed") == 1
+    assert producer.closed
+
+
+def test_exactly_once_an_aborted_transaction_is_read_again_and_committed_once() -> None:
+    """kafka-python fails an output whose delivery timed out without failing the commit: the sink must abort, and
+    the loop must read the batch again from its first offset."""
+    producer = FakeTransactionalProducer()
+    producer.refuse = 1
+    screener, consumer, producer, _state, metrics = make_exactly_once(
+        [{TP0: [withdrawal(5), withdrawal(6)]}], producer=producer
+    )
+    consumer.until = lambda: bool(producer.committed)
+    assert screener.run() == 0
+    assert len(producer.aborted) == 1 and producer.aborted[0].offsets == {TP0: OffsetAndMetadata(7, "", -1)}
+    assert consumer.seeks[0] == (TP0, 5), "re-read from the batch's first offset"
+    [transaction] = producer.committed
+    assert len(transaction.outputs) == 2 and transaction.offsets == {TP0: OffsetAndMetadata(7, "", -1)}
+    assert transactions(metrics, "aborted") == 1 and transactions(metrics, "committed") == 1
+    assert metrics.registry.get_sample_value(
+        "aml_screener_produce_errors_total", {"topic": "decisions"}
+    ) == pytest.approx(1.0)
+
+
+def test_exactly_once_a_producer_fenced_again_and_again_stops_the_member_instead_of_looping() -> None:
+    """Another live member registering the same transactional id: each replacement producer is fenced again."""
+    producer = FakeTransactionalProducer()
+    producer.fail("commit_transaction", *(ProducerFencedError() for _ in range(FENCINGS_BEFORE_STOP)))
+    screener, consumer, producer, _state, metrics = make_exactly_once([{TP0: [withdrawal(0)]}], producer=producer)
+    consumer.until = lambda: False  # the batch is read again after each fencing, until the member stops
+    assert screener.run() == EXIT_SINK_FAILED
+    assert producer.committed == [] and producer.calls.count("commit_transaction") == FENCINGS_BEFORE_STOP
+    assert producer.calls.count("init_transactions") == FENCINGS_BEFORE_STOP, "registered anew after each fencing"
+    assert consumer.commits == [] and transactions(metrics, "failed") == 1
+    assert metrics.registry.get_sample_value("aml_screener_up") == 0
+
+
+def test_exactly_once_one_fencing_replaces_the_producer_and_the_batch_is_read_again() -> None:
+    """kafka-python reports a transaction the brokers aborted on its timeout (a long broker failover) as fenced."""
+    producer = FakeTransactionalProducer()
+    producer.fail("commit_transaction", ProducerFencedError())
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(3)]}], producer=producer)
+    consumer.until = lambda: bool(producer.committed)
+    assert screener.run() == 0
+    assert consumer.seeks[0] == (TP0, 3) and producer.calls.count("init_transactions") == 2
+    [transaction] = producer.committed
+    assert transaction.offsets == {TP0: OffsetAndMetadata(4, "", -1)}
+    assert len(producer.aborted) == 1, "the new producer's registration aborted the fenced one's transaction"
+
+
+def test_exactly_once_fail_open_holds_events_in_the_same_transaction_as_their_offsets() -> None:
+    lookup = FakeLookup(down={2})  # call 1 is the start-up check; the batch's lookup fails
+    screener, _consumer, producer, _state, _ = make_exactly_once(
+        [{TP0: [withdrawal(0)]}], lookup=lookup, mode=FailureMode.OPEN
+    )
+    assert screener.run() == 0
+    [transaction] = producer.committed
+    assert [output.topic for output in transaction.outputs] == ["withdrawals.held"]
+    assert transaction.offsets == {TP0: OffsetAndMetadata(1, "", -1)}
+
+
+def test_exactly_once_sigterm_during_a_commit_that_hangs_stops_at_the_shutdown_deadline() -> None:
+    producer = FakeTransactionalProducer()
+    gate = producer.commit_gate = threading.Event()  # the commit never returns (a cluster that stopped answering)
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(0)]}], producer=producer)
+    runner = threading.Thread(target=lambda: results.append(screener.run()))
+    results: list[int] = []
+    runner.start()
+    while "commit_transaction" not in producer.calls:
+        time.sleep(0.01)
+    screener.request_stop()  # shutdown bound: 1 s
+    runner.join(timeout=10)
+    gate.set()
+    assert not runner.is_alive() and results == [0], "the member stopped at the deadline"
+    assert producer.committed == [] and consumer.commits == []
+    assert not producer.closed, "a producer mid-transaction is left to the brokers, not closed under the call"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rebalances: a partition assigned again starts from the committed offset; the membership of the poll commits
+# --------------------------------------------------------------------------------------------------------
+
+
+def rebalance_then(consumer: FakeConsumer, at_poll: int, stale: list[Record]) -> None:
+    """At poll `at_poll`, the group rebalances and gives TP0 back to this member (kafka-python calls the listener
+    inside poll), and the poll returns records from the position the client kept across the rebalance (`stale`):
+    what kafka-python 3.0.12 does, where Java's client would fetch the committed offset."""
+
+    def after_poll(count: int) -> None:
+        if count == at_poll:
+            assert consumer.screener is not None
+            consumer.screener._on_revoked([TP0], lost=False)
+            consumer.screener._on_assigned([TP0])
+            consumer._replay[TP0] = stale
+
+    consumer.after_poll = after_poll
+
+
+def test_a_partition_assigned_again_resumes_from_its_committed_offset_not_from_the_clients_position() -> None:
+    """Found on real Kafka (test_exactly_once, zombie case): a member that got its partitions back resumed from the
+    position it had kept and decided 3,285 events a second time that another member had decided and committed."""
+    records = [withdrawal(offset) for offset in range(4)]
+    screener, consumer, emitter, _state, _ = make([{TP0: records[:2]}, {}, {}, {TP0: records[2:]}])
+    rebalance_then(consumer, at_poll=3, stale=records[:2])  # kept position 0; the group committed 2
+    consumer.until = lambda: bool(consumer.commits) and consumer.commits[-1][TP0].offset == 4
+    assert screener.run() == 0
+    decided = [output.key for output in emitter.sent]
+    assert len(decided) == 4 and len(set(decided)) == 4, "each event decided once"
+    assert TP0 in consumer.committed_calls and (TP0, 2) in consumer.seeks
+
+
+def test_exactly_once_a_partition_assigned_again_is_not_decided_twice() -> None:
+    records = [withdrawal(offset) for offset in range(4)]
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: records[:2]}, {}, {}, {TP0: records[2:]}])
+    rebalance_then(consumer, at_poll=3, stale=records[:2])
+    consumer.until = lambda: len(producer.committed) == 2
+    assert screener.run() == 0
+    keys = [output.key for transaction in producer.committed for output in transaction.outputs]
+    assert len(keys) == 4 and len(set(keys)) == 4, "a read_committed reader sees each decision once"
+
+
+def test_exactly_once_commits_with_the_membership_of_the_poll_not_a_later_one() -> None:
+    """kafka-python's heartbeat thread may reset the membership between the poll and the commit (the member was
+    expelled): the transaction carries the generation the records were fetched under, which the coordinator then
+    refuses, instead of "no generation", which it would accept unchecked."""
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(0)]}])
+    expelled = ConsumerGroupMetadata("aml-screener", -1, "")
+    original = screener.batch.complete
+
+    def complete_then_expel(prepared: Any) -> Any:
+        consumer.membership = expelled  # the heartbeat thread's reset, after the poll
+        return original(prepared)
+
+    screener.batch.complete = complete_then_expel  # type: ignore[method-assign,assignment]
+    assert screener.run() == 0
+    [transaction] = producer.committed
+    assert transaction.group == GROUP
 
 
 def test_a_long_wait_for_acknowledgements_is_logged_once_per_batch(monkeypatch, caplog) -> None:
     """A slow or stuck producer must not look like an idle topic: the wait is logged (consumption waits paused)."""
-    monkeypatch.setattr("aml_screener.screener.service._SLOW_ACK_SECONDS", 0.0)
+    monkeypatch.setattr("aml_screener.screener.at_least_once._SLOW_ACK_SECONDS", 0.0)
     screener, consumer, _emitter, _state, _ = make(
         [{TP0: [withdrawal(0)]}], emitter=FakeEmitter(slow_flushes=4), max_inflight_batches=1
     )
     consumer.until = lambda: bool(consumer.commits)
-    with caplog.at_level("WARNING", logger="aml_screener.screener.service"):
+    with caplog.at_level("WARNING", logger="aml_screener.screener.at_least_once"):
         assert screener.run() == 0
     slow = [r for r in caplog.records if r.getMessage().startswith("outputs not acknowledged by Kafka yet")]
     assert len(slow) == 1 and slow[0].pending == 1

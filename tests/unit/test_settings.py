@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from aml_screener.cli import main, settings_markdown
-from aml_screener.infra.kafka import consumer_config, producer_config, redacted
+from aml_screener.infra.kafka import (
+    consumer_config,
+    producer_config,
+    redacted,
+    transactional_producer_config,
+)
 from aml_screener.infra.settings import ConfigError, Settings, load_settings
 
 
@@ -30,6 +35,8 @@ def clean_env(monkeypatch):
         ("AML_KAFKA_SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
         ("AML_KAFKA_API_VERSION", "two", "form"),
         ("AML_HTTP_PORT", "99999", "65535"),
+        ("AML_PROCESSING_GUARANTEE", "exactly-once", "'at_least_once' or 'exactly_once'"),
+        ("AML_KAFKA_TRANSACTION_TIMEOUT_MS", "100", "greater than or equal to 1000"),
     ],
 )
 def test_bad_value_names_the_variable_and_expected_form(monkeypatch, variable, value, expected):
@@ -85,7 +92,12 @@ def test_sasl_ssl_settings_reach_both_clients_and_secrets_stay_hidden():
     assert producer["ssl.key.password"] == "key-pw"
     assert producer["enable.idempotence"] is True
     assert producer["acks"] == "all"
+    transactional = transactional_producer_config(settings)
+    assert {key: value for key, value in consumer.items() if key.startswith(("ssl", "sasl", "security"))} == {
+        key: value for key, value in transactional.items() if key.startswith(("ssl", "sasl", "security"))
+    }, "exactly-once's kafka-python producer connects like the consumer"
     dumped = repr(settings) + str(settings.redacted()) + str(redacted(consumer)) + str(redacted(producer))
+    dumped += str(redacted(transactional))
     for secret in ("s3cret-pw", "key-pw", "redis-pw"):
         assert secret not in dumped
 
@@ -199,6 +211,27 @@ def test_plaintext_config_carries_no_security_keys_and_pins_api_version_only_whe
     assert "sasl_mechanism" not in consumer
     assert "api_version" not in consumer_config(Settings())
     assert "sasl.username" not in producer_config(settings)
+
+
+def test_exactly_once_reads_committed_input_and_uses_one_transactional_id_per_member():
+    """kafka-python asks the coordinator for stable offsets (KIP-447) only with read_committed: without it, a new
+    owner could start from an offset a zombie's pending transaction is about to move."""
+    assert "isolation_level" not in consumer_config(Settings())
+    settings = Settings(
+        processing_guarantee="exactly_once",
+        kafka_group_id="screeners",
+        instance_id="pod-3",
+        kafka_delivery_timeout_ms=5_000,
+        kafka_compression="none",
+    )
+    assert consumer_config(settings)["isolation_level"] == "read_committed"
+    producer = transactional_producer_config(settings)
+    assert producer["transactional_id"] == "screeners.pod-3"
+    assert producer["transaction_timeout_ms"] == 10_000 and producer["acks"] == "all"
+    assert producer["compression_type"] is None
+    assert producer["request_timeout_ms"] <= producer["delivery_timeout_ms"] - producer["linger_ms"], (
+        "kafka-python needs a delivery timeout that covers one request and the linger time"
+    )
 
 
 def test_readme_settings_table_documents_every_setting():

@@ -48,7 +48,7 @@ from aml_screener.devstack.kafka_dist import KafkaDistribution, resolve
 from aml_screener.devstack.ports import LOOPBACK, free_port
 from aml_screener.devstack.process import child_process_kwargs
 
-__all__ = ["KafkaCluster", "KafkaClusterError", "KafkaNode"]
+__all__ = ["KafkaCluster", "KafkaClusterError", "KafkaNode", "production_broker_config"]
 
 # Heap per node. Three nodes at 384 MiB stay near 2 GB RSS in all; the tests' load (a few thousand small records
 # per second) never needs more. Raise it for benchmarks (heap_mb=...).
@@ -57,6 +57,26 @@ DEFAULT_HEAP_MB: Final = 384
 # it, moves its leaderships and shrinks the ISRs. Kafka's default is 9 s; 6 s keeps fault tests short while staying
 # far above a GC or scheduling stall on a loaded 2-core machine (heartbeats go every second, see below).
 DEFAULT_SESSION_TIMEOUT_MS: Final = 6_000
+
+
+def production_broker_config(nodes: int) -> dict[str, str]:
+    """The broker settings with production semantics that the tests run with, and that docs/operations.md and
+    docker/compose.yaml recommend (tests/deploy asserts they agree): replication factor min(3, nodes) for new and
+    internal topics, min.insync.replicas min(2, nodes) (acks=all survives one node down; two refuse writes), no
+    unclean leader election (an out-of-sync replica never becomes leader and loses acknowledged records), no
+    auto-created topics (a misspelt topic fails instead of appearing with one partition)."""
+    rf, min_isr = str(min(3, nodes)), str(min(2, nodes))
+    return {
+        "default.replication.factor": rf,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "auto.create.topics.enable": "false",
+        "unclean.leader.election.enable": "false",
+    }
 
 
 class KafkaClusterError(RuntimeError):
@@ -232,7 +252,6 @@ class KafkaCluster:
     def server_properties(self, node: KafkaNode) -> dict[str, str]:
         """The node's ``server.properties`` (see the class docstring for the choices)."""
         voters = ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in self._nodes)
-        rf, min_isr = str(self.replication_factor), str(self.min_insync_replicas)
         config = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
@@ -243,16 +262,8 @@ class KafkaCluster:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(node.data_dir),
-            # Production semantics: what the docs recommend (and compose/Helm should set).
-            "default.replication.factor": rf,
-            "min.insync.replicas": min_isr,
-            "offsets.topic.replication.factor": rf,
-            "transaction.state.log.replication.factor": rf,
-            "transaction.state.log.min.isr": min_isr,
-            "share.coordinator.state.topic.replication.factor": rf,
-            "share.coordinator.state.topic.min.isr": min_isr,
-            "auto.create.topics.enable": "false",
-            "unclean.leader.election.enable": "false",
+            # Production semantics: what docs/operations.md and docker/compose.yaml recommend (tests/deploy checks).
+            **production_broker_config(len(self._nodes)),
             # Quick on 2 cores: internal topics default to 50 partitions x RF replicas each, which takes many
             # seconds to create and keeps every node busy; 3 partitions serve any test load.
             "offsets.topic.num.partitions": "3",

@@ -1,14 +1,16 @@
 """Settings -> Kafka client configuration, for both clients, in one place (so TLS/SASL cannot be forgotten on one).
 
 The input side is a kafka-python consumer (group membership, fetch, commit); the output side is a librdkafka
-(confluent-kafka) idempotent producer. Each dialect names the same security settings differently.
+(confluent-kafka) idempotent producer, or, with AML_PROCESSING_GUARANTEE=exactly_once, kafka-python's transactional
+producer (it must share the consumer's group metadata; docs/architecture.md). Each dialect names the same security
+settings differently.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aml_screener.infra.settings import SecurityProtocol, Settings
+from aml_screener.infra.settings import ProcessingGuarantee, SecurityProtocol, Settings
 
 # Fetch sizes: up to 8 MiB per partition and 64 MiB per fetch lets one poll return a full batch of small
 # records; the memory bound is max_poll_records x max message size on top of these buffers.
@@ -19,12 +21,26 @@ _FETCH_MAX_BYTES = 64 * 1024 * 1024
 _PRODUCER_QUEUE_MAX_MESSAGES = 200_000
 _HEARTBEAT_MAX_MS = 3_000
 _PRODUCER_QUEUE_MAX_KBYTES = 128 * 1024
+# kafka-python's request timeout (its default); shortened when AML_KAFKA_DELIVERY_TIMEOUT_MS is shorter, because
+# a delivery timeout must cover one request plus the linger time.
+_REQUEST_TIMEOUT_MS = 30_000
+# kafka-python blocks send() at most this long for metadata of an output topic or for buffer space: a missing
+# output topic then fails the transaction (aborted, retried with back-off) instead of stalling the loop for the
+# client's default minute.
+_MAX_BLOCK_MS = 10_000
+# kafka-python's producer retries transactional requests after this long, sleeping in its sender thread. Adding the
+# next transaction's partitions and offsets is refused (CONCURRENT_TRANSACTIONS) until the brokers finished writing the
+# previous transaction's markers, measured at 20-150 ms on the 3-node test cluster: with the client's default 100 ms
+# every transaction waited one to three such sleeps (send_offsets_to_transaction took 350 ms median; 72 ms with 10 ms).
+_TRANSACTION_RETRY_BACKOFF_MS = 10
+# kafka-python builds record batches in Python, per record; the cost per record falls with bigger batches (measured,
+# 200-byte records, zstd: 40 us of CPU per record with the default 16 KiB, 17.8 us with 256 KiB). A batch's 2,000
+# outputs spread over the output partitions fill a few hundred KiB.
+_TRANSACTIONAL_BATCH_BYTES = 256 * 1024
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
-        "client_id": settings.kafka_client_id,
         "group_id": settings.kafka_group_id,
         "enable_auto_commit": False,  # offsets are committed only after a batch's outputs are acknowledged
         "auto_offset_reset": settings.kafka_auto_offset_reset,
@@ -38,6 +54,49 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "max_partition_fetch_bytes": _MAX_PARTITION_FETCH_BYTES,
         "fetch_max_bytes": _FETCH_MAX_BYTES,
+    }
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        # Input written by transactional producers counts only once committed; and kafka-python asks the group
+        # coordinator for *stable* offsets only with read_committed (OffsetFetch require_stable, KIP-447): a new
+        # owner of a partition then waits for the previous owner's pending transaction instead of starting from an
+        # offset that transaction is about to move.
+        config["isolation_level"] = "read_committed"
+    return config | _kafka_python_connection(settings)
+
+
+def transactional_producer_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python KafkaProducer settings of the exactly-once mode (screener/exactly_once.py)."""
+    # An output still unacknowledged when the transaction timeout passes is moot: the brokers abort the transaction
+    # then. Failing it by then lets the sink abort and re-read the batch at once.
+    delivery_timeout_ms = min(settings.kafka_delivery_timeout_ms, settings.kafka_transaction_timeout_ms)
+    config: dict[str, Any] = {
+        # One transactional id per member: a restarted member with the same AML_INSTANCE_ID fences its predecessor
+        # and aborts the transaction it left open (init_transactions); zombies of an older group generation are
+        # fenced by the group metadata sent with the offsets (KIP-447).
+        "transactional_id": transactional_id(settings),
+        "transaction_timeout_ms": settings.kafka_transaction_timeout_ms,
+        "acks": "all",
+        "linger_ms": settings.kafka_producer_linger_ms,
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
+        "delivery_timeout_ms": delivery_timeout_ms,
+        "request_timeout_ms": min(_REQUEST_TIMEOUT_MS, max(1, delivery_timeout_ms - settings.kafka_producer_linger_ms)),
+        "max_block_ms": _MAX_BLOCK_MS,
+        "retry_backoff_ms": _TRANSACTION_RETRY_BACKOFF_MS,
+        "batch_size": _TRANSACTIONAL_BATCH_BYTES,
+        "allow_auto_create_topics": False,
+    }
+    return config | _kafka_python_connection(settings)
+
+
+def transactional_id(settings: Settings) -> str:
+    return f"{settings.kafka_group_id}.{settings.instance_id}"
+
+
+def _kafka_python_connection(settings: Settings) -> dict[str, Any]:
+    """Addresses, protocol pin and security, the same for kafka-python's consumer and producer."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "client_id": settings.kafka_client_id,
         "security_protocol": settings.kafka_security_protocol.value,
     }
     if settings.api_version_tuple is not None:

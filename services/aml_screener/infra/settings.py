@@ -39,6 +39,13 @@ class FailureMode(StrEnum):
     OPEN = "open"
 
 
+class ProcessingGuarantee(StrEnum):
+    """What a downstream consumer sees (docs/architecture.md, "Delivery guarantees")."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -165,6 +172,25 @@ class Settings(BaseSettings):
         description=(
             "Batches whose outputs may await Kafka's acknowledgement while the next ones are screened (1 = none); "
             "bounds memory: at most this many x AML_KAFKA_MAX_POLL_RECORDS outputs are in flight."
+        ),
+    )
+    processing_guarantee: ProcessingGuarantee = Field(
+        ProcessingGuarantee.AT_LEAST_ONCE,
+        description=(
+            "'at_least_once' (default: outputs acknowledged, then offsets committed; a crash or rebalance may repeat "
+            "decisions, with the same decision_id) or 'exactly_once' (each batch's outputs and input offsets in one "
+            "Kafka transaction; readers with isolation.level=read_committed see every decision once). Exactly-once "
+            "needs AML_INSTANCE_ID unique per member (the transactional id is <group id>.<instance id>)."
+        ),
+    )
+    kafka_transaction_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        le=900_000,
+        description=(
+            "exactly_once only: how long the brokers let a transaction stay open before aborting it. Bounds how long "
+            "a crashed member's open transaction holds back read_committed readers and the next owner of its "
+            "partitions (Kafka Streams' exactly-once default); at most the brokers' transaction.max.timeout.ms."
         ),
     )
     kafka_security_protocol: SecurityProtocol = Field(

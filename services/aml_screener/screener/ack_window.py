@@ -44,6 +44,9 @@ class InFlightBatch:
     sent_at: float
     pending: int  # outputs whose delivery report has not come yet
     failed: list[tuple[OutputRecord, str]] = field(default_factory=list)  # refused outputs and the error
+    # The consumer's group membership when the batch was polled (kafka-python's ConsumerGroupMetadata): the
+    # generation its records were fetched under, which an exactly-once commit of its offsets must carry (KIP-447).
+    membership: Any = None
     slow_reported: bool = False  # a wait for its acknowledgements was long enough to be logged
 
     def on_delivery(self, error: Any, message: Any) -> None:

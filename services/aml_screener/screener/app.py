@@ -11,19 +11,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
-from aml_screener.infra.kafka import consumer_config, producer_config, redacted
+from aml_screener.infra.kafka import (
+    consumer_config,
+    producer_config,
+    redacted,
+    transactional_id,
+    transactional_producer_config,
+)
 from aml_screener.infra.redis_client import redis_client
-from aml_screener.infra.settings import Settings
+from aml_screener.infra.settings import ProcessingGuarantee, Settings
 from aml_screener.infra.version import software_version
 from aml_screener.infra.watchlist_layout import WatchlistKeys
+from aml_screener.screener.at_least_once import AtLeastOnceSink
 from aml_screener.screener.backoff import Backoff
 from aml_screener.screener.codec import DepositDecoder, RecordEncoder, WithdrawalDecoder
 from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
+from aml_screener.screener.exactly_once import ExactlyOnceSink
 from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
@@ -40,6 +49,7 @@ from aml_screener.screener.schemas import (
     SchemaRepository,
 )
 from aml_screener.screener.service import Screener
+from aml_screener.screener.sink import Sink
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
 from aml_screener.screening.policy import DEFAULT_POLICY, Policy, PolicyError
@@ -181,7 +191,7 @@ def build(
         policy=policy,
     )
     consumer_conf = consumer_config(settings)
-    producer_conf = producer_config(settings)
+    producer_conf = producer_config_for(settings)
     log.info(
         "starting screener",
         extra={
@@ -191,11 +201,10 @@ def build(
         },
     )
     consumer = KafkaConsumer(**consumer_conf)
-    emitter = Emitter(producer_conf)
     screener = Screener(
         settings=settings,
         consumer=consumer,
-        emitter=emitter,
+        sink=sink_for(settings, consumer, metrics, producer_conf),
         batch_screener=batch,
         lookup=lookup,
         metrics=metrics,
@@ -203,6 +212,34 @@ def build(
         gate=gate,
     )
     return Components(screener, metrics, state, client)
+
+
+def producer_config_for(settings: Settings) -> dict[str, Any]:
+    """The output producer's configuration for the chosen guarantee (kafka-python's or librdkafka's dialect)."""
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        return transactional_producer_config(settings)
+    return producer_config(settings)
+
+
+def sink_for(
+    settings: Settings, consumer: KafkaConsumer, metrics: Metrics, producer_conf: dict[str, Any] | None = None
+) -> Sink:
+    """The sink of AML_PROCESSING_GUARANTEE over this consumer (also used by the benchmark's pass-through)."""
+    conf = producer_conf if producer_conf is not None else producer_config_for(settings)
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        return ExactlyOnceSink(
+            producer_factory=lambda: KafkaProducer(**conf),
+            metrics=metrics,
+            transactional_id=transactional_id(settings),
+            stall_seconds=settings.kafka_transaction_timeout_ms / 1000,
+        )
+    return AtLeastOnceSink(
+        producer=Emitter(conf),
+        committer=consumer,
+        metrics=metrics,
+        max_inflight_batches=settings.max_inflight_batches,
+        retry_max_seconds=settings.lookup_retry_max_seconds,
+    )
 
 
 def watchlist_gate(settings: Settings, metrics: Metrics, state: ServiceState) -> WatchlistGate:

@@ -153,6 +153,13 @@ class Metrics:
             registry=r,
         )
         self.commits = Counter("aml_screener_offset_commits_total", "Offset commits.", ["result"], registry=r)
+        self.transactions = Counter(
+            "aml_screener_transactions_total",
+            "Kafka transactions of the exactly-once mode: committed, aborted (the batch is read again) or failed "
+            "(the producer was fenced or is stuck: the member stops).",
+            ["result"],
+            registry=r,
+        )
         self.rebalances = Counter(
             "aml_screener_rebalances_total", "Partition assignment changes.", ["kind"], registry=r
         )

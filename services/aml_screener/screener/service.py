@@ -1,26 +1,37 @@
 """The consumer loop: the only module that polls, commits, pauses and handles rebalances.
 
-It orchestrates; the parts with state of their own live beside it, each with unit tests against fakes: the
-acknowledgement window (ack_window.py: in-flight batches, acked-prefix commits, revoke pruning), the watchlist
-gate (watchlist_gate.py: fail closed / fail open, back-off, readiness and its metrics), the loop's error runs
-(loop_errors.py), and the batch pipeline itself (pipeline.py). The Kafka consumer is reached through `Consumer`,
-the port below (kafka-python's KafkaConsumer fits it; the unit tests use a fake).
+It orchestrates; the parts with state of their own live beside it, each with unit tests against fakes: the sink
+(sink.py, the port; at_least_once.py: idempotent producer, acknowledgement window, async commits of the acked
+prefix; exactly_once.py: one Kafka transaction per batch with its offsets), the watchlist gate (watchlist_gate.py:
+fail closed / fail open, back-off, readiness and its metrics), the loop's error runs (loop_errors.py), and the batch
+pipeline itself (pipeline.py). The Kafka consumer is reached through `Consumer`, the port below (kafka-python's
+KafkaConsumer fits it; the unit tests use a fake). Which sink runs is AML_PROCESSING_GUARANTEE; the loop is the same.
 
-Per poll batch: prepare (decode + normalize) -> complete (one watchlist round trip, decide, encode) -> send all
-outputs -> wait until Kafka acknowledged every one -> commit the batch's offsets. Guarantees:
+Per poll batch: prepare (decode + normalize) -> complete (one watchlist round trip, decide, encode) -> submit to the
+sink (outputs and the batch's input offsets) -> the sink reports the batch finished once its outputs are durable
+and its offsets committed. Guarantees:
 
-- At-least-once: offsets never move past an input whose outputs are not acknowledged. A batch that cannot be
-  finished (watchlist outage plus shutdown, partitions revoked while holding it) is *abandoned*: nothing is
-  committed and, for partitions still owned, the consumer seeks back so the records are read again.
+- Nothing lost: offsets never move past an input whose outputs are not durable (at-least-once: acknowledged; exactly
+  once: in the same committed transaction). A batch that cannot be finished (watchlist outage plus shutdown,
+  partitions revoked while holding it, its transaction aborted) is *abandoned*: nothing is committed and, for
+  partitions still owned, the consumer seeks back so the records are read again.
 - Fail closed: while the watchlist cannot be consulted, the held batch is not decided; all partitions are paused
   (the group membership is kept alive by polling), readiness is off, and the lookup is retried with back-off.
 - Rebalance-safe: on revoke, finished work is committed synchronously; on loss, nothing is committed (the new
-  owner re-reads from the last commit: duplicates with equal decision ids, no loss).
+  owner re-reads from the last commit: at-least-once, duplicates with equal decision ids; exactly-once, no batch's
+  transaction is open while the consumer polls, so there is nothing to commit or abort).
+- A partition (re)assigned starts from the group's committed offset, never from a position the client kept: kafka-
+  python 3.0.12 keeps a partition's fetch position across an eager rebalance when the same member gets it back
+  (Java's client clears the assignment on revoke), so a member that was out of the group meanwhile (frozen, stuck
+  in a join) resumed where it had been and decided again what another member had decided and committed since.
+  After every assignment the loop drops what the poll returned for the assigned partitions, fetches their
+  committed offsets (stable ones, KIP-447, in exactly-once mode) and seeks there.
 - Fail open only by explicit choice (AML_WATCHLIST_FAILURE_MODE=open): while the watchlist cannot be consulted,
   decodable events are passed unscreened to the hold topic (counted, never decided, never `clear`) instead of
   pausing; the watchlist is retried with back-off meanwhile, and screening resumes when it answers.
 - SIGTERM (`request_stop`): the current batch is finished (bounded by the shutdown timeout), committed, the group
-  is left cleanly so partitions move at once, and `run` returns 0.
+  is left cleanly so partitions move at once, and `run` returns 0. A sink that can never deliver again (a fenced
+  transactional producer) stops the member instead: `run` returns EXIT_SINK_FAILED.
 - Unreadable input is visible, never a silent stall: a record batch the Kafka client cannot parse (a codec whose
   library is missing, a corrupt batch) leaves its partition blocked at that offset (nothing is skipped); the
   loop keeps turning (see fetch_errors.py for the client bug this avoids), logs the partition, offset and error,
@@ -41,9 +52,8 @@ from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 
 from aml_screener.infra.settings import Settings
-from aml_screener.screener.ack_window import AcknowledgementWindow, InFlightBatch, Offsets, next_offsets
+from aml_screener.screener.ack_window import InFlightBatch, Offsets, next_offsets
 from aml_screener.screener.backoff import FIRST_BACKOFF_SECONDS, Backoff
-from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.fetch_errors import discard_failed_batch, is_record_read_error
 from aml_screener.screener.health import ServiceState
@@ -51,6 +61,7 @@ from aml_screener.screener.lookup import LookupResult
 from aml_screener.screener.loop_errors import LoopErrors
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, CompletedBatch, InputRecord, PreparedBatch
+from aml_screener.screener.sink import BatchAborted, Sink, SinkFailed
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screening.decision import Outcome
 
@@ -64,16 +75,19 @@ _PAUSED_POLL_MS = 200
 _LAG_REFRESH_SECONDS = 1.0
 # Consumer poll timeout while outputs are in flight: short, so acknowledgements are served promptly.
 _IN_FLIGHT_POLL_MS = 2
+# Fetching a newly assigned partition's committed offset waits at most this long per loop turn (the loop stays
+# alive meanwhile; the partition's records are held back until it is answered). One round trip to the group
+# coordinator, normally milliseconds; longer only while the coordinator moves.
+_COMMITTED_TIMEOUT_MS = 1_000
 # On revoke, wait at most this long for in-flight outputs (the wait blocks kafka-python's heartbeats).
 _REVOKE_DRAIN_SECONDS = 3.0
-# Flush slice while waiting for acknowledgements before the consumer is polled again.
-_ACK_WAIT_SECONDS = 0.2
-# A batch whose outputs wait this long for Kafka's acknowledgement is logged (once): well above a broker failover's
-# usual few seconds, far below librdkafka's delivery timeout (AML_KAFKA_DELIVERY_TIMEOUT_MS), after which they fail
-# and are re-sent.
-_SLOW_ACK_SECONDS = 10.0
 # While an input topic is missing at start-up, the wait is logged this often.
 _MISSING_TOPIC_LOG_SECONDS = 30.0
+# At shutdown without a stop request (the loop ended otherwise), wait at most this long for in-flight outputs.
+_SHUTDOWN_DRAIN_SECONDS = 5.0
+# Exit code of `aml-screener run` when the sink can never deliver again (a fenced transactional producer): the
+# member stops instead of retrying; its platform restarts it (a new instance re-registers its transactional id).
+EXIT_SINK_FAILED = 3
 
 
 class Consumer(Protocol):
@@ -87,6 +101,10 @@ class Consumer(Protocol):
     def pause(self, *partitions: TopicPartition) -> None: ...
     def resume(self, *partitions: TopicPartition) -> None: ...
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def seek_to_end(self, *partitions: TopicPartition) -> None: ...
+    def committed(self, partition: TopicPartition, metadata: bool = ..., timeout_ms: int | None = ...) -> Any: ...
+    def group_metadata(self) -> Any: ...
     def commit_async(self, offsets: Offsets, callback: Any = ...) -> Any: ...
     def commit(self, offsets: Offsets) -> None: ...
     def position(self, partition: TopicPartition, timeout_ms: int = ...) -> int | None: ...
@@ -115,8 +133,9 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # kafka-
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Let in-flight outputs finish first so their offsets can be committed; bounded, because this blocks
         # kafka-python's IO loop (heartbeats) while it waits.
-        self.screener._drain(min(_REVOKE_DRAIN_SECONDS, self.screener.settings.shutdown_timeout_seconds))
-        finished = self.screener._on_revoked(list(revoked), lost=False)
+        screener = self.screener
+        screener._finished(screener.sink.drain(min(_REVOKE_DRAIN_SECONDS, screener.settings.shutdown_timeout_seconds)))
+        finished = screener._on_revoked(list(revoked), lost=False)
         if finished:
             try:
                 await self.screener.consumer.commit_async(finished)
@@ -138,7 +157,7 @@ class Screener:
         *,
         settings: Settings,
         consumer: Consumer,
-        emitter: Emitter,
+        sink: Sink,
         batch_screener: BatchScreener,
         lookup: WatchlistCheck,
         metrics: Metrics,
@@ -148,7 +167,7 @@ class Screener:
     ) -> None:
         self.settings = settings
         self.consumer = consumer
-        self.emitter = emitter
+        self.sink = sink
         self.batch = batch_screener
         self.lookup = lookup
         self.metrics = metrics
@@ -163,7 +182,6 @@ class Screener:
             retry_max_seconds=settings.lookup_retry_max_seconds,
             hold_topic=settings.kafka_hold_topic,
         )
-        self.window = AcknowledgementWindow()
         self.errors = LoopErrors(state=state, metrics=metrics, retry_max_seconds=settings.lookup_retry_max_seconds)
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
@@ -176,6 +194,13 @@ class Screener:
         self._next_lag_refresh = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
         self._unreadable: dict[TopicPartition, int] = {}  # input partitions blocked at an unreadable batch's offset
+        # Assigned partitions not yet positioned at their committed offset (see the module docstring), and those
+        # whose committed-offset request timed out: kafka-python caches an unfinished request per partition set and
+        # would answer a later call for the same partition with its (by then stale) result, so it is collected.
+        self._unpositioned: set[TopicPartition] = set()
+        self._committed_pending: set[TopicPartition] = set()
+        self._membership: Any = None  # the consumer's group membership when the batch in hand was polled
+        self._aborts = Backoff(settings.lookup_retry_max_seconds)  # between re-reads of batches the sink aborted
         self.batches = 0
         self.records_done = 0  # input records whose outputs were acknowledged and whose offsets were committed
 
@@ -195,6 +220,8 @@ class Screener:
         try:
             if not self._wait_for_watchlist():
                 return 0
+            if not self.sink.start(self):
+                return 0
             self._await_topic_metadata()
             self.consumer.subscribe(list(self.settings.input_topics), listener=_Listener(self))
             # kafka-python 3.0 computes the group leader's metadata snapshot on metadata updates that arrive
@@ -207,7 +234,7 @@ class Screener:
                 self.gate.probe_if_due(self.lookup.check)
                 # While outputs are in flight, poll briefly so their acknowledgements (and commits) are not
                 # delayed by an idle topic.
-                timeout_ms = _IN_FLIGHT_POLL_MS if len(self.window) else self.settings.kafka_poll_timeout_ms
+                timeout_ms = _IN_FLIGHT_POLL_MS if len(self.sink) else self.settings.kafka_poll_timeout_ms
                 try:
                     polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.kafka_max_poll_records)
                 except Exception as exc:  # noqa: BLE001 - any poll failure: report, back off, poll again
@@ -215,15 +242,25 @@ class Screener:
                     # rejoins and refetches by itself on the next poll. A batch it cannot parse raises here too.
                     self._on_poll_error(exc)
                     continue
+                if self._unpositioned or self._committed_pending:
+                    polled = self._position_from_commits(polled)
                 if self._unreadable:
                     self._unblock(polled)
                 records = [record for records in polled.values() for record in records]
+                if records:
+                    # The generation these records were fetched under, before kafka-python's heartbeat thread can
+                    # reset it: an exactly-once commit of their offsets must carry it (exactly_once.py).
+                    self._membership = self.consumer.group_metadata()
                 if records:
                     self._process_safely(records)
                 else:
                     self.errors.quiet()
                     self._settle(wait=False)
                 self._refresh_lag()
+        except SinkFailed as exc:
+            log.error("the sink cannot deliver any more: stopping", extra={"detail": str(exc)})  # noqa: TRY400
+            return EXIT_SINK_FAILED
+        else:
             return 0
         finally:
             self._shutdown()
@@ -275,21 +312,16 @@ class Screener:
 
     def _shutdown(self) -> None:
         try:
-            self._drain(max(0.0, self._stop_deadline - time.monotonic()) if self._stop.is_set() else 5.0)
-            if len(self.window):
-                log.warning(
-                    "outputs still unacknowledged at shutdown; their inputs are not committed",
-                    extra={"batches": len(self.window)},
-                )
-            if self.window.finished:
-                self._commit_sync(self.window.finished)
+            remaining = self._stop_deadline - time.monotonic() if self._stop.is_set() else _SHUTDOWN_DRAIN_SECONDS
+            self._finished(self.sink.drain(max(0.0, remaining)))
+            self.sink.finish()
         finally:
             try:
                 # autocommit=False: positions may be past abandoned records; only finished offsets are safe.
                 self.consumer.close(autocommit=False)
             except KafkaError as exc:
                 log.warning("consumer close failed", extra={"error": str(exc)})
-            undelivered = self.emitter.close(self.settings.shutdown_timeout_seconds)
+            undelivered = self.sink.close(self.settings.shutdown_timeout_seconds)
             if undelivered:
                 log.warning("outputs undelivered at shutdown (not committed)", extra={"count": undelivered})
             self.metrics.up.set(0)
@@ -301,12 +333,42 @@ class Screener:
         """A bug or an unforeseen client error must not end the loop, and must not lose the batch either."""
         try:
             self._process(records)
+        except SinkFailed:
+            raise  # the member must stop (run() returns EXIT_SINK_FAILED), not retry
         except Exception as exc:  # noqa: BLE001 - the loop's last line of defence, logged with traceback
             self._resume_paused()
             self._abandon(f"unexpected {type(exc).__name__}")
             self._stop.wait(self.errors.failed("batch", exc, with_traceback=True))
         else:
             self.errors.succeeded()
+
+    def _position_from_commits(self, polled: Mapping[TopicPartition, list[Any]]) -> Mapping[TopicPartition, list[Any]]:
+        """Seek newly assigned partitions to their committed offsets (the module docstring says why); what the poll
+        returned for them came from the client's own position and is dropped (it is fetched again from there)."""
+        owned = set(self.consumer.assignment())
+        self._unpositioned &= owned
+        held_back = set(self._unpositioned)
+        for tp in sorted(self._unpositioned | self._committed_pending, key=lambda tp: (tp.topic, tp.partition)):
+            try:
+                offset = self.consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            except KafkaError as exc:
+                self._committed_pending.add(tp)
+                log.warning(
+                    "committed offset of an assigned partition not fetched yet; its records wait",
+                    extra={"partition": f"{tp.topic}-{tp.partition}", "error": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
+            self._committed_pending.discard(tp)
+            if tp not in self._unpositioned:
+                continue  # a timed-out request collected for a partition no longer ours
+            if offset is not None:
+                self.consumer.seek(tp, int(offset))
+            elif self.settings.kafka_auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+            self._unpositioned.discard(tp)
+        return {tp: records for tp, records in polled.items() if tp not in held_back}
 
     def _on_poll_error(self, exc: Exception) -> None:
         partition = discard_failed_batch(self.consumer)
@@ -360,25 +422,31 @@ class Screener:
         try:
             prepared = self._prepare(records)
             completed = self._complete(prepared)
+            batch = InFlightBatch(
+                offsets=next_offsets(records),
+                completed=completed,
+                size=len(records),
+                sent_at=time.perf_counter(),
+                pending=len(completed.outputs),
+                membership=self._membership,
+            )
+            self.sink.submit(batch, self)
         except _Abandon as reason:
             self._abandon(str(reason))
             return
+        except BatchAborted as aborted:
+            self._abandon(str(aborted))
+            with contextlib.suppress(_Abandon):
+                self._wait_paused(self._aborts.next(), abandon_on_stop=True)
+            return
         finally:
             self._resume_paused()
-        batch = InFlightBatch(
-            offsets=next_offsets(records),
-            completed=completed,
-            size=len(records),
-            sent_at=time.perf_counter(),
-            pending=len(completed.outputs),
-        )
-        self._working = {}  # from here on the batch's fate is its acknowledgements, not a re-read
-        self.window.add(batch)
-        self.emitter.send(completed.outputs, batch.on_delivery)
+        self._aborts.reset()
+        self._working = {}  # from here on the batch's fate is the sink's, not a re-read
         stages = self.metrics.stage_duration
         for stage, seconds in completed.stage_seconds.items():
             stages.labels(stage).observe(seconds)
-        self._settle(wait=len(self.window) >= self.settings.max_inflight_batches)
+        self._settle(wait=True)  # the sink waits only while its in-flight bound is reached
 
     def _prepare(self, records: Sequence[InputRecord]) -> PreparedBatch:
         backoff = Backoff(self.settings.lookup_retry_max_seconds)
@@ -418,107 +486,39 @@ class Screener:
             return completed
 
     def _settle(self, *, wait: bool) -> None:
-        """Serve delivery reports and commit the acknowledged prefix of the in-flight batches, in order.
-
-        With `wait`, block (keeping the group membership) until the in-flight window has room again. Outputs that
-        Kafka refused are re-sent with back-off; nothing behind them is committed meanwhile. Partitions paused
-        while waiting are resumed before returning: a consumer left paused would never deliver the batch that
-        resumes it (found on real Kafka, where acks=all sometimes takes longer than one acknowledgement wait).
-        """
+        """Let the sink finish what it can (at-least-once: serve acknowledgements, commit the acknowledged prefix,
+        re-send refused outputs); with `wait`, until the in-flight window has room again. Partitions paused while
+        waiting are resumed before returning: a consumer left paused would never deliver the batch that resumes it
+        (found on real Kafka, where acks=all sometimes takes longer than one acknowledgement wait)."""
         try:
-            self._settle_window(wait=wait)
+            self._finished(self.sink.settle(self, wait=wait))
         finally:
             self._resume_paused()
 
-    def _settle_window(self, *, wait: bool) -> None:
-        backoff = Backoff(self.settings.lookup_retry_max_seconds)
-        while True:
-            self.emitter.poll(0)
-            self._commit_acknowledged()
-            refused = self.window.refused_head()
-            if refused is not None:
-                self._resend(refused)
-                try:
-                    self._wait_paused(backoff.next(), abandon_on_stop=False)
-                except _Abandon:
-                    return
-                continue
-            if not wait or len(self.window) < self.settings.max_inflight_batches:
-                return
-            if not self.emitter.flush(_ACK_WAIT_SECONDS):
-                # Acknowledgements are slow (broker failover, overloaded cluster): keep the group alive.
-                self._report_slow_acknowledgements()
-                try:
-                    self._wait_paused(0, abandon_on_stop=False)
-                except _Abandon:
-                    return
-
-    def _report_slow_acknowledgements(self) -> None:
-        """One warning per batch whose outputs Kafka has not acknowledged for long: consumption waits (paused) and
-        nothing is committed past them; without this line a slow or stuck producer would look like an idle topic."""
-        oldest = self.window.oldest()
-        if oldest is None or oldest.slow_reported:
-            return
-        waited = time.perf_counter() - oldest.sent_at
-        if waited > _SLOW_ACK_SECONDS:
-            oldest.slow_reported = True
-            log.warning(
-                "outputs not acknowledged by Kafka yet; consumption waits and nothing is committed past them",
-                extra={"seconds": round(waited, 1), "pending": oldest.pending, "batches_in_flight": len(self.window)},
-            )
-
-    def _resend(self, batch: InFlightBatch) -> None:
-        refused = batch.take_refused()
-        for output, _error in refused:
-            self.metrics.produce_errors.labels(output.topic).inc()
-        log.warning(
-            "outputs not acknowledged; re-sending before any commit",
-            extra={"count": len(refused), "error": refused[0][1]},
-        )
-        self.emitter.send((output for output, _ in refused), batch.on_delivery)
-
-    def _commit_acknowledged(self, *, commit: bool = True) -> None:
-        """Take the fully acknowledged batches at the head of the window; commit their offsets (async)."""
-        offsets, done = self.window.pop_acknowledged()
-        if not done:
+    def _finished(self, batches: Sequence[InFlightBatch]) -> None:
+        """Batches whose outputs are durable and whose offsets are committed (or being committed): count them."""
+        if not batches:
             return
         acked_at = self.clock()
         now = time.perf_counter()
-        if commit and offsets:
-            self.consumer.commit_async(offsets, callback=self._on_commit)
-        for batch in done:
+        for batch in batches:
             self.batches += 1
             self.records_done += batch.size
             self.metrics.stage_duration.labels("produce").observe(now - batch.sent_at)
             self._observe(batch.completed, acked_at, batch.size)
         self.metrics.last_batch_timestamp.set(acked_at)
 
-    def _drain(self, timeout_seconds: float) -> None:
-        """Wait (bounded) for every in-flight output's report and record what was acknowledged, without
-        committing (the caller commits). Used on revoke and on shutdown."""
-        deadline = time.monotonic() + timeout_seconds
-        while len(self.window) and time.monotonic() < deadline:
-            self.emitter.flush(min(_ACK_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
-            self._commit_acknowledged(commit=False)
-            refused = self.window.refused_head()
-            if refused is not None:
-                self._resend(refused)
-
-    def _on_commit(self, offsets: Any, response: Any) -> None:
-        if isinstance(response, Exception):
-            # A failed async commit only risks duplicates; the next commit (or the one on revoke) covers it.
-            self.metrics.commits.labels("failed").inc()
-            log.warning("offset commit failed", extra={"error": str(response)})
-        else:
-            self.metrics.commits.labels("ok").inc()
-
-    def _commit_sync(self, offsets: Offsets) -> None:
+    # --- what the sink may ask of the loop (sink.LoopControl) ------------------------------------------
+    def wait_paused(self, seconds: float) -> bool:
         try:
-            self.consumer.commit(dict(offsets))
-            self.metrics.commits.labels("ok").inc()
-        except KafkaError as exc:
-            self.metrics.commits.labels("failed").inc()
-            log.warning("synchronous offset commit failed", extra={"error": str(exc)})
+            self._wait_paused(seconds, abandon_on_stop=False)
+        except _Abandon:
+            return False
+        return True
+
+    def keep_alive(self) -> bool:
+        self.state.heartbeat()
+        return not (self._stop.is_set() and time.monotonic() > self._stop_deadline)
 
     # --- waiting with the partitions paused ------------------------------------------------------------
     def _wait_paused(self, seconds: float, *, abandon_on_stop: bool) -> None:
@@ -536,8 +536,7 @@ class Screener:
                 raise _Abandon("stop requested")
             self._waiting_paused = True
             self._pause_all()
-            self.emitter.poll(0)
-            self._commit_acknowledged()
+            self._finished(self.sink.poll())
             try:
                 polled = self.consumer.poll(timeout_ms=_PAUSED_POLL_MS if seconds else 0)
             except KafkaError as exc:
@@ -579,7 +578,7 @@ class Screener:
         """Drop state of partitions we no longer own; return the finished offsets to commit (none if lost)."""
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
         gone = set(partitions)
-        finished = self.window.drop_partitions(gone, lost=lost)
+        finished = self.sink.revoked(gone, lost=lost)
         for tp in gone:
             self._paused.discard(tp)
             self._forget_unreadable(tp)
@@ -587,6 +586,7 @@ class Screener:
             if label in self._lag_labels:
                 self.metrics.consumer_lag.remove(*label)
                 self._lag_labels.discard(label)
+        self._unpositioned -= gone
         if gone & set(self._working):
             self._working_revoked = True
         log.info(
@@ -597,6 +597,7 @@ class Screener:
 
     def _on_assigned(self, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("assigned").inc()
+        self._unpositioned |= set(partitions)
         assignment = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         self.metrics.assigned_partitions.set(len(assignment))
         self.state.assigned_partitions = [f"{tp.topic}-{tp.partition}" for tp in assignment]
