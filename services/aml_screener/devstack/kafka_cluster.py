@@ -416,7 +416,13 @@ class KafkaCluster:
     def _client_config(self) -> dict[str, Any]:
         # Level 2 (critical only): the cluster's own clients talk to nodes that are starting, killed or frozen on
         # purpose, and librdkafka would log every refused connection; failures still raise from the calls.
-        return {"bootstrap.servers": self.bootstrap_servers, "log.connection.close": False, "log_level": 2}
+        # Bootstrapped on the nodes that are not frozen: a frozen JVM's socket still accepts connections (the kernel
+        # answers) but never replies, and an admin client whose first connection landed there timed out its metadata
+        # request (15 s) on a loaded machine while the other nodes were fine. It learns every node from them.
+        with self._lock:
+            frozen = set(self._frozen)
+        alive = [node.address for node in self._nodes if node.node_id not in frozen] or [self.bootstrap_servers]
+        return {"bootstrap.servers": ",".join(alive), "log.connection.close": False, "log_level": 2}
 
     def registered_brokers(self) -> set[int]:
         """Ids of the brokers the cluster metadata lists now (a fenced or dead node drops out)."""
