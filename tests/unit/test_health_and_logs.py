@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 
@@ -27,10 +26,32 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+class Clock:
+    """Monotonic seconds the test moves: the stall bound is checked without sleeping (a loaded machine cannot make
+    a probe look stuck, or a stuck loop look alive)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+STALL_SECONDS = 60.0
+
+
 @pytest.fixture
-def server():
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server(clock):
     metrics = Metrics(CollectorRegistry())
-    state = ServiceState(stall_seconds=0.5)
+    state = ServiceState(stall_seconds=STALL_SECONDS, clock=clock)
     running = HealthServer("127.0.0.1", 0, state, metrics).start()
     yield f"http://127.0.0.1:{running.port}", state, metrics
     running.close()
@@ -48,22 +69,23 @@ def test_readiness_follows_the_state_and_explains_itself(server):
     assert status == 503 and json.loads(body)["fail_closed"] is True
 
 
-def test_liveness_fails_only_when_the_loop_stops_turning(server):
+def test_liveness_fails_only_when_the_loop_stops_turning(server, clock):
     url, state, _ = server
     state.heartbeat()
+    clock.advance(STALL_SECONDS - 1)
     assert get(url + "/healthz")[0] == 200
-    time.sleep(0.6)
+    clock.advance(2)
     assert get(url + "/healthz")[0] == 503
     state.heartbeat()
     assert get(url + "/healthz")[0] == 200
 
 
-def test_liveness_fails_when_errors_repeat_without_progress(server):
+def test_liveness_fails_when_errors_repeat_without_progress(server, clock):
     url, state, _ = server
     state.heartbeat()
     state.loop_failed()
     assert get(url + "/healthz")[0] == 200, "one error is not a stuck loop"
-    time.sleep(0.6)
+    clock.advance(STALL_SECONDS + 1)
     state.heartbeat()  # the loop still turns, but only to fail again
     status, body = get(url + "/healthz")
     assert status == 503 and json.loads(body)["problem"] == "loop_failing"
@@ -71,17 +93,17 @@ def test_liveness_fails_when_errors_repeat_without_progress(server):
     assert get(url + "/healthz")[0] == 200
 
 
-def test_unreadable_input_makes_not_ready_at_once_and_unhealthy_after_the_bound(server):
+def test_unreadable_input_makes_not_ready_at_once_and_unhealthy_after_the_bound(server, clock):
     url, state, _ = server
     state.set_ready("v1")
     state.heartbeat()
-    state.unreadable["withdrawals.requested-0"] = (42, "UnsupportedCodecError: lz4", time.monotonic())
+    state.mark_unreadable("withdrawals.requested-0", 42, "UnsupportedCodecError: lz4")
     status, body = get(url + "/readyz")
     assert status == 503
     assert json.loads(body)["reason"] == "input_unreadable"
     assert json.loads(body)["unreadable_input"]["withdrawals.requested-0"]["offset"] == 42
     assert get(url + "/healthz")[0] == 200, "records waiting is not yet a stuck loop"
-    time.sleep(0.6)
+    clock.advance(STALL_SECONDS + 1)
     state.heartbeat()
     status, body = get(url + "/healthz")
     assert status == 503 and json.loads(body)["problem"] == "input_unreadable"

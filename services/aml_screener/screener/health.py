@@ -76,7 +76,7 @@ class ServiceState:
     fail_open: bool = False  # fail-open mode is passing events unscreened to the hold topic right now
     watchlist_version: str | None = None
     assigned_partitions: list[str] = field(default_factory=list)
-    last_loop: float = field(default_factory=time.monotonic)
+    last_loop: float = field(default=0.0)  # set from `clock` at creation
     stall_seconds: float = 60.0
     failing_since: float | None = None  # first of the loop's current run of consecutive errors
     # Input partitions whose next records the Kafka client cannot read: "topic-partition" -> offset, error and
@@ -85,6 +85,11 @@ class ServiceState:
     outage: str | None = "starting"  # why the watchlist cannot be consulted; None when it can
     loop_failing: str | None = None  # e.g. "poll_failing" while loop errors repeat; None otherwise
     on_readiness: Callable[[bool], None] | None = None
+    # Monotonic seconds; tests pass a clock they move, so the stall bounds are checked without sleeping.
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self.last_loop = self.clock()
 
     @property
     def ready(self) -> bool:
@@ -96,11 +101,11 @@ class ServiceState:
         return self.outage or self.loop_failing or ""
 
     def heartbeat(self) -> None:
-        self.last_loop = time.monotonic()
+        self.last_loop = self.clock()
 
     def loop_failed(self) -> None:
         if self.failing_since is None:
-            self.failing_since = time.monotonic()
+            self.failing_since = self.clock()
 
     def loop_succeeded(self) -> None:
         self.failing_since = None
@@ -110,7 +115,7 @@ class ServiceState:
 
     def liveness_problem(self) -> str | None:
         """Why the loop counts as stuck, or None while it makes progress."""
-        now = time.monotonic()
+        now = self.clock()
         problem = loop_liveness_problem(now, self.last_loop, self.failing_since, self.stall_seconds)
         if problem is not None:
             return problem
@@ -141,7 +146,7 @@ class ServiceState:
         known = self.unreadable.get(partition)
         if known is not None and known[0] == offset:
             return False
-        self.unreadable[partition] = (offset, error, time.monotonic())
+        self.unreadable[partition] = (offset, error, self.clock())
         self._changed()
         return True
 
@@ -160,7 +165,7 @@ class ServiceState:
             self.on_readiness(self.is_ready())
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
         return {
             "ready": self.is_ready(),
             "reason": self.not_ready_reason or None,
