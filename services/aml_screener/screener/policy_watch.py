@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from aml_screener.infra.settings import Settings
-from aml_screener.screener.metrics import Metrics
+from aml_screener.screener.metrics import PolicyMetrics
 from aml_screener.screening.policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class PolicyWatcher:
     :meth:`check` is one poll (the thread calls it; tests call it directly).
     """
 
-    def __init__(self, path: Path | None, *, interval_seconds: float, metrics: Metrics) -> None:
+    def __init__(self, path: Path | None, *, interval_seconds: float, metrics: PolicyMetrics) -> None:
         self.path = path
         self.interval_seconds = interval_seconds
         self.metrics = metrics
@@ -90,7 +90,7 @@ class PolicyWatcher:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics) -> PolicyWatcher:
+    def from_settings(cls, settings: Settings, metrics: PolicyMetrics) -> PolicyWatcher:
         path = Path(settings.policy_file) if settings.policy_file else None
         return cls(path, interval_seconds=settings.policy_reload_seconds, metrics=metrics)
 
