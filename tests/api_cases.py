@@ -42,7 +42,7 @@ CASES = (
     Case("clear evm", "ethereum", CLEAR_EVM, "CLEAR", "ETH"),
     Case("clear bitcoin", "bitcoin", CLEAR_BTC, "CLEAR", "BTC"),
     Case("invalid address", "ethereum", "0x1234", "UNSCREENABLE", "ETH"),
-    Case("unsupported network", "not-a-chain", "whatever", "UNSCREENABLE", "XYZ"),
+    Case("unsupported network", "not-a-chain", "whatever", "UNSCREENABLE"),
 )
 
 REQUESTED_AT = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)

@@ -7,6 +7,7 @@ clients and for the schemathesis tests.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -18,10 +19,13 @@ from aml_screener.api.models import (
     WithdrawalAnswer,
     WithdrawalRequest,
 )
-from aml_screener.infra.version import software_version
 
 _REF = "#/components/schemas/{model}"
 API_KEY_HEADER = "X-API-Key"
+# The contract's version: paths are under /v1; a change that breaks clients gets /v2 and a new major version here.
+API_VERSION = "1.0.0"
+# The shipped document (clients, schemathesis): scripts/update_openapi.py writes it from openapi_document().
+SHIPPED = Path(__file__).with_name("openapi.yaml")
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -70,9 +74,8 @@ def _operation(
     }
 
 
-def openapi_document(*, version: str | None = None) -> dict[str, Any]:
-    """The document. ``version``: the info.version to state (default: the installed release's; the shipped file uses
-    a fixed one so it does not change with every commit)."""
+def openapi_document() -> dict[str, Any]:
+    """The document (info.version is the API's version, API_VERSION, not the release's)."""
     _, schemas = models_json_schema(
         [
             (model, "validation")
@@ -84,7 +87,7 @@ def openapi_document(*, version: str | None = None) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "aml-screener pre-screen API",
-            "version": version or software_version() or "0",
+            "version": API_VERSION,
             "description": (
                 "Synchronous screening against the watchlist the stream uses, with the same normalization, matching "
                 "and action policy: check addresses (an address book entry, a withdrawal form) and screen a "

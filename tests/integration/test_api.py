@@ -88,7 +88,7 @@ def test_a_revoked_key_stops_working_and_a_new_one_starts_without_restart(api: A
     assert 'aml_screener_api_key_reloads_total{result="refused"} 1.0' in api.metrics()
 
 
-INVALID_ADDRESS_REQUESTS = (
+INVALID_ADDRESS_REQUESTS: tuple[tuple[object, int, str, str], ...] = (
     ({"addresses": [{"network": "ethereum"}]}, 422, "invalid_request", "addresses[0].address"),
         ({"addresses": [{"network": 5, "address": "x"}]}, 422, "invalid_request", "addresses[0].network"),
         ({"addresses": [{"network": "ethereum", "address": "x", "colour": "red"}]}, 422, "invalid_request",
@@ -136,9 +136,9 @@ def test_body_limits_media_type_and_malformed_json(api: ApiProcess) -> None:
 
 
 def test_no_watchlist_is_503_with_the_reason_never_not_listed(
-    redis_server: RedisServer, api_factory: Callable[..., ApiProcess]
+    server: RedisServer, api_factory: Callable[..., ApiProcess]
 ) -> None:
-    api = api_factory(redis_server.url, AML_REDIS_TIMEOUT_SECONDS="0.5").wait_listening()
+    api = api_factory(server.url, AML_REDIS_TIMEOUT_SECONDS="0.5").wait_listening()
     body = {"addresses": [{"network": "ethereum", "address": CLEAR_EVM}]}
     status, answer = api.post(ADDRESSES, body)
     assert (status, answer["error"], answer["reason"]) == (503, "watchlist_unavailable", "no_active_version")
