@@ -241,4 +241,3 @@ class Metrics(PolicyMetrics):
             registry=r,
         )
         super().__init__(r)  # the action policy's metrics
-

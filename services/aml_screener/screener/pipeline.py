@@ -335,9 +335,7 @@ class BatchScreener:
         outputs: list[OutputRecord] = []
         decided: list[DecidedEvent] = []
         for item in batch.screenable:
-            verdicts = [
-                verdict_of(address, context.matches_by_key, context.overridable) for address in item.addresses
-            ]
+            verdicts = [verdict_of(address, context.matches_by_key, context.overridable) for address in item.addresses]
             if item.direction is Direction.WITHDRAWAL:
                 decided.append(self._withdrawal(item, verdicts[0], context, outputs))
             else:
