@@ -47,7 +47,9 @@ from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.watchlist.store import WatchlistStore
+from bench import api as bench_api
 from bench import related_cost
+from bench.stats import histogram_quantiles
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
@@ -163,30 +165,6 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p50": cuts[499], "p95": cuts[949], "p99": cuts[989], "max": max(values), "count": len(values)}
 
 
-def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, float]:
-    buckets: list[tuple[float, float]] = []
-    for line in metrics_text.splitlines():
-        if line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    out: dict[str, float] = {"count": total}
-    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        rank = q * total
-        previous_bound, previous_count = 0.0, 0.0
-        for bound, count in buckets:
-            if count >= rank:
-                if bound == float("inf"):
-                    out[label] = previous_bound * 1000
-                else:  # linear interpolation inside the bucket, as PromQL's histogram_quantile does
-                    fraction = (rank - previous_count) / max(count - previous_count, 1e-9)
-                    out[label] = (previous_bound + (bound - previous_bound) * fraction) * 1000
-                break
-            previous_bound, previous_count = bound, count
-    return out
-
-
 def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
     with _stack_with_watchlist() as stack:
         port = free_port()
@@ -225,7 +203,7 @@ def part_b(rate: int, seconds: int, seed: int) -> dict[str, Any]:
         "produced": load,
         "decided_ms": _quantiles(seen["decided_ms"]),
         "visible_ms": _quantiles(seen["visible_ms"]),
-        "acked_ms_histogram": _histogram_quantiles(metrics_text, "aml_screener_end_to_end_latency_seconds"),
+        "acked_ms_histogram": histogram_quantiles(metrics_text, "aml_screener_end_to_end_latency_seconds"),
         "worst_visible_ms_per_second": seen["worst_visible_ms_per_second"],
         "screener_log": str(log_path),
     }
@@ -357,7 +335,13 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-related", action="store_true")
     parser.add_argument("--related-sync-size", type=int, default=500_000)
+    parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--api-only", action="store_true", help="only part E, the pre-screen API")
+    parser.add_argument("--api-seconds", type=int, default=20, help="length of each wrk run of part E")
+    parser.add_argument("--api-stream-rate", type=int, default=2_000, help="withdrawals/s the stream screens meanwhile")
     args = parser.parse_args()
+    if args.api_only:
+        args.skip_throughput = args.skip_latency = args.skip_watchlist_scale = args.skip_related = True
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
     if not args.skip_throughput:
         print("part A: throughput, same prefilled topic, bare kafka-python consumer vs screener", flush=True)
@@ -381,6 +365,12 @@ def main() -> int:
         print("part D: related-address matching, relations on vs off", flush=True)
         with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
             report["related"] = part_d(args.events, args.rounds, args.seed, args.related_sync_size, Path(work))
+    if not args.skip_api:
+        print("part E: the pre-screen API under wrk, the stream running beside it", flush=True)
+        with _stack_with_watchlist() as stack:
+            report["api"] = bench_api.part_e(stack, args.api_seconds, args.api_stream_rate, args.seed)
+        print("\n| API run | throughput | p50 | p99 | p99.9 | errors |\n|---|---|---|---|---|---|")
+        print("\n".join(bench_api.lines(report["api"])))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
