@@ -87,6 +87,22 @@ def _script(path: Path, bodies: list[str], key: str, delay_ms: int) -> Path:
     return path
 
 
+def _cpu_seconds(api: ApiProcess) -> float:
+    return _metric(api.metrics(), "process_cpu_seconds_total")
+
+
+def _run(api: ApiProcess, url: str, script: Path, *, connections: int, seconds: int) -> dict[str, Any]:
+    """One wrk run, with what the API process spent (CPU per request) and how busy the machine was (load average:
+    the machine is shared; a load above its 2 cores means every process waits for a CPU)."""
+    load_before, cpu_before = os.getloadavg()[0], _cpu_seconds(api)
+    result = _wrk(url, script, connections=connections, seconds=seconds)
+    cpu = _cpu_seconds(api) - cpu_before
+    result["api_cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
+    result["api_cpu_share_of_one_core"] = cpu / (result["duration_us"] / 1e6)
+    result["load_average_1m"] = [load_before, os.getloadavg()[0]]
+    return result
+
+
 def _wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -122,23 +138,23 @@ def part_e(stack: Any, seconds: int, stream_rate: int, seed: int) -> dict[str, A
         # 20 connections, each sending every 20 ms: at most 1,000 requests/s.
         single_paced = _script(work / "single-paced.lua", singles, api.key, 20)
         print("  single address, paced ~1,000/s, no stream", flush=True)
-        report["single_paced_no_stream"] = _wrk(url, single_paced, connections=20, seconds=seconds)
+        report["single_paced_no_stream"] = _run(api, url, single_paced, connections=20, seconds=seconds)
         stream, producer = _start_stream(stack, stream_rate, seconds * 5 + 60, seed, work)
         try:
             print(f"  the stream runs beside it: {stream_rate} withdrawals/s", flush=True)
             before = _server_histogram(api, "addresses")
-            report["single_paced"] = _wrk(url, single_paced, connections=20, seconds=seconds)
+            report["single_paced"] = _run(api, url, single_paced, connections=20, seconds=seconds)
             report["single_paced"]["server_histogram_ms_all_runs_so_far"] = _server_histogram(api, "addresses")
             report["server_histogram_before_ms"] = before
             print("  single address, closed loop (throughput)", flush=True)
             single_max = _script(work / "single-max.lua", singles, api.key, 0)
-            report["single_max"] = _wrk(url, single_max, connections=8, seconds=seconds)
+            report["single_max"] = _run(api, url, single_max, connections=8, seconds=seconds)
             print("  batches of 100, paced ~100/s", flush=True)
             batch_paced = _script(work / "batch-paced.lua", batches, api.key, 100)
-            report["batch100_paced"] = _wrk(url, batch_paced, connections=10, seconds=seconds)
+            report["batch100_paced"] = _run(api, url, batch_paced, connections=10, seconds=seconds)
             print("  batches of 100, closed loop (throughput)", flush=True)
             batch_max = _script(work / "batch-max.lua", batches, api.key, 0)
-            report["batch100_max"] = _wrk(url, batch_max, connections=4, seconds=seconds)
+            report["batch100_max"] = _run(api, url, batch_max, connections=4, seconds=seconds)
         finally:
             producer.terminate()
             producer.wait(30)
@@ -193,6 +209,7 @@ def lines(report: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {name} | {run['per_second']:,.0f} req/s | {run['p50_us'] / 1000:.2f} ms "
             f"| {run['p99_us'] / 1000:.2f} ms | {run['p999_us'] / 1000:.2f} ms "
-            f"| {run['non_2xx'] + run['socket_errors']} |"
+            f"| {run['non_2xx'] + run['socket_errors']} | {run['api_cpu_us_per_request']:,.0f} us "
+            f"| {run['load_average_1m'][0]:.1f} |"
         )
     return rows

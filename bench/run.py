@@ -366,17 +366,23 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
             report["related"] = part_d(args.events, args.rounds, args.seed, args.related_sync_size, Path(work))
     if not args.skip_api:
-        print("part E: the pre-screen API under wrk, the stream running beside it", flush=True)
-        with _stack_with_watchlist() as stack:
-            report["api"] = bench_api.part_e(stack, args.api_seconds, args.api_stream_rate, args.seed)
-        print("\n| API run | throughput | p50 | p99 | p99.9 | errors |\n|---|---|---|---|---|---|")
-        print("\n".join(bench_api.lines(report["api"])))
+        report["api"] = _part_e(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"\nresults: {path}")
     return 0
+
+
+def _part_e(args: argparse.Namespace) -> dict[str, Any]:
+    print("part E: the pre-screen API under wrk, the stream running beside it", flush=True)
+    with _stack_with_watchlist() as stack:
+        report = bench_api.part_e(stack, args.api_seconds, args.api_stream_rate, args.seed)
+    print("\n| API run | throughput | p50 | p99 | p99.9 | errors | API CPU per request | load average |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(bench_api.lines(report)))
+    return report
 
 
 def _latency_line(run: dict[str, Any]) -> str:
