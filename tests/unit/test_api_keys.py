@@ -57,7 +57,12 @@ def test_the_watcher_swaps_a_valid_change_and_keeps_the_keys_on_a_broken_one(tmp
     path.write_text("{broken")
     assert watcher.check() == "refused"
     assert watcher.ring.authenticate(second) == other.id
-    assert reports == [("loaded", 1), ("reloaded", 1), ("refused", 1)]
+    path.unlink()
+    assert watcher.check() == "refused"  # a new problem: reported
+    assert watcher.check() is None  # the same problem again: reported once
+    write_keys(path, {other.id: other})
+    assert watcher.check() == "reloaded"
+    assert reports == [("loaded", 1), ("reloaded", 1), ("refused", 1), ("refused", 1), ("reloaded", 1)]
     path.unlink()
     with pytest.raises(KeysFileError, match="cannot read"):
         KeysWatcher(path, interval_seconds=60)

@@ -160,6 +160,7 @@ class KeysWatcher:
         data = self._read()
         self.ring = KeyRing(parse_keys(data, source=str(path)))
         self._seen = hashlib.sha256(data).hexdigest()
+        self._refused: str | None = None  # the problem last reported, so a lasting one is reported once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="api-keys-watch", daemon=True)
         on_reload("loaded", len(self.ring))
@@ -197,9 +198,13 @@ class KeysWatcher:
             self._seen = digest
             ring = KeyRing(parse_keys(data, source=str(self.path)))
         except KeysFileError as exc:
+            if str(exc) == self._refused:
+                return None  # reported already (a file that stays missing is logged and counted once)
+            self._refused = str(exc)
             log.error("API keys file refused: the keys read before stay in force", extra={"problem": str(exc)})  # noqa: TRY400
             self.on_reload("refused", len(self.ring))
             return "refused"
+        self._refused = None
         self.ring = ring  # one reference assignment: a request sees the old ring or the new one
         self.on_reload("reloaded", len(ring))
         log.info("API keys reloaded", extra={"keys": len(ring)})
