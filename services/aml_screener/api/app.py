@@ -9,7 +9,6 @@ accepting, finishes the requests in flight, and the process exits 0.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import redis
@@ -21,17 +20,16 @@ from aml_screener.api.metrics import ApiMetrics
 from aml_screener.api.recorder import DecisionRecorder
 from aml_screener.api.screening import PreScreener
 from aml_screener.infra.kafka import producer_config, redacted
+from aml_screener.infra.periodic import Periodic
 from aml_screener.infra.redis_client import redis_client
 from aml_screener.infra.settings import Settings
-from aml_screener.infra.version import software_version
 from aml_screener.infra.watchlist_layout import WatchlistKeys
-from aml_screener.screener.app import OutputSchemaIds, output_schema_ids, schema_repository
-from aml_screener.screener.codec import EventEncoder, RecordEncoder, WithdrawalDecoder
+from aml_screener.screener.app import OutputSchemaIds, batch_screener, output_schema_ids, schema_repository
+from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer
 from aml_screener.screener.lookup import WatchlistLookup
-from aml_screener.screener.pipeline import BatchScreener, Topics
 from aml_screener.screener.policy_watch import PolicyWatcher
 from aml_screener.screener.schemas import (
     SCREENING_DECISION,
@@ -62,16 +60,15 @@ class WatchlistProbe:
 
     def __init__(self, lookup: WatchlistLookup, state: ApiState, metrics: ApiMetrics) -> None:
         self.lookup, self.state, self.metrics = lookup, state, metrics
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="api-watchlist-probe", daemon=True)
+        self._rounds = Periodic("api-watchlist-probe", _PROBE_SECONDS, self.check, now=True)
         self._version: str | None = None
 
     def start(self) -> WatchlistProbe:
-        self._thread.start()
+        self._rounds.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._rounds.stop()
 
     def check(self) -> None:
         try:
@@ -90,15 +87,6 @@ class WatchlistProbe:
             log.info("watchlist version in use", extra={"version": result.version, "addresses": result.size})
         self.state.set_ready(result.version)
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self.check()
-            except Exception:  # a bug here must not end the probe for the life of the process
-                log.exception("watchlist probe: unexpected error")
-            if self._stop.wait(_PROBE_SECONDS):
-                return
-
 
 def build_screener(
     settings: Settings,
@@ -112,23 +100,16 @@ def build_screener(
     schemas: the record never leaves the process) and the same watchlist lookup. ``output_ids``: the registry's ids
     of the output schemas when decisions are recorded (else the bundled ones: the encoded outputs are dropped)."""
     catalog = catalog or SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
-    local = LocalSchemaRepository(catalog)
     lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
-    decisions_id = output_ids.decisions if output_ids else catalog.current(SCREENING_DECISION).schema_id
-    flagged_id = output_ids.flagged if output_ids else catalog.current(WITHDRAWAL_FLAGGED).schema_id
-    batch = BatchScreener(
-        decoder=WithdrawalDecoder(local, catalog, settings.kafka_max_message_bytes),
-        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, decisions_id),
-        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, flagged_id),
-        topics=Topics(
-            settings.kafka_decisions_topic,
-            settings.kafka_flagged_topic,
-            settings.kafka_dead_letter_topic,
-            settings.kafka_hold_topic,
-        ),
-        instance_id=settings.instance_id,
+    bundled = OutputSchemaIds(
+        catalog.current(SCREENING_DECISION).schema_id, catalog.current(WITHDRAWAL_FLAGGED).schema_id, None
+    )
+    batch = batch_screener(
+        settings,
+        repository=LocalSchemaRepository(catalog),
+        catalog=catalog,
+        ids=output_ids or bundled,
         lookup=lookup.lookup,
-        screener_version=software_version(),
         policy=(lambda: policy.current) if policy is not None else _default_policy,
     )
     withdrawal = catalog.current(WITHDRAWAL_REQUESTED)

@@ -25,11 +25,12 @@ import os
 import re
 import secrets
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aml_screener.infra.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ _ID_HEX_DIGITS = 12
 _SECRET_BYTES = 32
 _KEY_FORM = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{{_ID_HEX_DIGITS}}})_([A-Za-z0-9_-]{{43}})$")
 _HASH_FORM = re.compile(r"^[0-9a-f]{64}$")
-# How long stop() waits for the reload thread: one read and parse of a small file, never a poll interval.
-_JOIN_SECONDS = 5.0
 
 
 class KeysFileError(Exception):
@@ -161,8 +160,7 @@ class KeysWatcher:
         self.ring = KeyRing(parse_keys(data, source=str(path)))
         self._seen = hashlib.sha256(data).hexdigest()
         self._refused: str | None = None  # the problem last reported, so a lasting one is reported once
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="api-keys-watch", daemon=True)
+        self._rounds = Periodic("api-keys-watch", interval_seconds, self.check)
         on_reload("loaded", len(self.ring))
         log.info("API keys loaded", extra={"keys": len(self.ring)})
 
@@ -173,20 +171,11 @@ class KeysWatcher:
             raise KeysFileError(f"{self.path}: cannot read the API keys file: {exc.strerror or exc}") from None
 
     def start(self) -> KeysWatcher:
-        self._thread.start()
+        self._rounds.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(_JOIN_SECONDS)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.check()
-            except Exception:  # a bug here must not end reloading for the life of the process
-                log.exception("API keys watcher: unexpected error; the keys in force stay")
+        self._rounds.stop()
 
     def check(self) -> str | None:
         """Read the file once; swap in a changed valid ring. Returns "reloaded", "refused" or None (no change)."""
