@@ -1,4 +1,4 @@
-"""`make bench` part E: the pre-screen API under load from wrk (a C load generator, its own process).
+"""`make bench` part F: the pre-screen API under load from wrk (a C load generator, its own process).
 
 Set-up: the embedded stack (the broker in its own process, a real redis-server with the bundled OFAC sample), a real
 `aml-screener api` process, and, for every run but the first, the stream running beside it: a real `aml-screener

@@ -336,8 +336,8 @@ def main() -> int:
     parser.add_argument("--skip-related", action="store_true")
     parser.add_argument("--related-sync-size", type=int, default=500_000)
     parser.add_argument("--skip-api", action="store_true")
-    parser.add_argument("--api-only", action="store_true", help="only part E, the pre-screen API")
-    parser.add_argument("--api-seconds", type=int, default=20, help="length of each wrk run of part E")
+    parser.add_argument("--api-only", action="store_true", help="only part F, the pre-screen API")
+    parser.add_argument("--api-seconds", type=int, default=20, help="length of each wrk run of part F")
     parser.add_argument("--api-stream-rate", type=int, default=2_000, help="withdrawals/s the stream screens meanwhile")
     args = parser.parse_args()
     if args.api_only:
@@ -376,7 +376,7 @@ def main() -> int:
 
 
 def _part_e(args: argparse.Namespace) -> dict[str, Any]:
-    print("part E: the pre-screen API under wrk, the stream running beside it", flush=True)
+    print("part F: the pre-screen API under wrk, the stream running beside it", flush=True)
     with _stack_with_watchlist() as stack:
         report = bench_api.part_e(stack, args.api_seconds, args.api_stream_rate, args.seed)
     print("\n| API run | throughput | p50 | p99 | p99.9 | errors | API CPU per request | load average |")
