@@ -146,6 +146,7 @@ def test_no_watchlist_is_503_with_the_reason_never_not_listed(
     status, probe = api.probe("/readyz")
     assert (status, probe["reason"]) == (503, "no_active_version")
     assert api.probe("/healthz")[0] == 200  # waiting for a watchlist is not a reason to restart
+    assert api.terminate() == 0  # SIGTERM: finishes what is in flight and exits 0
 
 
 def test_redis_going_away_fails_closed_and_coming_back_recovers(

@@ -111,6 +111,7 @@ def build_screener(
         ids=output_ids or bundled,
         lookup=lookup.lookup,
         policy=(lambda: policy.current) if policy is not None else _default_policy,
+        keep_decisions=True,
     )
     withdrawal = catalog.current(WITHDRAWAL_REQUESTED)
     screener = PreScreener(

@@ -150,4 +150,5 @@ class PreScreener:
             raise InvalidWithdrawal(prepared.dead_letters[0][1])
         completed = self.batch.complete(prepared)
         (decided,) = completed.decided
+        assert decided.decision is not None, "the API's BatchScreener keeps its decisions (keep_decisions=True)"
         return ScreenedWithdrawal(decided.decision, completed.outputs)

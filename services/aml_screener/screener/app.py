@@ -207,8 +207,10 @@ def batch_screener(
     lookup: Callable[[Sequence[str]], LookupResult],
     policy: Callable[[], Policy],
     deposits: DepositInput | None = None,
+    keep_decisions: bool = False,
 ) -> BatchScreener:
-    """The stream's batch pipeline from settings: the screener's, and the pre-screen API's (a batch of one)."""
+    """The stream's batch pipeline from settings: the screener's, and the pre-screen API's (a batch of one, which
+    keeps the decision records to answer with them)."""
     return BatchScreener(
         decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
         decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
@@ -224,6 +226,7 @@ def batch_screener(
         deposits=deposits,
         screener_version=software_version(),
         policy=policy,
+        keep_decisions=keep_decisions,
     )
 
 

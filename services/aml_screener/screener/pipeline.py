@@ -142,7 +142,9 @@ class DecidedEvent:
     matches: Sequence[Match]
     usd_value: float | None
     action: str  # the policy's action (reject/hold/allow, freeze/review/accept)
-    decision: Decision  # the decision record itself (encoded in the outputs): what the pre-screen API answers
+    # The decision record itself (also encoded in the outputs), kept only with BatchScreener(keep_decisions=True):
+    # the pre-screen API answers with it; the stream does not hold thousands of them while outputs are in flight.
+    decision: Decision | None = None
 
 
 @dataclass(slots=True)
@@ -257,6 +259,7 @@ class BatchScreener:
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
         screener_version: str | None = None,
         policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
+        keep_decisions: bool = False,
     ) -> None:
         self.decoder = decoder
         self.decision_encoder = decision_encoder
@@ -269,6 +272,7 @@ class BatchScreener:
         self.clock_us = clock_us
         self.screener_version = screener_version
         self.policy = policy  # read once per batch: a batch is decided under one policy
+        self.keep_decisions = keep_decisions
 
     def _is_deposit(self, record: InputRecord) -> bool:
         return self.deposits is not None and record.topic == self.deposits.topic
@@ -462,6 +466,7 @@ class BatchScreener:
             item=item,
             family=family,
             usd=usd,
+            keep=self.keep_decisions,
         )
 
     def _deposit(
@@ -523,6 +528,7 @@ class BatchScreener:
             item=item,
             family=family,
             usd=usd,
+            keep=self.keep_decisions,
         )
 
     def hold(self, batch: PreparedBatch, reason: str) -> CompletedBatch:
@@ -634,6 +640,7 @@ def _decided(
     item: _Screenable,
     family: str | None,
     usd: float | None,
+    keep: bool,
 ) -> DecidedEvent:
     return DecidedEvent(
         event_id=item.event["event_id"],
@@ -648,7 +655,7 @@ def _decided(
         matches=decision["matches"],
         usd_value=usd,
         action=decision["action"] or "",
-        decision=decision,
+        decision=decision if keep else None,
     )
 
 
