@@ -9,7 +9,10 @@ accepting, finishes the requests in flight, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 
 import redis
 import uvicorn
@@ -194,6 +197,17 @@ def run(settings: Settings) -> int:
             server_header=False,
         )
     )
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn handles SIGTERM/SIGINT while it serves (stop accepting, finish what is in flight), then restores the
+        # handlers it found and raises the signal again. This handler is the one it finds: that second delivery only
+        # repeats the stop, so the process exits 0 after a graceful stop (the default handler would kill it); a
+        # signal before uvicorn took over makes it stop as soon as it started.
+        def stop(signum: int, frame: FrameType | None) -> None:
+            del signum, frame
+            server.should_exit = True
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
     try:
         server.run()
     finally:
