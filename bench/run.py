@@ -63,7 +63,9 @@ from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.screening.records import Direction
 from aml_screener.watchlist.store import WatchlistStore
+from bench import api as bench_api
 from bench import mixed_cost, related_cost
+from bench.stats import histogram_quantiles
 from bench.workers import deposit_topic_names, topic_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -305,30 +307,6 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p50": cuts[499], "p95": cuts[949], "p99": cuts[989], "max": max(values), "count": len(values)}
 
 
-def _histogram_quantiles(metrics_text: str, name: str) -> dict[str, float]:
-    buckets: list[tuple[float, float]] = []
-    for line in metrics_text.splitlines():
-        if line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    out: dict[str, float] = {"count": total}
-    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        rank = q * total
-        previous_bound, previous_count = 0.0, 0.0
-        for bound, count in buckets:
-            if count >= rank:
-                if bound == float("inf"):
-                    out[label] = previous_bound * 1000
-                else:  # linear interpolation inside the bucket, as PromQL's histogram_quantile does
-                    fraction = (rank - previous_count) / max(count - previous_count, 1e-9)
-                    out[label] = (previous_bound + (bound - previous_bound) * fraction) * 1000
-                break
-            previous_bound, previous_count = bound, count
-    return out
-
-
 def part_b(broker: Broker, guarantee: str, rate: int, seconds: int, seed: int) -> dict[str, Any]:
     with _stack_with_watchlist(broker) as bench:
         stack = bench.stack
@@ -377,7 +355,7 @@ def part_b(broker: Broker, guarantee: str, rate: int, seconds: int, seed: int) -
         "produced": load,
         "decided_ms": _quantiles(seen["decided_ms"]),
         "visible_ms": _quantiles(seen["visible_ms"]),
-        "acked_ms_histogram": _histogram_quantiles(metrics_text, "aml_screener_end_to_end_latency_seconds"),
+        "acked_ms_histogram": histogram_quantiles(metrics_text, "aml_screener_end_to_end_latency_seconds"),
         "worst_visible_ms_per_second": seen["worst_visible_ms_per_second"],
         "screener_log": str(log_path),
         "load_average_at_end": os.getloadavg(),
@@ -553,7 +531,7 @@ def part_e(events: int, rounds: int, seed: int, deposit_share: float) -> dict[st
     }
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -572,7 +550,20 @@ def main() -> int:
     parser.add_argument("--skip-mock", action="store_true", help="parts A and B on real Kafka only")
     parser.add_argument("--skip-mixed", action="store_true")
     parser.add_argument("--deposit-share", type=float, default=0.3, help="part E: share of deposits in the mix")
+    parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--api-only", action="store_true", help="only part F, the pre-screen API")
+    parser.add_argument("--api-seconds", type=int, default=20, help="length of each wrk run of part F")
+    parser.add_argument("--api-stream-rate", type=int, default=2_000, help="withdrawals/s the stream screens meanwhile")
     args = parser.parse_args()
+    if args.api_only:  # every other part off, whatever parts there are
+        for name in vars(args):
+            if name.startswith("skip_") and name != "skip_api":
+                setattr(args, name, True)
+    return args
+
+
+def main() -> int:
+    args = _arguments()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
     with contextlib.ExitStack() as running:
         brokers: list[Broker] = [] if args.skip_mock else [Broker()]
@@ -601,6 +592,8 @@ def main() -> int:
     if not args.skip_mixed:
         print(f"part E: a mixed stream ({args.deposit_share:.0%} deposits) vs withdrawals only", flush=True)
         report["mixed"] = part_e(args.events, args.rounds, args.seed, args.deposit_share)
+    if not args.skip_api:
+        report["api"] = _part_f(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
@@ -632,6 +625,16 @@ def latency(brokers: list[Broker], args: argparse.Namespace) -> tuple[dict[str, 
                 for kind in ("decided_ms", "visible_ms", "acked_ms_histogram")
             } | {"produced": runs[0]["produced"], "seconds": args.seconds, "runs": len(runs)}
     return medians, all_runs
+
+
+def _part_f(args: argparse.Namespace) -> dict[str, Any]:
+    print("part F: the pre-screen API under wrk, the stream running beside it", flush=True)
+    with _stack_with_watchlist() as bench:
+        report = bench_api.part_e(bench.stack, args.api_seconds, args.api_stream_rate, args.seed)
+    print("\n| API run | throughput | p50 | p99 | p99.9 | errors | API CPU per request | load average |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(bench_api.lines(report)))
+    return report
 
 
 def _latency_line(run: dict[str, Any]) -> str:

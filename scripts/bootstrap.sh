@@ -22,6 +22,10 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
   need_apt+=("redis-server")
 fi
+# wrk: the pre-screen API benchmark (`make bench`, part E; bench/api.py).
+if ! command -v wrk >/dev/null 2>&1; then
+  need_apt+=("wrk")
+fi
 # prometheus + promtool: alert-rule unit tests and the dashboard-query integration test (tests/observability).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   need_apt+=("prometheus")

@@ -7,6 +7,8 @@ aml-screener watchlist status    show the active watchlist version
 aml-screener watchlist check     look one address up in the active version
 aml-screener report serve        record OFAC reporting obligations from the flagged topics (metrics, probes)
 aml-screener report list|drafts|file   the obligations, their report drafts, mark one filed
+aml-screener api                 the pre-screen HTTP API (synchronous screening of addresses and withdrawals)
+aml-screener api keys            create, list and revoke its API keys (stored hashed)
 aml-screener devstack            run the embedded Kafka-protocol broker + redis-server until Ctrl-C
 aml-screener policy check FILE   validate an action policy file and show its version and rules
 aml-screener config              document or check the AML_* settings
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the screener service (configured by AML_* environment variables)")
     run.set_defaults(func=cmd_run)
 
+    from aml_screener.api.cli import add_api_commands
     from aml_screener.demo.run import add_demo_arguments
     from aml_screener.devstack.cli import add_devstack_arguments
     from aml_screener.reporting.cli import add_report_commands
@@ -137,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="OFAC reporting obligations: record them, list, draft and file reports")
     add_report_commands(report, _settings_or_exit)
+
+    api = sub.add_parser("api", help="serve the pre-screen HTTP API (docs/api.md); `api keys` manages its keys")
+    add_api_commands(api, _settings_or_exit)
 
     devstack = sub.add_parser("devstack", help="run the embedded Kafka-protocol broker and redis-server")
     add_devstack_arguments(devstack)

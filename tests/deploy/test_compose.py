@@ -122,10 +122,10 @@ def test_screener_is_scalable_and_drains_within_its_stop_grace(services: dict[st
 
 def test_containers_without_http_disable_the_images_healthcheck(services: dict[str, dict[str, Any]]) -> None:
     """The image's HEALTHCHECK probes /healthz; the sync job and the load generator serve no HTTP (the screener
-    and the reporter do)."""
+    and the reporter and the pre-screen API do)."""
     image = services["screener"]["image"]
     for name, service in services.items():
-        if service.get("image") == image and name not in {"screener", "reporter"}:
+        if service.get("image") == image and name not in {"screener", "reporter", "api"}:
             assert service.get("healthcheck") == {"disable": True}, name
 
 

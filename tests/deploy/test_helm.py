@@ -5,6 +5,7 @@ alert rules, the sync CronJob, the autoscaler bound and the values schema."""
 
 from __future__ import annotations
 
+import base64
 import json
 import tomllib
 from collections.abc import Iterator
@@ -33,6 +34,9 @@ NAMESPACE = "screening"
 KUBE_VERSIONS = ("1.27.0", "1.37.0")
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
+# A keys file as `aml-screener api keys create` writes it (a hash, never a key).
+API_KEYS_FILE = '{"keys": [{"id": "3fa91c0b7d2e", "name": "withdrawal-form", "sha256": "' + "0" * 64 + '"}]}'
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "everything": {
@@ -53,6 +57,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
         "kafka": {"inputPartitions": 6},
         "reporting": {"env": {"AML_REPORTING_INSTITUTION_NAME": "Example Exchange LLC"}},
+        "api": {
+            "enabled": True,
+            "keys": {"file": API_KEYS_FILE},
+            "clientsFrom": [{"podSelector": {"matchLabels": {"app": "withdrawal-service"}}}],
+            "env": {"AML_API_MAX_BATCH": 500},
+        },
         "watchlistSync": {
             "timeZone": "Etc/UTC",
             "env": {"AML_REDIS_USERNAME": "aml-sync"},
@@ -65,6 +75,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "secret": {"existingSecret": "aml-screener-credentials"},
         "watchlistSync": {"existingSecret": "aml-sync-credentials", "env": {"AML_REDIS_USERNAME": "aml-sync"}},
         "config": {"AML_REDIS_USERNAME": "aml-screener", "AML_REDIS_URL": "redis://redis:6379/0"},
+        "api": {"enabled": True, "keys": {"existingSecret": "aml-api-keys"}},
     },
     "hpa": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}, "kafka": {"inputPartitions": 4}},
     "minimal": {
@@ -315,7 +326,11 @@ def test_the_reporter_runs_report_serve_once_with_the_screeners_settings(rendere
     assert not matches(one(docs, "Service", "screener")["spec"]["selector"], pod_labels)
     monitor = one(docs, "ServiceMonitor")["spec"]["selector"]
     (expression,) = monitor["matchExpressions"]
-    assert expression["key"] == "app.kubernetes.io/component" and set(expression["values"]) == {"screener", "reporting"}
+    assert expression["key"] == "app.kubernetes.io/component" and set(expression["values"]) == {
+        "screener",
+        "reporting",
+        "api",
+    }
     assert matches(monitor["matchLabels"], service["metadata"]["labels"])
     policy = next(d["spec"] for d in objects(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-reporting"))
     assert matches(policy["podSelector"]["matchLabels"], pod_labels)
@@ -327,6 +342,59 @@ def test_the_reporter_can_be_switched_off(rendered: dict[str, Any]) -> None:
     docs = rendered["minimal"]
     assert [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "reporting"] == []
     assert one(rendered["defaults"], "Deployment", "reporting")
+
+
+# --- the pre-screen API -------------------------------------------------------------------------------------
+
+
+def test_the_api_runs_with_probes_its_keys_and_the_policy(rendered: dict[str, Any]) -> None:
+    docs = rendered["everything"]
+    deployment = one(docs, "Deployment", "api")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["api"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert (str(ports["api"]), str(ports["http"])) == (env["AML_API_PORT"], env["AML_HTTP_PORT"])
+    assert env["AML_API_MAX_BATCH"] == "500"
+    assert container["envFrom"] == screener_container(docs)["envFrom"]  # the screeners' settings and secrets
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    # Directory mounts (no subPath): a changed keys Secret or policy reaches the running API, which re-reads them.
+    assert env["AML_API_KEYS_FILE"] == mounts["api-keys"]["mountPath"] + "/keys.json"
+    assert env["AML_POLICY_FILE"] == mounts["policy"]["mountPath"] + "/policy.toml"
+    assert not any("subPath" in mount for mount in mounts.values())
+    secret_name = volumes["api-keys"]["secret"]["secretName"]
+    secret = next(doc for doc in objects(docs, "Secret") if doc["metadata"]["name"] == secret_name)
+    assert base64.b64decode(secret["data"]["keys.json"]).decode() == API_KEYS_FILE
+    service = one(docs, "Service", "api")
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert matches(service["spec"]["selector"], pod_labels)
+    assert {port["name"] for port in service["spec"]["ports"]} == {"api", "http"}
+    for other in ("screener", "reporting"):
+        assert not matches(one(docs, "Service", other)["spec"]["selector"], pod_labels)
+    policy = next(d["spec"] for d in objects(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-api"))
+    assert matches(policy["podSelector"]["matchLabels"], pod_labels)
+    api_rule, metrics_rule = policy["ingress"]
+    assert api_rule["ports"] == [{"port": "api", "protocol": "TCP"}]
+    assert api_rule["from"] == VALUE_SETS["everything"]["api"]["clientsFrom"]
+    assert metrics_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert 6379 in {port["port"] for rule in policy["egress"] for port in rule.get("ports", [])}
+
+
+def test_the_api_is_off_by_default_and_refuses_to_start_without_keys(rendered: dict[str, Any], tmp_path: Path) -> None:
+    assert [
+        d for d in rendered["defaults"] if d["metadata"]["labels"].get("app.kubernetes.io/component") == "api"
+    ] == []
+    deployment = one(rendered["existing-secret"], "Deployment", "api")
+    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-keys"]["secret"]["secretName"] == "aml-api-keys"
+    with pytest.raises(HelmError, match=r"api\.keys"):
+        helm_template({"api": {"enabled": True}}, tmp_path)
 
 
 # --- settings and secrets -----------------------------------------------------------------------------------
@@ -350,6 +418,7 @@ def test_every_referenced_configmap_and_secret_exists(value_set: str, rendered: 
     docs = rendered[value_set]
     values = VALUE_SETS[value_set]
     external = {values.get("secret", {}).get("existingSecret"), values.get("watchlistSync", {}).get("existingSecret")}
+    external |= {values.get("api", {}).get("keys", {}).get("existingSecret")}
     external |= {"exchange-lists"}  # the extraVolumes secret of the "everything" set
     available = {(doc["kind"], doc["metadata"]["name"]) for doc in docs}
     for name, template in pod_specs(docs):
@@ -364,7 +433,8 @@ def test_every_referenced_configmap_and_secret_exists(value_set: str, rendered: 
             if "configMap" in volume:
                 assert ("ConfigMap", volume["configMap"]["name"]) in available, name
             if "secret" in volume:
-                assert volume["secret"]["secretName"] in external, name
+                secret = volume["secret"]["secretName"]
+                assert secret in external or ("Secret", secret) in available, name
 
 
 def test_existing_secret_is_used_and_no_secret_is_created(rendered: dict[str, Any]) -> None:
@@ -501,6 +571,7 @@ def test_values_schema_knows_exactly_the_settings() -> None:
     plain = set(schema["definitions"]["settingName"]["enum"])
     secret = set(schema["definitions"]["secretName"]["enum"])
     chart_managed = {"AML_HTTP_PORT", "AML_SHUTDOWN_TIMEOUT_SECONDS", "AML_INSTANCE_ID", "AML_POLICY_FILE"}
+    chart_managed |= {"AML_API_PORT", "AML_API_KEYS_FILE"}  # api.port, the mounted keys Secret
     assert secret == SECRET_VARIABLES
     assert plain == SETTINGS_VARIABLES - SECRET_VARIABLES - chart_managed
     assert schema["additionalProperties"] is False

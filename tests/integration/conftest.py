@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 
+from aml_screener.demo.sample import load_sample
+from aml_screener.devstack.api_process import ApiProcess
 from aml_screener.devstack.kafka_cluster import KafkaCluster
 from aml_screener.devstack.redis_server import RedisServer
 from aml_screener.devstack.schema_registry import ApicurioRegistry
@@ -105,3 +107,29 @@ def client(server: RedisServer) -> redis.Redis:
 @pytest.fixture
 def store(client: redis.Redis) -> WatchlistStore:
     return WatchlistStore(client)
+
+
+@pytest.fixture
+def loaded_redis(server: RedisServer) -> RedisServer:
+    """A redis-server of its own with the bundled OFAC sample loaded."""
+    load_sample(WatchlistStore(redis.Redis.from_url(server.url, decode_responses=True)))
+    return server
+
+
+@pytest.fixture
+def api_factory() -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(redis_url: str, **env: Any) -> ApiProcess:
+        api = ApiProcess(redis_url, env={name: str(value) for name, value in env.items()})
+        started.append(api)
+        return api.start()
+
+    yield start
+    for api in started:
+        api.close()
+
+
+@pytest.fixture
+def api(loaded_redis: RedisServer, api_factory: Callable[..., ApiProcess]) -> ApiProcess:
+    return api_factory(loaded_redis.url, AML_API_KEYS_RELOAD_SECONDS="0.2").wait_ready()

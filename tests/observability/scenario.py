@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from aml_screener.demo.sample import sample_listings
+from aml_screener.devstack.api_process import ApiProcess
 from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED
 from tests.integration.harness import (
@@ -54,6 +55,7 @@ class Run:
     screener: ScreenerProcess
     prometheus: PrometheusServer
     reporter: ScreenerProcess
+    api: ApiProcess | None = None  # the pre-screen API, scraped too (its alert watches its readiness)
     started_at: float = field(default_factory=time.time)
     produced: list[GeneratedEvent] = field(default_factory=list)
 
@@ -105,19 +107,23 @@ def observed_screener(scrape_interval: float = 1.0) -> Iterator[Run]:
         group = f"aml-observability-reporting-{uuid.uuid4().hex[:8]}"
         env = {**reporting_env(OBLIGATIONS_TOPIC, group), "AML_REPORTING_MANAGE_TOPIC": "false"}
         reporter = ReporterProcess(stack, group=group, instance="r1", env=env)
-        targets = [f"127.0.0.1:{screener.port}", f"127.0.0.1:{reporter.port}"]
+        api = ApiProcess(stack.redis_url)
+        targets = [f"127.0.0.1:{screener.port}", f"127.0.0.1:{reporter.port}", f"127.0.0.1:{api.http_port}"]
         prometheus = PrometheusServer(targets, scrape_interval=scrape_interval)
         try:
             prometheus.start()
-            run = Run(stack, screener, prometheus, reporter)
+            run = Run(stack, screener, prometheus, reporter, api)
             load_bundled_watchlist(stack.redis_url)
             screener.start()
+            api.start()
             screener.wait_assigned()
+            api.wait_ready()
             start_reporting(run)
             yield run
         finally:
             screener.close()
             reporter.close()
+            api.close()
             prometheus.close()
 
 

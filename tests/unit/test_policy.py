@@ -823,7 +823,7 @@ def test_the_watcher_thread_swaps_a_changed_file_in(tmp_path):
         assert watcher.current.name == "v2" and watcher.current is not first
     finally:
         watcher.stop()
-    assert watcher._thread is not None and not watcher._thread.is_alive()
+    assert watcher._rounds is not None and not watcher._rounds.alive
 
 
 def test_policy_settings_are_validated():

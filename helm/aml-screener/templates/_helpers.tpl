@@ -191,3 +191,14 @@ spec:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end -}}
+
+{{- define "aml-screener.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aml-screener.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/* The Secret holding the pre-screen API's keys file (keys.json: SHA-256 hashes, never keys). */}}
+{{- define "aml-screener.apiKeysSecret" -}}
+{{- .Values.api.keys.existingSecret | default (printf "%s-api-keys" (include "aml-screener.fullname" .)) -}}
+{{- end -}}

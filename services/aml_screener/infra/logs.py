@@ -15,6 +15,7 @@ from typing import Any
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message",
     "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colour codes (the pre-screen API)
 }
 
 

@@ -384,6 +384,51 @@ class Settings(BaseSettings):
     reporting_contact_phone: str | None = Field(None, description="The contact person's telephone number.")
     reporting_contact_email: str | None = Field(None, description="The contact person's e-mail address.")
 
+    # --- Pre-screen API (`aml-screener api`) -------------------------------------------------------------------
+    api_host: str = Field("0.0.0.0", description="Bind address of the pre-screen API (`aml-screener api`).")  # noqa: S104
+    api_port: int = Field(8080, ge=1, le=65_535, description="Port of the pre-screen API.")
+    api_keys_file: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "JSON file of the API keys the pre-screen API accepts, stored as SHA-256 hashes (`aml-screener api keys "
+            "create` adds one; docs/api.md). Required by `aml-screener api`; re-read every "
+            "AML_API_KEYS_RELOAD_SECONDS, so a revoked key stops working without a restart."
+        ),
+    )
+    api_keys_reload_seconds: float = Field(
+        5.0, gt=0, le=3_600, description="How often the API keys file is checked for changes."
+    )
+    api_max_body_bytes: int = Field(
+        262_144,
+        ge=1_024,
+        le=16_777_216,
+        description=(
+            "Largest request body the pre-screen API reads (413 beyond it). 256 KiB holds a batch of 1,000 long "
+            "addresses."
+        ),
+    )
+    api_max_batch: int = Field(
+        1_000,
+        ge=1,
+        le=10_000,
+        description="Most {network, address} pairs one address-screening request may carry (one Redis round trip).",
+    )
+    api_record_decisions: bool = Field(
+        False,
+        description=(
+            "Record every withdrawal the API screens on the decisions topic (and a flagged one on the flagged topic), "
+            "exactly as the stream would (same decision id), before answering; the answer is 503 when Kafka does not "
+            "acknowledge them in AML_API_RECORD_TIMEOUT_SECONDS."
+        ),
+    )
+    api_record_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Longest wait for Kafka to acknowledge a recorded decision before the API answers 503.",
+    )
+
     @field_validator("metric_assets", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:

@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -34,7 +34,7 @@ from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.exactly_once import ExactlyOnceSink
 from aml_screener.screener.health import HealthServer, ServiceState
-from aml_screener.screener.lookup import WatchlistLookup
+from aml_screener.screener.lookup import LookupResult, WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, DepositInput, Topics
 from aml_screener.screener.policy_watch import PolicyWatcher
@@ -174,21 +174,14 @@ def build(
             dead_letter=settings.kafka_deposit_dead_letter_topic,
             hold=settings.kafka_deposit_hold_topic,
         )
-    batch = BatchScreener(
-        decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
-        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
-        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
-        topics=Topics(
-            settings.kafka_decisions_topic,
-            settings.kafka_flagged_topic,
-            settings.kafka_dead_letter_topic,
-            settings.kafka_hold_topic,
-        ),
-        instance_id=settings.instance_id,
+    batch = batch_screener(
+        settings,
+        repository=repository,
+        catalog=catalog,
+        ids=ids,
         lookup=lookup.lookup,
-        deposits=deposits,
-        screener_version=software_version(),
         policy=policy,
+        deposits=deposits,
     )
     consumer_conf = consumer_config(settings)
     producer_conf = producer_config_for(settings)
@@ -239,6 +232,38 @@ def sink_for(
         metrics=metrics,
         max_inflight_batches=settings.max_inflight_batches,
         retry_max_seconds=settings.lookup_retry_max_seconds,
+    )
+
+
+def batch_screener(
+    settings: Settings,
+    *,
+    repository: SchemaRepository,
+    catalog: SchemaCatalog,
+    ids: OutputSchemaIds,
+    lookup: Callable[[Sequence[str]], LookupResult],
+    policy: Callable[[], Policy],
+    deposits: DepositInput | None = None,
+    keep_decisions: bool = False,
+) -> BatchScreener:
+    """The stream's batch pipeline from settings: the screener's, and the pre-screen API's (a batch of one, which
+    keeps the decision records to answer with them)."""
+    return BatchScreener(
+        decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
+        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
+        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
+        topics=Topics(
+            settings.kafka_decisions_topic,
+            settings.kafka_flagged_topic,
+            settings.kafka_dead_letter_topic,
+            settings.kafka_hold_topic,
+        ),
+        instance_id=settings.instance_id,
+        lookup=lookup,
+        deposits=deposits,
+        screener_version=software_version(),
+        policy=policy,
+        keep_decisions=keep_decisions,
     )
 
 

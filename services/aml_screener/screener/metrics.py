@@ -22,7 +22,32 @@ _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 STAGES = ("decode", "normalize", "lookup", "decide", "produce", "commit")
 
 
-class Metrics:
+class PolicyMetrics:
+    """The action policy's metrics (policy_watch.PolicyWatcher updates them), in every process that decides with a
+    policy: the screener (part of Metrics) and the pre-screen API."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.policy_info = Info(
+            "aml_screener_policy",
+            "Version of the action policy the screener decides with (declared version + content digest).",
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "aml_screener_policy_reloads_total",
+            "Changes of the policy file seen while running, by result: applied (a new policy is in use), unchanged "
+            "(same rules, e.g. only comments changed), invalid or unreadable (refused: the previous policy stays).",
+            ["result"],
+            registry=registry,
+        )
+        self.policy_file_refused = Gauge(
+            "aml_screener_policy_file_refused",
+            "1 while the policy file's current content is refused (invalid or unreadable): the screener decides "
+            "with an earlier policy than the file says.",
+            registry=registry,
+        )
+
+
+class Metrics(PolicyMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
@@ -222,21 +247,4 @@ class Metrics:
             "Unix time the last batch was committed (progress indicator).",
             registry=r,
         )
-        self.policy_info = Info(
-            "aml_screener_policy",
-            "Version of the action policy the screener decides with (declared version + content digest).",
-            registry=r,
-        )
-        self.policy_reloads = Counter(
-            "aml_screener_policy_reloads_total",
-            "Changes of the policy file seen while running, by result: applied (a new policy is in use), unchanged "
-            "(same rules, e.g. only comments changed), invalid or unreadable (refused: the previous policy stays).",
-            ["result"],
-            registry=r,
-        )
-        self.policy_file_refused = Gauge(
-            "aml_screener_policy_file_refused",
-            "1 while the policy file's current content is refused (invalid or unreadable): the screener decides "
-            "with an earlier policy than the file says.",
-            registry=r,
-        )
+        super().__init__(r)  # the action policy's metrics

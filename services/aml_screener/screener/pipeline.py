@@ -15,7 +15,7 @@ LookupUnavailable and then has produced nothing; the caller retries it later wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,7 +100,9 @@ class OutputRecord:
 
 
 @dataclass(slots=True)
-class _Address:
+class ScreenedAddress:
+    """One address of an event (or of a pre-screen request), normalized: what is looked up for it."""
+
     typed: str  # as the event carried it
     key: str | None  # normalized lookup key, e.g. "evm:0x..."; None when it could not be normalized
     failure: str | None  # reason when the address could not be normalized
@@ -113,7 +115,7 @@ class _Screenable:
     schema_id: int
     direction: Direction
     event: WithdrawalEvent | DepositEvent
-    addresses: tuple[_Address, ...]  # a withdrawal's destination, or every source address of a deposit
+    addresses: tuple[ScreenedAddress, ...]  # a withdrawal's destination, or every source address of a deposit
 
 
 @dataclass(slots=True)
@@ -141,6 +143,9 @@ class DecidedEvent:
     matches: Sequence[Match]
     usd_value: float | None
     action: str  # the policy's action (reject/hold/allow, freeze/review/accept)
+    # The decision record itself (also encoded in the outputs), kept only with BatchScreener(keep_decisions=True):
+    # the pre-screen API answers with it; the stream does not hold thousands of them while outputs are in flight.
+    decision: Decision | None = None
 
 
 @dataclass(slots=True)
@@ -214,6 +219,12 @@ class Normalizer:
             return None, hit[1:]
         return hit, None
 
+    def screen(self, network: str, typed: str) -> ScreenedAddress:
+        """``typed`` on ``network``: its lookup key and the keys of listed addresses related to it, or why it has
+        none."""
+        key, failure = self(network, typed)
+        return ScreenedAddress(typed, key, failure, self.related(key) if key is not None else ())
+
     def related(self, key: str) -> tuple[tuple[str, str], ...]:
         """(key, relation) of the listed addresses that make destination ``key`` a match, other than itself."""
         packed = self._related.get(key)
@@ -249,6 +260,7 @@ class BatchScreener:
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
         screener_version: str | None = None,
         policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
+        keep_decisions: bool = False,
     ) -> None:
         self.decoder = decoder
         self.decision_encoder = decision_encoder
@@ -261,6 +273,7 @@ class BatchScreener:
         self.clock_us = clock_us
         self.screener_version = screener_version
         self.policy = policy  # read once per batch: a batch is decided under one policy
+        self.keep_decisions = keep_decisions
 
     def _is_deposit(self, record: InputRecord) -> bool:
         return self.deposits is not None and record.topic == self.deposits.topic
@@ -293,7 +306,7 @@ class BatchScreener:
         done = time.perf_counter()
         return PreparedBatch(records, screenable, dead, normalized_at - started, done - normalized_at)
 
-    def _addresses(self, direction: Direction, event: WithdrawalEvent | DepositEvent) -> tuple[_Address, ...]:
+    def _addresses(self, direction: Direction, event: WithdrawalEvent | DepositEvent) -> tuple[ScreenedAddress, ...]:
         normalize = self.normalize
         network = event["network"]
         if direction is Direction.WITHDRAWAL:
@@ -302,22 +315,11 @@ class BatchScreener:
             # A UTXO transaction often spends several outputs of one address: each address is screened (and
             # reported) once, in the order the event lists them.
             typed_addresses = list(dict.fromkeys(event["source_addresses"]))  # type: ignore[typeddict-item]
-        addresses = []
-        for typed in typed_addresses:
-            key, failure = normalize(network, typed)
-            addresses.append(_Address(typed, key, failure, normalize.related(key) if key is not None else ()))
-        return tuple(addresses)
+        return tuple(normalize.screen(network, typed) for typed in typed_addresses)
 
     def complete(self, batch: PreparedBatch) -> CompletedBatch:
         """Look up, decide and encode. Raises LookupUnavailable (then nothing was decided)."""
-        wanted: dict[str, None] = {}
-        for item in batch.screenable:
-            for address in item.addresses:
-                if address.key is not None:
-                    wanted[address.key] = None
-                    for key, _relation in address.related:
-                        wanted[key] = None
-        keys = list(wanted)
+        keys = lookup_keys(address for item in batch.screenable for address in item.addresses)
         result: LookupResult | None = None
         if batch.screenable:
             # Even a batch of only unscreenable events checks the watchlist: every decision records the version.
@@ -338,7 +340,7 @@ class BatchScreener:
         outputs: list[OutputRecord] = []
         decided: list[DecidedEvent] = []
         for item in batch.screenable:
-            verdicts = [self._verdict(address, context) for address in item.addresses]
+            verdicts = [verdict_of(address, context.matches_by_key, context.overridable) for address in item.addresses]
             if item.direction is Direction.WITHDRAWAL:
                 decided.append(self._withdrawal(item, verdicts[0], context, outputs))
             else:
@@ -352,14 +354,6 @@ class BatchScreener:
             "decide": time.perf_counter() - started,
         }
         return CompletedBatch(outputs, decided, batch.dead_letters, context.version, result, stage)
-
-    @staticmethod
-    def _verdict(address: _Address, context: _Context) -> Verdict:
-        if address.key is None:
-            return unscreenable(address.failure or "invalid_address")
-        if not context.matches_by_key:
-            return decide(None, context.overridable)  # nothing of the batch is listed: the common case, no work
-        return decide(collect_matches(address.key, address.related, context.matches_by_key), context.overridable)
 
     def _decision(
         self,
@@ -462,6 +456,7 @@ class BatchScreener:
             item=item,
             family=family,
             usd=usd,
+            keep=self.keep_decisions,
         )
 
     def _flag(self, decision: Decision, version: str, flagged_at: int, summary: str) -> FlaggedCommon:
@@ -530,6 +525,7 @@ class BatchScreener:
             item=item,
             family=family,
             usd=usd,
+            keep=self.keep_decisions,
         )
 
     def hold(self, batch: PreparedBatch, reason: str) -> CompletedBatch:
@@ -576,6 +572,29 @@ class BatchScreener:
         return OutputRecord(topic, record.key, record.value or b"", headers)
 
 
+def lookup_keys(addresses: Iterable[ScreenedAddress]) -> list[str]:
+    """Every key to look up for these addresses (each once, in order): their own and those of related listings."""
+    wanted: dict[str, None] = {}
+    for address in addresses:
+        if address.key is not None:
+            wanted[address.key] = None
+            for key, _relation in address.related:
+                wanted[key] = None
+    return list(wanted)
+
+
+def verdict_of(
+    address: ScreenedAddress, matches_by_key: dict[str, list[Match]], overridable: frozenset[str]
+) -> Verdict:
+    """The verdict on one looked-up address: unscreenable without a key, else what its matches (its own and those of
+    related listings, after the allowlist) make of it."""
+    if address.key is None:
+        return unscreenable(address.failure or "invalid_address")
+    if not matches_by_key:
+        return decide(None, overridable)  # nothing of the batch is listed: the common case, no work
+    return decide(collect_matches(address.key, address.related, matches_by_key), overridable)
+
+
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What every decision of one completed batch shares."""
@@ -592,7 +611,7 @@ class _Context:
     policy: Policy
 
 
-def _checked(address: _Address) -> list[CheckedKey]:
+def _checked(address: ScreenedAddress) -> list[CheckedKey]:
     return [{"key": key, "relation": relation} for key, relation in address.related]
 
 
@@ -618,6 +637,7 @@ def _decided(
     item: _Screenable,
     family: str | None,
     usd: float | None,
+    keep: bool,
 ) -> DecidedEvent:
     return DecidedEvent(
         event_id=item.event["event_id"],
@@ -632,6 +652,7 @@ def _decided(
         matches=decision["matches"],
         usd_value=usd,
         action=decision["action"] or "",
+        decision=decision if keep else None,
     )
 
 
@@ -650,5 +671,8 @@ __all__ = [
     "Normalizer",
     "OutputRecord",
     "PreparedBatch",
+    "ScreenedAddress",
     "Topics",
+    "lookup_keys",
+    "verdict_of",
 ]

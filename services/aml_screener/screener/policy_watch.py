@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from enum import StrEnum
 from pathlib import Path
 
+from aml_screener.infra.periodic import Periodic
 from aml_screener.infra.settings import Settings
-from aml_screener.screener.metrics import Metrics
+from aml_screener.screener.metrics import PolicyMetrics
 from aml_screener.screening.policy import DEFAULT_POLICY, Policy, PolicyError, parse_policy
 
 log = logging.getLogger(__name__)
-
-# How long stop() waits for the thread: one read and parse of a small file, never a poll interval.
-_JOIN_SECONDS = 5.0
 
 
 class ReloadResult(StrEnum):
@@ -66,12 +63,11 @@ class PolicyWatcher:
     :meth:`check` is one poll (the thread calls it; tests call it directly).
     """
 
-    def __init__(self, path: Path | None, *, interval_seconds: float, metrics: Metrics) -> None:
+    def __init__(self, path: Path | None, *, interval_seconds: float, metrics: PolicyMetrics) -> None:
         self.path = path
         self.interval_seconds = interval_seconds
         self.metrics = metrics
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds: Periodic | None = None
         self._seen: str | None = None  # SHA-256 of the bytes last read (valid or not); None after a failed read
         self._refused: str | None = None  # the problem last reported, so a lasting one is logged once
         for result in ReloadResult:
@@ -90,28 +86,19 @@ class PolicyWatcher:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics) -> PolicyWatcher:
+    def from_settings(cls, settings: Settings, metrics: PolicyMetrics) -> PolicyWatcher:
         path = Path(settings.policy_file) if settings.policy_file else None
         return cls(path, interval_seconds=settings.policy_reload_seconds, metrics=metrics)
 
     def start(self) -> PolicyWatcher:
         """Poll the file in a daemon thread (nothing to poll without a file)."""
-        if self.path is not None and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="policy-watch", daemon=True)
-            self._thread.start()
+        if self.path is not None and self._rounds is None:
+            self._rounds = Periodic("policy-watch", self.interval_seconds, self.check).start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(_JOIN_SECONDS)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.check()
-            except Exception:  # a bug here must not end reloading for the life of the process
-                log.exception("policy watcher: unexpected error; the current policy stays")
+        if self._rounds is not None:
+            self._rounds.stop()
 
     def check(self) -> ReloadResult | None:
         """Read the file once; swap in a changed valid policy. None: nothing new since the last check."""

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import builtins
 from enum import StrEnum
-from typing import NotRequired, TypedDict
+from typing import NotRequired
+
+# typing_extensions (a dependency of pydantic) and not typing: pydantic derives the pre-screen API's JSON Schema from
+# these TypedDicts, and on Python < 3.12 it reads only typing_extensions' TypedDict.
+from typing_extensions import TypedDict
 
 
 class Direction(StrEnum):
