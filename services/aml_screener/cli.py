@@ -5,6 +5,7 @@ aml-screener demo                the whole pipeline on the embedded stack with t
 aml-screener watchlist load      load address lists into a new watchlist version in Redis
 aml-screener watchlist status    show the active watchlist version
 aml-screener watchlist check     look one address up in the active version
+aml-screener history ...         the screening history: migrate, index, lookback, retention
 aml-screener devstack            run the embedded Kafka-protocol broker + redis-server until Ctrl-C
 aml-screener config              document or check the AML_* settings
 """
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from aml_screener.demo.run import add_demo_arguments
     from aml_screener.devstack.cli import add_devstack_arguments
+    from aml_screener.history.cli import add_history_commands
     from aml_screener.watchlist.cli import add_watchlist_commands
 
     demo = sub.add_parser("demo", help="screen a synthetic stream on the embedded stack (or given Kafka/Redis)")
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     watchlist = sub.add_parser("watchlist", help="load and inspect the watchlist in Redis")
     add_watchlist_commands(watchlist, _settings_or_exit)
+
+    history = sub.add_parser("history", help="the screening history and the lookback (PostgreSQL)")
+    add_history_commands(history, _settings_or_exit)
 
     devstack = sub.add_parser("devstack", help="run the embedded Kafka-protocol broker and redis-server")
     add_devstack_arguments(devstack)

@@ -20,14 +20,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-
-from aml_screener.screener.metrics import Metrics
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class HasRegistry(Protocol):
+    """A process's metrics object (the screener's Metrics, the history's HistoryMetrics): its registry is served."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
 
 
 @dataclass
@@ -152,7 +157,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, state: ServiceState, metrics: Metrics) -> None:
+    def __init__(self, host: str, port: int, state: ServiceState, metrics: HasRegistry) -> None:
         self.state = state
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._server = make_server(
