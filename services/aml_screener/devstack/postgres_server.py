@@ -158,7 +158,11 @@ class PostgresServer:
     @property
     def dsn(self) -> str:
         """libpq connection URI of the database (trust authentication: no password)."""
-        return f"postgresql://{self.user}@{LOOPBACK}:{self._port}/{self.database}"
+        return self.dsn_for(self.database)
+
+    def dsn_for(self, database: str) -> str:
+        """libpq connection URI of another database of this server (e.g. one a test created)."""
+        return f"postgresql://{self.user}@{LOOPBACK}:{self._port}/{database}"
 
     @property
     def running(self) -> bool:
@@ -284,7 +288,7 @@ class PostgresServer:
             if code is not None:
                 raise PostgresServerError(f"postgres exited with code {code} on port {self._port}{self._log_tail()}")
             try:
-                with psycopg.connect(self._dsn_for("postgres"), connect_timeout=2):
+                with psycopg.connect(self.dsn_for("postgres"), connect_timeout=2):
                     return
             except psycopg.OperationalError:
                 pass
@@ -295,13 +299,10 @@ class PostgresServer:
                 )
             time.sleep(self._PROBE_INTERVAL_S)
 
-    def _dsn_for(self, database: str) -> str:
-        return f"postgresql://{self.user}@{LOOPBACK}:{self._port}/{database}"
-
     def _ensure_database(self) -> None:
         import psycopg  # noqa: PLC0415 - see _wait_until_ready
 
-        with psycopg.connect(self._dsn_for("postgres"), autocommit=True) as conn:
+        with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists is None:
                 conn.execute(f'CREATE DATABASE "{self.database}"')  # a checked plain identifier (see __init__)

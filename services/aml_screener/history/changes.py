@@ -4,13 +4,15 @@ A watchlist version is one table per sync source, each mapping an address key to
 (screening.watchlist.encode_matches; derived listings of related addresses are stored under their own keys, so
 they are compared like any other). Two versions are compared per key over all sources together, so a listing that
 only moved from one source's table to another's is no change. A listing is identified by what makes it the same
-entry of the same list for the same address: list, entry id, listed address and asset, the source file, and for a
-derived listing its relation and listed key. Then per key:
+listing of the same address by the same list: list, listed address and asset, the source file, and for a derived
+listing its relation and listed key. The entry id is not part of it: plain address lists number their entries by
+line (`file:line`), so one inserted line would otherwise turn every later address into a removal and an addition
+(and every past hit on them into a false retroactive match). Then per key:
 
 - ``added``: identities in the new version only (they drive retroactive matches),
 - ``removed``: identities in the old version only (they drive delistings),
-- ``updated``: the same identity with other details (a new name, programs, category, publication date): recorded,
-  but nothing past is looked up again for it.
+- ``updated``: the same identity with other details (another entry id or name, programs, category, publication
+  date): recorded, but nothing past is looked up again for it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ def identity(listing: Mapping[str, Any]) -> str:
     return json.dumps(
         [
             listing.get("list"),
-            listing.get("entry_id"),
             listing.get("listed_address"),
             listing.get("listed_asset"),
             listing.get("source"),

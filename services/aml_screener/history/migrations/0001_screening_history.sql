@@ -165,14 +165,14 @@ CREATE TABLE aml_history.watchlist_entries (
 );
 CREATE INDEX watchlist_entries_key ON aml_history.watchlist_entries (key);
 
--- The change log: one row per listing added, removed or updated (same list entry and address, other details)
+-- The change log: one row per listing added, removed or updated (same list and address, other details)
 -- per version. The retroactive matches and delistings are computed from it (and can be recomputed after a
 -- crash); with the versions' times it says what was listed when (`watchlist as-of`).
 CREATE TABLE aml_history.watchlist_changes (
     version   text NOT NULL REFERENCES aml_history.watchlist_versions (version),
     key       text NOT NULL,
     change    text NOT NULL CHECK (change IN ('added', 'removed', 'updated')),
-    identity  text NOT NULL,       -- list, entry, listed address and asset, source file, relation (JSON)
+    identity  text NOT NULL,       -- list, listed address and asset, source file, relation (JSON; changes.py)
     source    text NOT NULL,       -- the sync source whose table holds it
     listing   jsonb NOT NULL,      -- the WatchlistMatch as stored
     PRIMARY KEY (version, key, change, identity, source)
