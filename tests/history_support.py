@@ -87,7 +87,7 @@ class HistoryProcess:
     """One `aml-screener history index|lookback` child process, with its /healthz, /readyz and /metrics."""
 
     def __init__(self, command: str, env: Mapping[str, str], name: str) -> None:
-        import os  # noqa: PLC0415 - only the child's environment needs it
+        import os
 
         self.command = command
         self.name = name
