@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,13 @@ from typing import Any
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
+from aml_screener.devstack.generator import GeneratedEvent
 from aml_screener.devstack.ports import free_port
 from aml_screener.devstack.postgres_server import PostgresServer
 from aml_screener.devstack.process import child_process_kwargs
 from aml_screener.history.migrate import migrate
 from aml_screener.screener.codec import FramedReader
+from aml_screener.screening.records import Direction
 from tests.integration.harness import REPOSITORY, IsolatedStack
 
 
@@ -231,3 +233,36 @@ class HistoryReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def listed_keys(addresses: list[tuple[str, str]]) -> tuple[set[str], set[str]]:
+    """(network, address) pairs a list adds -> (their own keys, those plus the keys the list loader derives)."""
+    from aml_screener.screening.addresses import normalize_key  # noqa: PLC0415
+    from aml_screener.screening.related import ListingRelations, listing_keys  # noqa: PLC0415
+
+    direct = {normalize_key(network, address) for network, address in addresses}
+    derived = {related.key for key in direct for related in listing_keys(key, ListingRelations())}
+    return direct, direct | derived
+
+
+def touched(events: Iterable[GeneratedEvent], addresses: list[tuple[str, str]]) -> set[tuple[str, int]]:
+    """The oracle: (event id, address index) of every screened address of ``events`` that a listing of
+    ``addresses`` applies to, from the generator's own record of what it sent: its key is a listed key (or one the
+    list loader derives), or it is related to a listed address (its screening keys)."""
+    from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_key  # noqa: PLC0415
+    from aml_screener.screening.related import screening_keys  # noqa: PLC0415
+
+    direct, stored = listed_keys(addresses)
+    found = set()
+    for event in events:
+        if event.expected.value == "DEAD_LETTER":
+            continue
+        typed = [event.address] if event.direction is Direction.WITHDRAWAL else list(dict.fromkeys(event.sources))
+        for index, address in enumerate(typed):
+            try:
+                key = normalize_key(event.network, address)
+            except (InvalidAddress, UnsupportedNetwork):
+                continue
+            if key in stored or {related.key for related in screening_keys(key)} & direct:
+                found.add((event.event_id, index))
+    return found
