@@ -122,6 +122,8 @@ _SCALES: dict[str, list[tuple[float, float, str]]] = {
 
 
 def formatter(unit: str) -> Callable[[float], str]:
+    if unit == "dateTimeAsIso":  # milliseconds since the epoch, shown in the dashboards' time zone (UTC)
+        return lambda value: datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M")
     scales = _SCALES.get(unit, _SCALES["short"])
     prefix = "$" if unit == "currencyUSD" else ""
 
@@ -217,6 +219,8 @@ def draw_stat(ax: Axes, panel: Mapping[str, Any], query: Query) -> None:
                 if decimals is not None and defaults.get("unit") == "percentunit"
                 else fmt(value)
             )
+            if text_mode == "value_and_name":
+                shown = f"{name}: {shown}"
             ax.text(
                 0.5,
                 y,
@@ -224,7 +228,7 @@ def draw_stat(ax: Axes, panel: Mapping[str, Any], query: Query) -> None:
                 color=color,
                 ha="center",
                 va="center",
-                fontsize=20,
+                fontsize=14 if text_mode == "value_and_name" else 20,
                 fontweight="bold",
                 transform=ax.transAxes,
             )

@@ -16,6 +16,7 @@ from aml_screener.screener.schemas import (
     LocalSchemaRepository,
     SchemaCatalog,
 )
+from aml_screener.screening.policy import DEFAULT_POLICY, Policy
 
 CATALOG = SchemaCatalog()
 REPOSITORY = LocalSchemaRepository(CATALOG)
@@ -56,6 +57,7 @@ def batch_screener(
     instance_id: str = "test",
     clock_us: Callable[[], int] = lambda: 1_700_000_000_000_000,  # decisions carry a fixed decided_at
     screener_version: str | None = "aml-screener test",
+    policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
 ) -> BatchScreener:
     decision, flagged = CATALOG.current(SCREENING_DECISION), CATALOG.current(WITHDRAWAL_FLAGGED)
     return BatchScreener(
@@ -69,4 +71,5 @@ def batch_screener(
         clock_us=clock_us,
         deposits=deposit_input(),
         screener_version=screener_version,
+        policy=policy,
     )

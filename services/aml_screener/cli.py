@@ -6,7 +6,10 @@ aml-screener watchlist load      load address lists into a new watchlist version
 aml-screener watchlist status    show the active watchlist version
 aml-screener watchlist check     look one address up in the active version
 aml-screener history ...         the screening history: migrate, index, lookback, retention
+aml-screener report serve        record OFAC reporting obligations from the flagged topics (metrics, probes)
+aml-screener report list|drafts|file   the obligations, their report drafts, mark one filed
 aml-screener devstack            run the embedded Kafka-protocol broker + redis-server until Ctrl-C
+aml-screener policy check FILE   validate an action policy file and show its version and rules
 aml-screener config              document or check the AML_* settings
 """
 
@@ -19,6 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from aml_screener.infra.logs import configure_logging
 from aml_screener.infra.settings import ENV_PREFIX, ConfigError, Settings, load_settings
@@ -64,6 +68,26 @@ def cmd_devstack(args: argparse.Namespace) -> int:
     return run_devstack(args)
 
 
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate a policy file as the screener would at start-up; print its version and every rule in the order they
+    are tried (the built-in ones last). Exit 2 with the problems (file, rule, field) when it is invalid."""
+    from aml_screener.screener.policy_watch import load_policy
+    from aml_screener.screening.policy import DEFAULT_POLICY, PolicyError
+
+    try:
+        policy = load_policy(args.file) if args.file else DEFAULT_POLICY
+    except PolicyError as exc:
+        print(f"aml-screener: invalid action policy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    builtin = len(policy.rules)
+    rules = [
+        {**rule.model_dump(mode="json", exclude_none=True), "builtin": position >= builtin}
+        for position, rule in enumerate(policy.effective)
+    ]
+    print(json.dumps({"version": policy.version, "source": policy.source, "rules": rules}, indent=2))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_markdown())
@@ -93,7 +117,7 @@ def settings_markdown() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="aml-screener", description="Event-driven AML screening of crypto withdrawals."
+        prog="aml-screener", description="Event-driven AML screening of crypto withdrawals and deposits."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -103,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aml_screener.demo.run import add_demo_arguments
     from aml_screener.devstack.cli import add_devstack_arguments
     from aml_screener.history.cli import add_history_commands
+    from aml_screener.reporting.cli import add_report_commands
     from aml_screener.watchlist.cli import add_watchlist_commands
 
     demo = sub.add_parser("demo", help="screen a synthetic stream on the embedded stack (or given Kafka/Redis)")
@@ -114,10 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="the screening history and the lookback (PostgreSQL)")
     add_history_commands(history, _settings_or_exit)
+    report = sub.add_parser("report", help="OFAC reporting obligations: record them, list, draft and file reports")
+    add_report_commands(report, _settings_or_exit)
 
     devstack = sub.add_parser("devstack", help="run the embedded Kafka-protocol broker and redis-server")
     add_devstack_arguments(devstack)
     devstack.set_defaults(func=cmd_devstack)
+
+    policy = sub.add_parser("policy", help="the action policy (docs/policy.md)")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate a policy file; print its version and rules (exit 2: invalid)")
+    check.add_argument("file", nargs="?", type=Path, help="the policy file (default: the built-in default policy)")
+    check.set_defaults(func=cmd_policy_check)
 
     config = sub.add_parser("config", help="print the effective settings (secrets masked) or their documentation")
     config.add_argument("--markdown", action="store_true", help="print the settings table for the README")

@@ -119,10 +119,11 @@ def test_screener_is_scalable_and_drains_within_its_stop_grace(services: dict[st
 
 
 def test_containers_without_http_disable_the_images_healthcheck(services: dict[str, dict[str, Any]]) -> None:
-    """The image's HEALTHCHECK probes /healthz; the sync job and the load generator serve no HTTP."""
+    """The image's HEALTHCHECK probes /healthz; the sync job and the load generator serve no HTTP (the screener
+    and the reporter do)."""
     image = services["screener"]["image"]
     for name, service in services.items():
-        if service.get("image") == image and name != "screener":
+        if service.get("image") == image and name not in {"screener", "reporter"}:
             assert service.get("healthcheck") == {"disable": True}, name
 
 
@@ -143,6 +144,9 @@ def test_kafka_runs_kraft_and_init_creates_every_topic_the_screener_uses(service
         if name.startswith("kafka_") and name.endswith("_topic")
     }
     assert topics <= created, f"topics the screener uses but kafka-init does not create: {topics - created}"
+    obligations = re.escape(Settings.model_fields["kafka_obligations_topic"].default)
+    compacted = rf"^\s*create {obligations} 1 --config cleanup.policy=compact$"
+    assert re.search(compacted, script, re.MULTILINE), "the reporter's state topic must be compacted"
     assert services["screener"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aml_screener.screening.policy import DEFAULT_POLICY, parse_policy
 from aml_screener.watchlist.sync import load_config
 from tests.deploy.conftest import (
     CHART,
@@ -51,6 +52,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
         "kafka": {"inputPartitions": 6},
+        "reporting": {"env": {"AML_REPORTING_INSTITUTION_NAME": "Example Exchange LLC"}},
         "watchlistSync": {
             "timeZone": "Etc/UTC",
             "env": {"AML_REDIS_USERNAME": "aml-sync"},
@@ -67,6 +69,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "hpa": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}, "kafka": {"inputPartitions": 4}},
     "minimal": {
         "watchlistSync": {"enabled": False},
+        "reporting": {"enabled": False},
         "dashboards": {"enabled": False},
         "podDisruptionBudget": {"enabled": False},
         "serviceAccount": {"create": False},
@@ -106,9 +109,12 @@ def objects(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
+    """The one object of `kind` (of `component`: the screener's and the reporter's Deployment and Service)."""
     found = objects(docs, kind)
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    if component is not None:
+        found = [doc for doc in found if doc["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
     return found[0]
 
 
@@ -123,7 +129,7 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
 
 
 def screener_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = one(docs, "Deployment", "screener")["spec"]["template"]["spec"]["containers"]
     return next(container for container in containers if container["name"] == "screener")
 
 
@@ -194,7 +200,7 @@ def test_probes_use_healthz_for_liveness_and_readyz_for_readiness(rendered: dict
 @pytest.mark.parametrize("drain_seconds", [20, 45])
 def test_grace_period_exceeds_the_drain_bound(drain_seconds: int, tmp_path: Path) -> None:
     docs = load_yaml_all(helm_template({"shutdownTimeoutSeconds": drain_seconds}, tmp_path))
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one(docs, "Deployment", "screener")["spec"]["template"]["spec"]
     env = {item["name"]: item.get("value") for item in screener_container(docs)["env"]}
     assert env["AML_SHUTDOWN_TIMEOUT_SECONDS"] == str(drain_seconds)
     # SIGTERM -> drain (<= AML_SHUTDOWN_TIMEOUT_SECONDS) -> commit, leave the group, flush: all before SIGKILL.
@@ -212,7 +218,7 @@ def test_image_digest_pins_what_runs(rendered: dict[str, Any]) -> None:
 
 
 def test_rolling_update_never_drops_below_the_requested_members(rendered: dict[str, Any]) -> None:
-    strategy = one(rendered["defaults"], "Deployment")["spec"]["strategy"]
+    strategy = one(rendered["defaults"], "Deployment", "screener")["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -222,15 +228,19 @@ def test_rolling_update_never_drops_below_the_requested_members(rendered: dict[s
 @pytest.mark.parametrize("value_set", ["defaults", "everything"])
 def test_selectors_pick_the_screener_pods_and_only_them(value_set: str, rendered: dict[str, Any]) -> None:
     docs = rendered[value_set]
-    deployment = one(docs, "Deployment")
+    deployment = one(docs, "Deployment", "screener")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert matches(selector, pod_labels)
-    sync_labels = [template["metadata"]["labels"] for name, template in pod_specs(docs) if "Deployment" not in name]
-    service = one(docs, "Service")
+    other_labels = [
+        template["metadata"]["labels"]
+        for name, template in pod_specs(docs)
+        if name != f"Deployment/{RELEASE}-aml-screener"
+    ]
+    service = one(docs, "Service", "screener")
     assert matches(service["spec"]["selector"], pod_labels)
-    # The metrics Service must not also pick the sync job's pods (they serve no /metrics).
-    assert not any(matches(service["spec"]["selector"], labels) for labels in sync_labels)
+    # The screeners' Service must not also pick the sync job's pods (they serve no /metrics) or the reporter's.
+    assert other_labels and not any(matches(service["spec"]["selector"], labels) for labels in other_labels)
     assert matches(one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels)
 
 
@@ -242,7 +252,7 @@ def test_pdb_still_lets_nodes_drain_when_screeners_fail_closed(rendered: dict[st
 
 def test_service_monitor_scrapes_the_service_as_job_aml_screener(rendered: dict[str, Any]) -> None:
     docs = rendered["everything"]
-    service = one(docs, "Service")
+    service = one(docs, "Service", "screener")
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
@@ -259,7 +269,7 @@ def test_network_policies_cover_screeners_and_sync_jobs(rendered: dict[str, Any]
     policies = {doc["metadata"]["name"]: doc["spec"] for doc in objects(docs, "NetworkPolicy")}
     screener = policies[f"{RELEASE}-aml-screener"]
     sync = policies[f"{RELEASE}-aml-screener-sync"]
-    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(docs, "Deployment", "screener")["spec"]["template"]["metadata"]["labels"]
     assert matches(screener["podSelector"]["matchLabels"], pod_labels)
     assert screener["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert screener["ingress"][0]["from"] == VALUE_SETS["everything"]["networkPolicy"]["metricsFrom"]
@@ -274,6 +284,49 @@ def test_network_policies_cover_screeners_and_sync_jobs(rendered: dict[str, Any]
     assert 443 not in egress_ports(screener), "screeners download nothing"
     assert {53, 6379, 443} <= egress_ports(sync)
     assert "ingress" not in sync, "nothing connects to a sync job"
+
+
+# --- the OFAC reporter ----------------------------------------------------------------------------------------
+
+
+def test_the_reporter_runs_report_serve_once_with_the_screeners_settings(rendered: dict[str, Any]) -> None:
+    docs = rendered["everything"]
+    deployment = one(docs, "Deployment", "reporting")
+    spec = deployment["spec"]
+    # One writer of the obligations topic at any time: one replica, replaced rather than rolled.
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["report", "serve"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert str(ports["http"]) == env["AML_HTTP_PORT"]
+    assert env["AML_REPORTING_INSTITUTION_NAME"] == "Example Exchange LLC"
+    # The same Kafka settings and secrets as the screeners (the flagged topics are theirs).
+    assert container["envFrom"] == screener_container(docs)["envFrom"]
+    # Its writes wait at most the producer's delivery timeout (30 s by default) before SIGKILL may come.
+    assert pod["terminationGracePeriodSeconds"] > 30
+    # Scraped like the screeners (job="aml-screener"), and let in and out like them.
+    pod_labels = spec["template"]["metadata"]["labels"]
+    service = one(docs, "Service", "reporting")
+    assert matches(service["spec"]["selector"], pod_labels)
+    assert not matches(one(docs, "Service", "screener")["spec"]["selector"], pod_labels)
+    monitor = one(docs, "ServiceMonitor")["spec"]["selector"]
+    (expression,) = monitor["matchExpressions"]
+    assert expression["key"] == "app.kubernetes.io/component" and set(expression["values"]) == {"screener", "reporting"}
+    assert matches(monitor["matchLabels"], service["metadata"]["labels"])
+    policy = next(d["spec"] for d in objects(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-reporting"))
+    assert matches(policy["podSelector"]["matchLabels"], pod_labels)
+    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert 9092 in {port["port"] for rule in policy["egress"] for port in rule.get("ports", [])}
+
+
+def test_the_reporter_can_be_switched_off(rendered: dict[str, Any]) -> None:
+    docs = rendered["minimal"]
+    assert [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "reporting"] == []
+    assert one(rendered["defaults"], "Deployment", "reporting")
 
 
 # --- settings and secrets -----------------------------------------------------------------------------------
@@ -401,7 +454,7 @@ def test_optional_objects_are_off_by_default(rendered: dict[str, Any]) -> None:
 def test_hpa_scales_the_deployment_within_the_partition_count(rendered: dict[str, Any]) -> None:
     docs = rendered["hpa"]
     hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
-    deployment = one(docs, "Deployment")
+    deployment = one(docs, "Deployment", "screener")
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -442,14 +495,39 @@ def test_values_schema_rejects_mistakes(values: dict[str, Any], complaint: str, 
 
 
 def test_values_schema_knows_exactly_the_settings() -> None:
-    """config/env accept every non-secret setting except the three the chart sets, secrets accept every secret:
+    """config/env accept every non-secret setting except the four the chart sets, secrets accept every secret:
     a setting added to the code without updating the schema fails here, not in a user's `helm install`."""
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     plain = set(schema["definitions"]["settingName"]["enum"])
     secret = set(schema["definitions"]["secretName"]["enum"])
-    chart_managed = {"AML_HTTP_PORT", "AML_SHUTDOWN_TIMEOUT_SECONDS", "AML_INSTANCE_ID"}
+    chart_managed = {"AML_HTTP_PORT", "AML_SHUTDOWN_TIMEOUT_SECONDS", "AML_INSTANCE_ID", "AML_POLICY_FILE"}
     assert secret == SECRET_VARIABLES
     assert plain == SETTINGS_VARIABLES - SECRET_VARIABLES - chart_managed
     assert schema["additionalProperties"] is False
     defaults = load_yaml((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert set(defaults) == set(schema["properties"]), "values.yaml and the schema list different keys"
+
+
+def test_the_action_policy_is_mounted_as_a_directory_so_changes_reach_running_screeners(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """The kubelet updates a ConfigMap volume in place, but never a subPath mount; and no checksum annotation rolls
+    the pods on a policy change: the screener reloads the file itself (docs/policy.md)."""
+    docs = rendered["defaults"]
+    configmap = next(doc for doc in objects(docs, "ConfigMap") if doc["metadata"]["name"].endswith("-policy"))
+    assert parse_policy(configmap["data"]["policy.toml"]).version == DEFAULT_POLICY.version, "the shipped default"
+    container = screener_container(docs)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    mount = next(item for item in container["volumeMounts"] if item["name"] == "policy")
+    assert "subPath" not in mount and mount["readOnly"] is True
+    assert env["AML_POLICY_FILE"] == f"{mount['mountPath']}/policy.toml"
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "policy")["configMap"]["name"] == configmap["metadata"]["name"]
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert not any("policy" in key for key in annotations)
+
+    own = 'version = "exchange-1"\n[[rule]]\nid = "mixers"\ndirection = "deposit"\n'
+    own += 'category = "mixer"\naction = "freeze"\n'
+    custom = load_yaml_all(helm_template({"policy": {"content": own}}, tmp_path))
+    data = next(doc for doc in objects(custom, "ConfigMap") if doc["metadata"]["name"].endswith("-policy"))["data"]
+    assert parse_policy(data["policy.toml"]).version == parse_policy(own).version

@@ -30,6 +30,11 @@ def test_demo_screens_a_stream_end_to_end_and_reports_ok():
     assert re.search(r"listed but decided clear\s+0\n", out)
     assert re.search(r"events without decision\s+0\n", out)
     assert "Lazarus Group" in out
+    assert re.search(r"deposits\s+clear \d+, flagged [1-9]\d*, unscreenable \d+\n", out), "deposits streamed too"
+    lazarus = re.search(r"deposit from a Lazarus Group address \(dep-demo-lazarus\): (.*)\n", out)
+    assert lazarus and "FLAGGED" in lazarus.group(1) and "action freeze" in lazarus.group(1), (
+        "the Lazarus deposit frozen"
+    )
     assert "aml_screener_decisions_total" in out, "metrics excerpt scraped from /metrics"
     assert "result: OK" in out
 

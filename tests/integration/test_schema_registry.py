@@ -6,7 +6,6 @@ references, read-only credentials, and the registry missing at start-up and goin
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -14,11 +13,9 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from aml_screener.screener.schemas import (
-    DEPOSIT_FLAGGED,
     SCREENING_DECISION,
     WITHDRAWAL_FLAGGED,
     WITHDRAWAL_REQUESTED,
@@ -64,20 +61,6 @@ def serialize(ser: Any, datum: Any) -> bytes:
     return bytes(ser(datum, SerializationContext(INPUT, MessageField.VALUE)))
 
 
-def register_outputs(admin: SchemaRegistryClient, stack: Any) -> dict[str, int]:
-    """Register every output schema under its subject, as a writer would before screeners with read-only
-    credentials start; their ids by schema name."""
-    topics = stack.topics
-    return {
-        name: admin.register_schema(f"{topic}-value", Schema(json.dumps(CATALOG.current(name).schema), "AVRO"))
-        for topic, name in (
-            (topics.decisions, SCREENING_DECISION),
-            (topics.flagged, WITHDRAWAL_FLAGGED),
-            (topics.deposit_flagged, DEPOSIT_FLAGGED),
-        )
-    }
-
-
 def lazarus_address(redis_url: str) -> str:
     listings = load_bundled_watchlist(redis_url)
     return next(item.listed_address for _, item in listings if item.entry_name == "Lazarus Group")
@@ -100,7 +83,11 @@ def test_real_producers_writer_schemas_are_decided_through_apicurio(
     reference = SchemaReference(CLIENT_INFO_NAME, "com.example.exchange.ClientInfo", referenced.version)
     with_reference = serializer(admin, Schema(json.dumps(newer), "AVRO", [reference]), "it-referencing-value")
     # The output schemas are registered by a writer first (the screener's credentials are read-only).
-    register_outputs(admin, stack)
+    for subject, name in (
+        (f"{stack.topics.decisions}-value", SCREENING_DECISION),
+        (f"{stack.topics.flagged}-value", WITHDRAWAL_FLAGGED),
+    ):
+        admin.register_schema(subject, Schema(json.dumps(CATALOG.current(name).schema), "AVRO"))
     # Several URLs, the first one dead, the second with the credentials in it (as Confluent clients accept).
     screener = screeners(AML_SCHEMA_REGISTRY_URL=f"http://127.0.0.1:9/nothing,{schema_registry.url_with('reader')}")
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
@@ -142,7 +129,12 @@ def test_read_only_credentials_use_registered_or_configured_ids_and_fail_clearly
     stack, screeners, reader_factory, schema_registry
 ):
     admin = SchemaRegistryClient({"url": schema_registry.url_with("admin")})
-    ids = register_outputs(admin, stack)
+    ids = {}
+    for subject, name in (
+        (f"{stack.topics.decisions}-value", SCREENING_DECISION),
+        (f"{stack.topics.flagged}-value", WITHDRAWAL_FLAGGED),
+    ):
+        ids[name] = admin.register_schema(subject, Schema(json.dumps(CATALOG.current(name).schema), "AVRO"))
     lazarus = lazarus_address(stack.redis_url)
     plain = serializer(admin, Schema(json.dumps(READER_SCHEMA), "AVRO"), "it-plain-value")
     reader_url = schema_registry.url_with("reader")
@@ -150,13 +142,9 @@ def test_read_only_credentials_use_registered_or_configured_ids_and_fail_clearly
     looked_up.wait_assigned()
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
     produce_raw(stack, [(b"1", serialize(plain, withdrawal("ro", lazarus)))])
-    # The decision and the flagged event are on different topics: wait for both before looking at their framing.
-    outputs = reader.read_until(
-        lambda o: len(o.decisions) >= 1 and len(o.flagged) >= 1, 45, "a decision and a flag with read-only credentials"
-    )
+    outputs = reader.read_until(lambda o: len(o.decisions) >= 1, 45, "a decision with read-only credentials")
     assert outputs.decisions[0]["decision"] == "FLAGGED"
-    expected_ids = {ids[SCREENING_DECISION], ids[WITHDRAWAL_FLAGGED]}  # a flagged withdrawal: a decision + a flag
-    assert set(reader.schema_ids) == expected_ids, "framed with the ids registered under the output subjects"
+    assert set(reader.schema_ids) == set(ids.values()), "framed with the ids registered under the output subjects"
     assert looked_up.terminate() == 0
     # An output subject nobody registered: read-only credentials cannot, so the screener says what to do.
     unregistered = screeners(
@@ -174,7 +162,6 @@ def test_read_only_credentials_use_registered_or_configured_ids_and_fail_clearly
         AML_KAFKA_DECISIONS_TOPIC="unregistered.decisions",
         AML_SCHEMA_REGISTRY_DECISIONS_SCHEMA_ID=str(ids[SCREENING_DECISION]),
         AML_SCHEMA_REGISTRY_FLAGGED_SCHEMA_ID=str(ids[WITHDRAWAL_FLAGGED]),
-        AML_SCHEMA_REGISTRY_DEPOSIT_FLAGGED_SCHEMA_ID=str(ids[DEPOSIT_FLAGGED]),
     )
     configured.wait_until(lambda: configured.probe("/readyz")[1]["reason"] != "starting", 45, "past start-up")
     assert configured.terminate() == 0
@@ -208,8 +195,11 @@ def test_wrong_credentials_or_no_registry_at_start_fail_closed_and_recover(
     waiting.wait_assigned(60)
     reader = reader_factory(stack, HttpSchemaRegistry(schema_registry.url_with("admin")))
     produce_raw(stack, [(b"1", first)])
-    # Both outputs read (the reader learns their schema ids from the registry) before the registry goes away again.
-    reader.read_until(lambda o: len(o.decisions) >= 1 and len(o.flagged) >= 1, 45, "decided once the registry is back")
+    # The decision and the flagged event are on different topics: read both (the reader needs the registry to
+    # decode the flag's schema id) before the registry goes away again.
+    reader.read_until(
+        lambda o: len(o.decisions) >= 1 and len(o.flagged) >= 1, 45, "decided and flagged once the registry is back"
+    )
     # Going away mid-run: a record with an id the screener has never seen waits (not dead-lettered), not ready.
     schema_registry.stop()
     try:
@@ -223,30 +213,3 @@ def test_wrong_credentials_or_no_registry_at_start_fail_closed_and_recover(
     assert [d["event_id"] for d in outputs.decisions] == ["before", "during"]
     waiting.wait_until(lambda: waiting.probe("/readyz")[0] == 200, 30, "ready again")
     assert waiting.terminate() == 0
-
-
-def test_every_schema_version_evolves_compatibly_under_the_registrys_full_transitive_check(schema_registry):
-    """Consumers of the outputs and producers of the inputs upgrade at their own pace: each version of each schema
-    must be readable by every earlier one and read every earlier one. The registry (Apicurio's Confluent API)
-    checks it when each version is registered in order under FULL_TRANSITIVE compatibility."""
-    admin = SchemaRegistryClient({"url": schema_registry.url_with("admin")})
-    families: dict[str, list[Any]] = {}
-    for entry in sorted(CATALOG.entries(), key=lambda item: item.schema_id):
-        families.setdefault(entry.fullname, []).append(entry)
-    evolving = {name: entries for name, entries in families.items() if len(entries) > 1}
-    assert {SCREENING_DECISION, WITHDRAWAL_FLAGGED} <= set(evolving)
-    tag = uuid.uuid4().hex[:8]
-    for name, entries in evolving.items():
-        subject = f"compat-{tag}-{name}"
-        admin.set_compatibility(subject, "FULL_TRANSITIVE")
-        for entry in entries:
-            admin.register_schema(subject, Schema(json.dumps(entry.schema), "AVRO"))  # raises when incompatible
-        assert len(admin.get_versions(subject)) == len(entries), name
-    # The check is real: a version dropping a field without a default is refused.
-    subject = f"compat-{tag}-refused"
-    admin.set_compatibility(subject, "FULL_TRANSITIVE")
-    latest = CATALOG.current(SCREENING_DECISION).schema
-    admin.register_schema(subject, Schema(json.dumps(latest), "AVRO"))
-    narrower = dict(latest, fields=[field for field in latest["fields"] if field["name"] != "decision_id"])
-    with pytest.raises(SchemaRegistryError):
-        admin.register_schema(subject, Schema(json.dumps(narrower), "AVRO"))

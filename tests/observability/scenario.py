@@ -4,7 +4,10 @@
 Embedded stack (the librdkafka mock, so `render_dashboards.py --demo` needs no JVM, + redis-server) with the
 bundled OFAC sample, one real `aml-screener run` process, a Prometheus scraping it every second with the alert
 rules loaded, and a seeded withdrawal stream with sanctions hits, unscreenable and malformed records, produced in
-waves, with one short watchlist outage (Redis paused) so that the fail-closed series exist too.
+waves, with one short watchlist outage (Redis paused) so that the fail-closed series exist too. Beside it one
+`aml-screener report serve` with two OFAC reporting obligations (a sanctions reject decided a month ago, overdue,
+and a freeze decided now), from flagged events produced with their action set (the screener's have none until the
+action policy sets it), so the reporting panels and alerts have series too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import redis
 
@@ -27,7 +31,9 @@ from tests.integration.harness import (
     load_bundled_watchlist,
     produce,
 )
+from tests.integration.reporting_process import ReporterProcess, produce_values, reporting_env
 from tests.observability.prom import PrometheusServer
+from tests.reporting_support import deposit_flagged, encode, withdrawal_flagged
 
 # Redis stays paused this long: longer than the harness's AML_REDIS_TIMEOUT_SECONDS (0.5 s), so lookups time out
 # and the screener fails closed, short enough to keep the test quick.
@@ -35,11 +41,16 @@ OUTAGE_MS = 2000
 _SLICES = 5
 
 
+# The obligations topic on the mock, which has no admin API to create (or check) a compacted topic: created here.
+OBLIGATIONS_TOPIC = "compliance.obligations"
+
+
 @dataclass
 class Run:
     stack: IsolatedStack
     screener: ScreenerProcess
     prometheus: PrometheusServer
+    reporter: ScreenerProcess
     started_at: float = field(default_factory=time.time)
     produced: list[GeneratedEvent] = field(default_factory=list)
 
@@ -61,16 +72,23 @@ class Run:
         self.screener.wait_until(lambda: self.decided_or_dead_lettered() >= total, timeout, f"{total} events handled")
 
     def wait_scraped(self, timeout: float = 15) -> None:
-        """Until Prometheus holds the screener's final counts (so every query sees the whole run)."""
-        want = self.decided_or_dead_lettered()
-        query = "sum(aml_screener_decisions_total) + (sum(aml_screener_dead_lettered_total) or vector(0))"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self.prometheus.query(query)
-            if result and float(result[0]["value"][1]) >= want:
-                return
-            time.sleep(0.25)
-        raise AssertionError(f"Prometheus did not scrape the final counts ({want}) within {timeout}s")
+        """Until Prometheus holds the screener's final counts and the reporter's obligations (so every query sees
+        the whole run)."""
+        wanted = {
+            "sum(aml_screener_decisions_total) + (sum(aml_screener_dead_lettered_total) or vector(0))": (
+                self.decided_or_dead_lettered()
+            ),
+            "sum(aml_screener_reporting_open_obligations)": float(REPORTED_OBLIGATIONS),
+        }
+        for query, want in wanted.items():
+            deadline = time.monotonic() + timeout
+            while True:
+                result = self.prometheus.query(query)
+                if result and float(result[0]["value"][1]) >= want:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"Prometheus did not scrape {query} >= {want} within {timeout}s")
+                time.sleep(0.25)
 
 
 _DECISIONS = ("clear", "flagged", "unscreenable")
@@ -81,17 +99,45 @@ def observed_screener(scrape_interval: float = 1.0) -> Iterator[Run]:
     """Stack, screener and Prometheus, all started; everything stopped and removed on exit."""
     with isolated_stack(None, broker="mock") as stack:
         screener = ScreenerProcess(stack, group=f"aml-observability-{uuid.uuid4().hex[:8]}", instance="s1")
-        prometheus = PrometheusServer([f"127.0.0.1:{screener.port}"], scrape_interval=scrape_interval)
+        group = f"aml-observability-reporting-{uuid.uuid4().hex[:8]}"
+        env = {**reporting_env(OBLIGATIONS_TOPIC, group), "AML_REPORTING_MANAGE_TOPIC": "false"}
+        reporter = ReporterProcess(stack, group=group, instance="r1", env=env)
+        targets = [f"127.0.0.1:{screener.port}", f"127.0.0.1:{reporter.port}"]
+        prometheus = PrometheusServer(targets, scrape_interval=scrape_interval)
         try:
             prometheus.start()
-            run = Run(stack, screener, prometheus)
+            run = Run(stack, screener, prometheus, reporter)
             load_bundled_watchlist(stack.redis_url)
             screener.start()
             screener.wait_assigned()
+            start_reporting(run)
             yield run
         finally:
             screener.close()
+            reporter.close()
             prometheus.close()
+
+
+REPORTED_OBLIGATIONS = 2
+
+
+def start_reporting(run: Run) -> None:
+    """The reporter with its topics, and two obligations recorded: one overdue, one due in two weeks."""
+    run.stack.kafka.create_topic(OBLIGATIONS_TOPIC, 1)
+    run.reporter.start()
+    run.reporter.wait_until(lambda: run.reporter.probe("/readyz")[0] == 200, 60, "reporter ready")
+    now = datetime.now(UTC)
+    rejected = withdrawal_flagged(action="reject", flagged_at=now - timedelta(days=30))
+    frozen = deposit_flagged(action="freeze", flagged_at=now)
+    servers = run.stack.bootstrap_servers
+    produce_values(servers, run.stack.topics.flagged, [(rejected["event_id"].encode(), encode(rejected))])
+    produce_values(servers, run.stack.topics.deposit_flagged, [(frozen["event_id"].encode(), encode(frozen))])
+
+    def recorded() -> bool:
+        open_ = run.reporter.metric("aml_screener_reporting_open_obligations", kind="rejected_transaction")
+        return open_ + run.reporter.metric("aml_screener_reporting_open_obligations", kind="blocked_property") >= 2
+
+    run.reporter.wait_until(recorded, 60, f"{REPORTED_OBLIGATIONS} obligations recorded")
 
 
 def run_traffic(

@@ -108,5 +108,10 @@ def test_compliance_dashboard_covers_what_compliance_asks_for() -> None:
         "aml_screener_watchlist_info",
         "aml_screener_watchlist_source_addresses",
         "aml_screener_watchlist_source_last_success_timestamp_seconds",
+        # OFAC reporting obligations: how many are open, due soon, overdue, and the nearest deadline.
+        "max by (kind) (aml_screener_reporting_open_obligations)",
+        "aml_screener_reporting_due_soon_obligations",
+        "aml_screener_reporting_overdue_obligations",
+        "min(aml_screener_reporting_next_due_timestamp_seconds)",
     ):
         assert metric in exprs, metric

@@ -50,6 +50,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: watchlist-sync
 {{- end -}}
 
+{{- define "aml-screener.reportingSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aml-screener.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: reporting
+{{- end -}}
+
 {{/* Image: repository[:tag][@digest]; the digest, when given, decides what runs. --------------------- */}}
 {{- define "aml-screener.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}

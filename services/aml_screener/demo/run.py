@@ -79,6 +79,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 class Tally:
     decisions: Counter[str] = field(default_factory=Counter)
     by_direction: Counter[tuple[str, str]] = field(default_factory=Counter)  # (direction, outcome)
+    actions: Counter[str] = field(default_factory=Counter)  # the policy's actions
     lazarus_deposit: dict[str, Any] | None = None  # the decision of the demo's Lazarus deposit
     flags_by_list: Counter[str] = field(default_factory=Counter)
     flags_by_asset: Counter[str] = field(default_factory=Counter)
@@ -318,6 +319,7 @@ def _count_decision(tally: Tally, decision: dict[str, Any]) -> None:
     outcome = decision["decision"]
     tally.decisions[outcome] += 1
     tally.by_direction[decision["direction"], outcome] += 1
+    tally.actions[decision["action"]] += 1
     if event_id == LAZARUS_DEPOSIT_ID:
         tally.lazarus_deposit = decision
     tally.outcome_by_event[event_id] = outcome
@@ -396,6 +398,7 @@ def _report(
             )
             for direction in ("withdrawal", "deposit")
         ),
+        ("actions (policy)", ", ".join(f"{action} {count}" for action, count in tally.actions.most_common())),
         (
             "dead-lettered",
             f"{sum(tally.dead_letters.values())}  (expected {expected['DEAD_LETTER']}): "
@@ -437,6 +440,8 @@ def _report(
         and not clear_but_listed
         and got_flagged == expected_flagged
         and sum(tally.dead_letters.values()) == expected["DEAD_LETTER"]
+        and tally.lazarus_deposit is not None
+        and tally.lazarus_deposit["action"] == "freeze"
         and exit_code == 0
     )
     print("\nresult: " + ("OK - every event decided, every listed address flagged" if ok else "MISMATCH"))

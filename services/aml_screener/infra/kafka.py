@@ -61,18 +61,11 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def _librdkafka_connection(settings: Settings) -> dict[str, Any]:
+    """Brokers, client id and security in librdkafka's dialect: what every confluent-kafka client needs."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "client.id": settings.kafka_client_id,
-        # Idempotent producer: broker-side de-duplication of retries, acks=all, ordering per partition.
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": settings.kafka_producer_linger_ms,
-        "compression.type": settings.kafka_compression,
-        "message.timeout.ms": settings.kafka_delivery_timeout_ms,
-        "queue.buffering.max.messages": _PRODUCER_QUEUE_MAX_MESSAGES,
-        "queue.buffering.max.kbytes": _PRODUCER_QUEUE_MAX_KBYTES,
         "security.protocol": settings.kafka_security_protocol.value,
     }
     if settings.kafka_security_protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL):
@@ -92,6 +85,25 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         if settings.kafka_ssl_key_password:
             config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
     return config
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **_librdkafka_connection(settings),
+        # Idempotent producer: broker-side de-duplication of retries, acks=all, ordering per partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.kafka_producer_linger_ms,
+        "compression.type": settings.kafka_compression,
+        "message.timeout.ms": settings.kafka_delivery_timeout_ms,
+        "queue.buffering.max.messages": _PRODUCER_QUEUE_MAX_MESSAGES,
+        "queue.buffering.max.kbytes": _PRODUCER_QUEUE_MAX_KBYTES,
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """confluent-kafka AdminClient (topic checks and creation)."""
+    return _librdkafka_connection(settings)
 
 
 def redacted(config: dict[str, Any]) -> dict[str, Any]:

@@ -301,6 +301,27 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Action policy -----------------------------------------------------------------------------------
+    policy_file: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "TOML file of the action policy (docs/policy.md): read at start-up (invalid or unreadable: the screener "
+            "does not start), then checked every AML_POLICY_RELOAD_SECONDS and used from the next batch when it "
+            "changed and is valid (an invalid change is refused; the previous policy stays). Unset: the built-in "
+            "default policy."
+        ),
+    )
+    policy_reload_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3_600,
+        description=(
+            "How often the policy file is checked for changes (it is read and hashed: a few KB). A change takes "
+            "effect within this time plus one batch."
+        ),
+    )
+
     # --- Service -----------------------------------------------------------------------------------------
     http_host: str = Field("0.0.0.0", description="Bind address of /metrics, /healthz and /readyz.")  # noqa: S104
     http_port: int = Field(9400, ge=0, le=65_535, description="Port of /metrics, /healthz, /readyz (0 = off).")
@@ -353,6 +374,47 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- OFAC reporting (`aml-screener report`) ------------------------------------------------------------
+    kafka_obligations_topic: str = Field(
+        "compliance.obligations",
+        description=(
+            "Compacted topic holding every OFAC reporting obligation (key: obligation id; value: the obligation and "
+            "its status as JSON): the state of `aml-screener report`, rebuilt from it at start."
+        ),
+    )
+    reporting_group_id: str = Field(
+        "aml-screener-reporting",
+        description="Consumer group of `aml-screener report serve` on the flagged topics (not the screener's).",
+    )
+    reporting_manage_topic: bool = Field(
+        True,
+        description=(
+            "`report serve` creates AML_KAFKA_OBLIGATIONS_TOPIC (compacted) when it is missing and refuses to start "
+            "on one that is not compacted (obligations would expire). 'false' where the Kafka admin API is not "
+            "available (the embedded mock broker): the topic must then exist."
+        ),
+    )
+    reporting_warn_business_days: int = Field(
+        2,
+        ge=1,
+        le=9,
+        description=(
+            "An open obligation is due soon (aml_screener_reporting_due_soon_obligations, alert "
+            "AmlOfacReportDueSoon) when this many US business days or fewer are left, its due date included."
+        ),
+    )
+    reporting_institution_name: str | None = Field(
+        None, description="Reporting institution's legal name, printed in every report draft."
+    )
+    reporting_institution_address: str | None = Field(
+        None, description="Reporting institution's address, printed in every report draft."
+    )
+    reporting_contact_name: str | None = Field(
+        None, description="Contact person for OFAC's compliance questions, printed in every report draft."
+    )
+    reporting_contact_phone: str | None = Field(None, description="The contact person's telephone number.")
+    reporting_contact_email: str | None = Field(None, description="The contact person's e-mail address.")
+
     @field_validator("metric_assets", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -400,6 +462,36 @@ class Settings(BaseSettings):
                         f"(both are {in_topic!r})"
                     )
         return self
+
+    @model_validator(mode="after")
+    def _check_obligations_topic(self) -> Settings:
+        """The reporter's state topic is no topic the screener reads or writes: records of another kind there would
+        be read back as obligations (and compaction would delete screening records)."""
+        others = {
+            "AML_KAFKA_INPUT_TOPIC": self.kafka_input_topic,
+            "AML_KAFKA_DECISIONS_TOPIC": self.kafka_decisions_topic,
+            "AML_KAFKA_FLAGGED_TOPIC": self.kafka_flagged_topic,
+            "AML_KAFKA_DEAD_LETTER_TOPIC": self.kafka_dead_letter_topic,
+            "AML_KAFKA_HOLD_TOPIC": self.kafka_hold_topic,
+            "AML_KAFKA_DEPOSIT_TOPIC": self.kafka_deposit_topic,
+            "AML_KAFKA_DEPOSIT_FLAGGED_TOPIC": self.kafka_deposit_flagged_topic,
+            "AML_KAFKA_DEPOSIT_DEAD_LETTER_TOPIC": self.kafka_deposit_dead_letter_topic,
+            "AML_KAFKA_DEPOSIT_HOLD_TOPIC": self.kafka_deposit_hold_topic,
+        }
+        for name, topic in others.items():
+            if topic == self.kafka_obligations_topic:
+                raise ValueError(
+                    f"AML_KAFKA_OBLIGATIONS_TOPIC must differ from {name} (both are {topic!r}): it holds only "
+                    "reporting obligations, compacted"
+                )
+        return self
+
+    @property
+    def flagged_topics(self) -> tuple[str, ...]:
+        """The topics the reporter reads: flagged withdrawals, and flagged deposits unless deposits are off."""
+        if self.kafka_deposit_topic:
+            return (self.kafka_flagged_topic, self.kafka_deposit_flagged_topic)
+        return (self.kafka_flagged_topic,)
 
     @property
     def input_topics(self) -> tuple[str, ...]:

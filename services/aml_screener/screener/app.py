@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,7 @@ from aml_screener.screener.health import HealthServer, ServiceState
 from aml_screener.screener.lookup import WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, DepositInput, Topics
+from aml_screener.screener.policy_watch import PolicyWatcher
 from aml_screener.screener.schemas import (
     DEPOSIT_FLAGGED,
     SCREENING_DECISION,
@@ -40,6 +42,7 @@ from aml_screener.screener.schemas import (
 from aml_screener.screener.service import Screener
 from aml_screener.screener.watchlist_gate import WatchlistGate
 from aml_screener.screener.watchlist_watch import WatchlistWatcher
+from aml_screener.screening.policy import DEFAULT_POLICY, Policy, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,7 @@ def build(
     repository: SchemaRepository | None = None,
     output_ids: OutputSchemaIds | None = None,
     gate: WatchlistGate | None = None,
+    policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
 ) -> Components:
     metrics = metrics or Metrics()
     state = state or ServiceState(stall_seconds=settings.health_stall_seconds)
@@ -174,6 +178,7 @@ def build(
         lookup=lookup.lookup,
         deposits=deposits,
         screener_version=software_version(),
+        policy=policy,
     )
     consumer_conf = consumer_config(settings)
     producer_conf = producer_config(settings)
@@ -222,6 +227,11 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
     )
     stop = stop_requested if stop_requested is not None else threading.Event()
     try:
+        try:
+            policies = PolicyWatcher.from_settings(settings, metrics)
+        except PolicyError as exc:
+            log.error("cannot start: invalid action policy", extra={"detail": str(exc)})  # noqa: TRY400
+            return EXIT_CONFIG
         catalog = SchemaCatalog(Path(settings.schema_dir) if settings.schema_dir else None)
         repository = schema_repository(settings, catalog)
         try:
@@ -235,7 +245,14 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
             log.info("stop requested during start-up")
             return 0
         components = build(
-            settings, metrics, state, catalog=catalog, repository=repository, output_ids=output_ids, gate=gate
+            settings,
+            metrics,
+            state,
+            catalog=catalog,
+            repository=repository,
+            output_ids=output_ids,
+            gate=gate,
+            policy=lambda: policies.current,
         )
         screener = components.screener
 
@@ -252,12 +269,14 @@ def run(settings: Settings, stop_requested: threading.Event | None = None) -> in
             screener.request_stop()
         watcher = WatchlistWatcher(components.redis, WatchlistKeys(settings.watchlist_key_prefix), metrics)
         watcher.start()
+        policies.start()
         # Everything built so far lives as long as the process: move it out of the collector's sight so full
         # collections (which pause the loop) only scan what the loop itself allocates.
         gc.freeze()
         try:
             return screener.run()
         finally:
+            policies.stop()
             watcher.stop()
     finally:
         if health is not None:

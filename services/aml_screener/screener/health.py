@@ -1,7 +1,8 @@
 """HTTP endpoints for the platform: /metrics (Prometheus), /healthz (liveness), /readyz (readiness).
 
 Served by the standard library's WSGI server in a daemon thread, with prometheus_client's WSGI app for /metrics
-(the same combination prometheus_client's own start_http_server uses).
+(the same combination prometheus_client's own start_http_server uses). The server only asks its state for
+liveness and readiness (`Probes`), so `aml-screener report serve` serves its own state the same way.
 
 - /healthz is 200 while the consumer loop makes progress. It is 503 when the loop has not come round for
   `stall_seconds` (stuck inside a call), when its iterations have been failing with errors for longer than that
@@ -28,11 +29,36 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-class HasRegistry(Protocol):
-    """A process's metrics object (the screener's Metrics, the history's HistoryMetrics): its registry is served."""
+class Probes(Protocol):
+    """What /healthz and /readyz ask a service."""
 
-    @property
-    def registry(self) -> CollectorRegistry: ...
+    def liveness_problem(self) -> str | None:
+        """Why the service counts as stuck, or None while it makes progress."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON body of both probes."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready or not, and the JSON body of /readyz (with the reason)."""
+        ...
+
+
+class HasRegistry(Protocol):
+    registry: CollectorRegistry
+
+
+def loop_liveness_problem(
+    now: float, last_loop: float, failing_since: float | None, stall_seconds: float
+) -> str | None:
+    """A consumer loop is stuck when it has not come round, or has kept failing, for longer than `stall_seconds`
+    (monotonic times)."""
+    if now - last_loop > stall_seconds:
+        return "loop_stalled"
+    if failing_since is not None and now - failing_since > stall_seconds:
+        return "loop_failing"
+    return None
 
 
 @dataclass
@@ -85,10 +111,9 @@ class ServiceState:
     def liveness_problem(self) -> str | None:
         """Why the loop counts as stuck, or None while it makes progress."""
         now = time.monotonic()
-        if now - self.last_loop > self.stall_seconds:
-            return "loop_stalled"
-        if self.failing_since is not None and now - self.failing_since > self.stall_seconds:
-            return "loop_failing"
+        problem = loop_liveness_problem(now, self.last_loop, self.failing_since, self.stall_seconds)
+        if problem is not None:
+            return problem
         if any(now - since > self.stall_seconds for _offset, _error, since in self.unreadable.values()):
             return "input_unreadable"
         return None
@@ -124,6 +149,12 @@ class ServiceState:
         if self.unreadable.pop(partition, None) is not None:
             self._changed()
 
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        snapshot = self.snapshot()
+        if self.ready and self.unreadable:
+            snapshot["reason"] = "input_unreadable"
+        return self.is_ready(), snapshot
+
     def _changed(self) -> None:
         if self.on_readiness is not None:
             self.on_readiness(self.is_ready())
@@ -157,7 +188,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, state: ServiceState, metrics: HasRegistry) -> None:
+    def __init__(self, host: str, port: int, state: Probes, metrics: HasRegistry) -> None:
         self.state = state
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._server = make_server(
@@ -183,10 +214,8 @@ class HealthServer:
             body = {"alive": problem is None, "problem": problem, **self.state.snapshot()}
             return self._json(start_response, problem is None, body)
         if path == "/readyz":
-            snapshot = self.state.snapshot()
-            if self.state.ready and self.state.unreadable:
-                snapshot["reason"] = "input_unreadable"
-            return self._json(start_response, self.state.is_ready(), snapshot)
+            ready, body = self.state.readiness()
+            return self._json(start_response, ready, body)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics, /healthz or /readyz\n"]
 

@@ -81,6 +81,13 @@ class Metrics:
             ["decision", "direction"],
             registry=r,
         )
+        self.actions = Counter(
+            "aml_screener_actions_total",
+            "Actions the policy chose for acknowledged decisions, by direction (withdrawal: reject/hold/allow; "
+            "deposit: freeze/review/accept).",
+            ["direction", "action"],
+            registry=r,
+        )
         self.flags = Counter(
             "aml_screener_flags_total",
             "Watchlist matches of flagged events (one per matched list entry), by direction.",
@@ -206,5 +213,23 @@ class Metrics:
         self.last_batch_timestamp = Gauge(
             "aml_screener_last_batch_timestamp_seconds",
             "Unix time the last batch was committed (progress indicator).",
+            registry=r,
+        )
+        self.policy_info = Info(
+            "aml_screener_policy",
+            "Version of the action policy the screener decides with (declared version + content digest).",
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "aml_screener_policy_reloads_total",
+            "Changes of the policy file seen while running, by result: applied (a new policy is in use), unchanged "
+            "(same rules, e.g. only comments changed), invalid or unreadable (refused: the previous policy stays).",
+            ["result"],
+            registry=r,
+        )
+        self.policy_file_refused = Gauge(
+            "aml_screener_policy_file_refused",
+            "1 while the policy file's current content is refused (invalid or unreadable): the screener decides "
+            "with an earlier policy than the file says.",
             registry=r,
         )

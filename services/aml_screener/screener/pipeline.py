@@ -39,6 +39,7 @@ from aml_screener.screening.decision import (
     unscreenable,
 )
 from aml_screener.screening.matching import collect_matches
+from aml_screener.screening.policy import DEFAULT_POLICY, Applied, Policy, apply_policy
 from aml_screener.screening.records import (
     AddressScreening,
     CheckedKey,
@@ -138,6 +139,7 @@ class DecidedEvent:
     chain: str | None
     matches: Sequence[Match]
     usd_value: float | None
+    action: str  # the policy's action (reject/hold/allow, freeze/review/accept)
 
 
 @dataclass(slots=True)
@@ -245,6 +247,7 @@ class BatchScreener:
         normalizer: Normalizer | None = None,
         clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
         screener_version: str | None = None,
+        policy: Callable[[], Policy] = lambda: DEFAULT_POLICY,
     ) -> None:
         self.decoder = decoder
         self.decision_encoder = decision_encoder
@@ -256,6 +259,7 @@ class BatchScreener:
         self.normalize = normalizer or Normalizer()
         self.clock_us = clock_us
         self.screener_version = screener_version
+        self.policy = policy  # read once per batch: a batch is decided under one policy
 
     def _is_deposit(self, record: InputRecord) -> bool:
         return self.deposits is not None and record.topic == self.deposits.topic
@@ -328,6 +332,7 @@ class BatchScreener:
             decode_us=int(batch.decode_seconds * 1e6),
             normalize_us=int(batch.normalize_seconds * 1e6),
             lookup_us=int(result.seconds * 1e6) if result else 0,
+            policy=self.policy(),
         )
         outputs: list[OutputRecord] = []
         decided: list[DecidedEvent] = []
@@ -365,9 +370,11 @@ class BatchScreener:
         requested_at: int,
         source: SourcePosition,
     ) -> Decision:
-        """The fields every decision has; the caller fills the address fields of its direction."""
+        """The fields every decision has, the policy's choice included; the caller fills the address fields of its
+        direction."""
         event = item.event
         record = item.record
+        applied = _apply(context.policy, item, verdict)
         return {
             "decision_id": did,
             "direction": item.direction.value,
@@ -382,11 +389,12 @@ class BatchScreener:
             "address_key": None,
             "checked_keys": [],
             "sources": [],
-            "severity": verdict.severity,
-            "action": None,
-            "policy_version": None,
-            "policy_rule": None,
-            "shadow": [],
+            "severity": applied.severity,
+            "action": applied.action.value,
+            "policy_version": applied.policy_version,
+            "policy_rule": applied.rule,
+            "policy_overridden_rule": applied.overridden_rule,
+            "shadow": [shadow.as_record() for shadow in applied.shadow],
             "matches": list(verdict.matches),
             "allowlisted": list(verdict.allowlisted),
             "overridden": list(verdict.overridden),
@@ -441,7 +449,7 @@ class BatchScreener:
             flagged: Flagged = {
                 "decision_id": did,
                 "event_id": event_id,
-                "severity": verdict.severity or "low",
+                "severity": decision["severity"] or "low",
                 "action": decision["action"],
                 "policy_version": decision["policy_version"],
                 "policy_rule": decision["policy_rule"],
@@ -458,12 +466,11 @@ class BatchScreener:
             }
             outputs.append(OutputRecord(self.topics.flagged, event_key, self.flagged_encoder.encode(flagged)))
         return _decided(
-            did,
+            decision,
             direction=Direction.WITHDRAWAL,
             verdict=verdict,
             item=item,
             family=family,
-            matches=decision["matches"],
             usd=usd,
         )
 
@@ -504,7 +511,7 @@ class BatchScreener:
             flagged: DepositFlagged = {
                 "decision_id": did,
                 "event_id": event_id,
-                "severity": verdict.severity or "low",
+                "severity": decision["severity"] or "low",
                 "action": decision["action"],
                 "policy_version": decision["policy_version"],
                 "policy_rule": decision["policy_rule"],
@@ -520,12 +527,11 @@ class BatchScreener:
             }
             outputs.append(OutputRecord(deposits.flagged, event_key, deposits.flagged_encoder.encode(flagged)))
         return _decided(
-            did,
+            decision,
             direction=Direction.DEPOSIT,
             verdict=verdict,
             item=item,
             family=family,
-            matches=decision["matches"],
             usd=usd,
         )
 
@@ -586,34 +592,49 @@ class _Context:
     decode_us: int
     normalize_us: int
     lookup_us: int
+    policy: Policy
 
 
 def _checked(address: _Address) -> list[CheckedKey]:
     return [{"key": key, "relation": relation} for key, relation in address.related]
 
 
+def _apply(policy: Policy, item: _Screenable, verdict: Verdict) -> Applied:
+    """The policy's severity and action for one decision. The USD value is decoded only when a rule can use it."""
+    direction = item.direction
+    needs_usd = bool(verdict.matches) or policy.needs_details(direction, verdict.outcome)
+    return apply_policy(
+        policy,
+        direction=direction,
+        outcome=verdict.outcome,
+        matches=verdict.matches,
+        asset=item.event["asset"],
+        usd_value=usd_value_of(item.event) if needs_usd else None,
+    )
+
+
 def _decided(
-    did: str,
+    decision: Decision,
     *,
     direction: Direction,
     verdict: Verdict,
     item: _Screenable,
     family: str | None,
-    matches: Sequence[Match],
     usd: float | None,
 ) -> DecidedEvent:
     return DecidedEvent(
         event_id=item.event["event_id"],
-        decision_id=did,
+        decision_id=decision["decision_id"],
         direction=direction,
-        severity=verdict.severity,
+        severity=decision["severity"],
         event_timestamp_ms=item.record.timestamp,
         outcome=verdict.outcome,
         reason=verdict.reason,
         asset=item.event["asset"],
         chain=family,
-        matches=matches,
+        matches=decision["matches"],
         usd_value=usd,
+        action=decision["action"] or "",
     )
 
 

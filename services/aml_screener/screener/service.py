@@ -633,12 +633,14 @@ class Screener:
         metrics = self.metrics
         metrics.batch_size.observe(size)
         counts: Counter[tuple[str, str]] = Counter()
+        actions: Counter[tuple[str, str]] = Counter()
         latency = metrics.end_to_end_latency
         known_assets = self.settings.metric_assets
         acked_ms = acked_at * 1000.0
         for event in completed.decided:
             direction = event.direction.value
             counts[event.outcome.value.lower(), direction] += 1
+            actions[direction, event.action] += 1
             latency.observe(max(0.0, (acked_ms - event.event_timestamp_ms) / 1000.0))
             if event.reason is not None:
                 metrics.unscreenable.labels(event.reason).inc()
@@ -658,6 +660,7 @@ class Screener:
                             "decision_id": event.decision_id,
                             "direction": direction,
                             "severity": event.severity,
+                            "action": event.action,
                             "lists": sorted({match["list"] for match in event.matches}),
                             "asset": asset,
                             "chain": event.chain,
@@ -668,6 +671,8 @@ class Screener:
                     metrics.flagged_usd.labels(category, asset, direction).inc(max(0.0, event.usd_value))
         for (outcome, direction), count in counts.items():
             metrics.decisions.labels(outcome, direction).inc(count)
+        for (direction, action), count in actions.items():
+            metrics.actions.labels(direction, action).inc(count)
         for record, error in completed.dead_letters:
             metrics.dead_lettered.labels(error.reason.value, self.batch.direction_of(record).value).inc()
         if completed.held:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aml_screener.screening.records import Match
-from aml_screener.screening.watchlist import Category, Severity, highest_severity
+from aml_screener.screening.watchlist import Category, Severity, highest_severity, severity_rank
 
 # Fixed namespace for decision ids (UUIDv5). Changing it would make re-screened events look new: never change.
 DECISION_NAMESPACE = uuid.UUID("6b0f3c8e-0d4c-5a59-9b6e-2f1c7a8d4e10")
@@ -108,9 +108,6 @@ def summarize(asset: str, network: str, matches: Sequence[Match], *, deposit: bo
     return f"{asset} on {network} {way} an address listed by " + "; ".join(parts)
 
 
-_SEVERITY_RANK = {None: -1, Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
-
-
 def combine(verdicts: Sequence[Verdict]) -> Verdict:
     """The verdict of an event with several addresses (a deposit's sources): FLAGGED if any address is, else
     UNSCREENABLE if any could not be checked (it cannot be called clear), else CLEAR; matches and allowlist
@@ -121,7 +118,9 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
     allowlisted = [match for verdict in verdicts for match in verdict.allowlisted]
     overridden = [match for verdict in verdicts for match in verdict.overridden]
     if flagged:
-        severity = max((verdict.severity for verdict in flagged), key=lambda level: _SEVERITY_RANK[level])
+        severity = max(
+            (verdict.severity for verdict in flagged if verdict.severity is not None), key=severity_rank, default=None
+        )
         matches = [match for verdict in flagged for match in verdict.matches]
         return Verdict(Outcome.FLAGGED, severity, matches, allowlisted=allowlisted, overridden=overridden)
     unscreenable_ones = [verdict for verdict in verdicts if verdict.outcome is Outcome.UNSCREENABLE]

@@ -133,6 +133,7 @@ class Decision(TypedDict):
     action: str | None
     policy_version: str | None
     policy_rule: str | None
+    policy_overridden_rule: str | None
     shadow: list[ShadowResult]
     matches: list[Match]
     allowlisted: list[Match]

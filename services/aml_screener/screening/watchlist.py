@@ -65,6 +65,11 @@ def severity_of(category: str, match_type: str = "direct") -> Severity:
     return severity
 
 
+def severity_rank(severity: Severity) -> int:
+    """Order of severities: low 0, medium 1, high 2, critical 3."""
+    return _SEVERITY_RANK[severity]
+
+
 def highest_severity(matches: Iterable[Match]) -> Severity | None:
     best: Severity | None = None
     for match in matches:
