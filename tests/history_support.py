@@ -237,8 +237,8 @@ class HistoryReader:
 
 def listed_keys(addresses: list[tuple[str, str]]) -> tuple[set[str], set[str]]:
     """(network, address) pairs a list adds -> (their own keys, those plus the keys the list loader derives)."""
-    from aml_screener.screening.addresses import normalize_key  # noqa: PLC0415
-    from aml_screener.screening.related import ListingRelations, listing_keys  # noqa: PLC0415
+    from aml_screener.screening.addresses import normalize_key
+    from aml_screener.screening.related import ListingRelations, listing_keys
 
     direct = {normalize_key(network, address) for network, address in addresses}
     derived = {related.key for key in direct for related in listing_keys(key, ListingRelations())}
@@ -249,8 +249,8 @@ def touched(events: Iterable[GeneratedEvent], addresses: list[tuple[str, str]]) 
     """The oracle: (event id, address index) of every screened address of ``events`` that a listing of
     ``addresses`` applies to, from the generator's own record of what it sent: its key is a listed key (or one the
     list loader derives), or it is related to a listed address (its screening keys)."""
-    from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_key  # noqa: PLC0415
-    from aml_screener.screening.related import screening_keys  # noqa: PLC0415
+    from aml_screener.screening.addresses import InvalidAddress, UnsupportedNetwork, normalize_key
+    from aml_screener.screening.related import screening_keys
 
     direct, stored = listed_keys(addresses)
     found = set()

@@ -29,6 +29,7 @@ from tests.history_support import (
     fresh_database,
     history_env,
     history_processes,
+    listed_keys,
     touched,
 )
 from tests.integration.harness import IsolatedStack, all_decided, generate, load_bundled_watchlist, produce
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 
 def tron_twin(evm_address: str) -> str:
-    import base58  # noqa: PLC0415
+    import base58
 
     return base58.b58encode_check(b"\x41" + bytes.fromhex(evm_address[2:].lower())).decode()
 
@@ -82,7 +83,8 @@ def sync_hacks(stack: IsolatedStack, lists: Path, listed: dict[str, list[tuple[s
 class Pipeline:
     """The history processes of one test, on its stack and database."""
 
-    def __init__(self, stack: IsolatedStack, dsn: str, start: Callable[..., HistoryProcess]) -> None:
+    def __init__(self, stack: IsolatedStack, dsn: str, start: Callable[..., HistoryProcess], lists: Path) -> None:
+        self.lists = lists  # the `hacks` source's files
         self.topics = HistoryTopics.unique()
         self.topics.create(stack)
         self.env = history_env(stack, dsn, self.topics, AML_HISTORY_GROUP_ID=f"history-{uuid.uuid4().hex[:8]}")
@@ -105,9 +107,9 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(stack: IsolatedStack, postgres_server: PostgresServer) -> Iterator[Pipeline]:
+def pipeline(stack: IsolatedStack, postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Pipeline]:
     with fresh_database(postgres_server) as dsn, history_processes() as start:
-        yield Pipeline(stack, dsn, start)
+        yield Pipeline(stack, dsn, start, tmp_path)
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def history_reader(stack: IsolatedStack, pipeline: Pipeline) -> Iterator[History
 
 
 def test_a_sync_alerts_exactly_the_past_withdrawals_and_deposits_that_touched_new_listings(
-    stack, screeners, reader, pipeline, history_reader, tmp_path
+    stack, screeners, reader, pipeline, history_reader
 ):
     listings = load_bundled_watchlist(stack.redis_url)
     events = generate(listings, 3000, seed=41, hit_share=0.03, deposit_share=0.4, clean_pool=300)
@@ -135,7 +137,7 @@ def test_a_sync_alerts_exactly_the_past_withdrawals_and_deposits_that_touched_ne
     listed = pick_listings(events)
     expected = touched(events, [pair for pairs in listed.values() for pair in pairs])
     assert len(expected) > 10 and any(index > 0 or "d" in event for event, index in expected)
-    version = sync_hacks(stack, tmp_path, listed)
+    version = sync_hacks(stack, pipeline.lists, listed)
     history_reader.read_until(lambda r: r.retroactive_events() >= expected, 60, "every retroactive match")
     history_reader.settle(2)
     assert history_reader.retroactive_events() == expected
@@ -156,18 +158,20 @@ def test_a_sync_alerts_exactly_the_past_withdrawals_and_deposits_that_touched_ne
     # A removal: the BTC source is delisted; its announcement names nothing flagged (the stream was screened
     # before it was listed), and nothing already alerted is alerted again.
     remaining = {"TRX": listed["TRX"]}
-    sync_hacks(stack, tmp_path, remaining)
-    history_reader.read_until(lambda r: len(r.delisted) >= 1, 60, "the delisting")
+    sync_hacks(stack, pipeline.lists, remaining)
+    _, btc_keys = listed_keys(listed["XBT"])  # its own key and the one the list loader derives for it
+    history_reader.read_until(lambda r: len(r.delisted) >= len(btc_keys), 60, "the delisting")
     history_reader.settle(1)
-    [announcement] = history_reader.delisted
-    assert announcement["removed"][0]["listed_address"] == listed["XBT"][0][1]
-    assert announcement["decision"] is None and announcement["affected_decisions"] == 0
+    assert {announcement["key"] for announcement in history_reader.delisted} == btc_keys
+    for announcement in history_reader.delisted:
+        assert [listing["listed_address"] for listing in announcement["removed"]] == [listed["XBT"][0][1]]
+        assert announcement["decision"] is None and announcement["affected_decisions"] == 0
     assert len(history_reader.retroactive) == len(expected)
     assert indexer.terminate() == 0 and lookback.terminate() == 0
 
 
 def test_a_sync_while_the_indexer_is_down_loses_no_retroactive_match(
-    stack, screeners, reader, pipeline, history_reader, tmp_path
+    stack, screeners, reader, pipeline, history_reader
 ):
     """The lookback processes the new version while the history lacks the decisions; the indexer, started later,
     finds the matches itself when it stores them (found_by 'indexer')."""
@@ -181,7 +185,7 @@ def test_a_sync_while_the_indexer_is_down_loses_no_retroactive_match(
     reader.read_until(all_decided(events), 90, "every event decided")
     listed = pick_listings(events)
     expected = touched(events, [pair for pairs in listed.values() for pair in pairs])
-    version = sync_hacks(stack, tmp_path, listed)
+    version = sync_hacks(stack, pipeline.lists, listed)
     lookback.wait_until(
         lambda: lookback.metric("aml_history_lookback_versions_total", kind="change") == 1, 30, "the version done"
     )

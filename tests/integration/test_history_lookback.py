@@ -39,7 +39,7 @@ from aml_screener.screener.schemas import DEPOSIT_RECEIVED
 from aml_screener.watchlist.config import AddressListConfig
 from aml_screener.watchlist.store import WatchlistStore
 from aml_screener.watchlist.sync import run_sync
-from tests.history_support import HistoryReader, HistoryTopics, fresh_database
+from tests.history_support import HistoryReader, HistoryTopics, fresh_database, listed_keys
 from tests.integration.harness import CATALOG, REPOSITORY, IsolatedStack, encoder
 from tests.pipeline_support import DEPOSIT_TOPIC, Record, batch_screener
 
@@ -245,27 +245,37 @@ def test_new_listings_find_exactly_the_past_events_that_touched_them_within_the_
 
 
 def test_a_removal_names_the_decisions_it_flagged_and_whether_they_hold_funds(world, topics, reader):
-    thief, other = evm(), evm()
-    world.sync({"ETH": [thief, other]})
+    """A theft listing held the withdrawal to it and froze the deposit from it (the default policy); removing
+    both listings names both decisions as open actions to release, and announces each removal once."""
+    thief, other, thief_btc = evm(), evm(), bitcoin()
+    world.sync({"ETH": [thief, other], "XBT": [thief_btc]})
     lookback = make_lookback(world, topics)
     lookback.process_pending()
-    [flagged] = world.screen([withdrawal("w-to-thief", "ethereum", thief, days_ago=1)])
-    assert flagged["decision"] == "FLAGGED"
+    held, frozen = world.screen(
+        [withdrawal("w-to-thief", "ethereum", thief, days_ago=1), deposit("d-from-thief", [thief_btc], days_ago=2)]
+    )
+    assert (held["decision"], held["action"]) == ("FLAGGED", "hold")
+    assert (frozen["decision"], frozen["action"]) == ("FLAGGED", "freeze")
     world.screen([withdrawal("w-to-other", "ethereum", other, days_ago=1)])
     v2 = world.sync({"ETH": [other]})
 
     [result] = lookback.process_pending()
-    assert (result.version, result.delisted_decisions) == (v2, 1)
-    reader.read_until(lambda r: len(r.delisted) >= 2, 30, "the delisting and its decision")
-    announcement = next(record for record in reader.delisted if record["decision"] is None)
-    named = next(record for record in reader.delisted if record["decision"] is not None)
-    assert announcement["key"] == "evm:" + thief
-    assert [listing["listed_address"] for listing in announcement["removed"]] == [thief]
-    assert announcement["still_listed"] == [] and announcement["affected_decisions"] == 1
-    assert named["decision"]["event_id"] == "w-to-thief" and named["decision"]["outcome"] == "FLAGGED"
-    assert named["still_flagged"] is False
-    assert named["open_action"] is False  # no action policy yet: nothing recorded as held
-    assert len(reader.settle(1).delisted) == 2
+    assert (result.version, result.delisted_decisions) == (v2, 2)
+    reader.read_until(lambda r: len(r.delisted) >= 5, 30, "the delistings and their decisions")
+    announcements = {record["key"]: record for record in reader.delisted if record["decision"] is None}
+    named = {record["decision"]["event_id"]: record for record in reader.delisted if record["decision"] is not None}
+    # the Bitcoin listing's own key and the P2SH-P2WPKH key the list loader derives for it
+    assert set(announcements) == {"evm:" + thief} | listed_keys([("bitcoin", thief_btc)])[1]
+    evm_announcement = announcements["evm:" + thief]
+    assert [listing["listed_address"] for listing in evm_announcement["removed"]] == [thief]
+    assert evm_announcement["still_listed"] == [] and evm_announcement["affected_decisions"] == 1
+    assert set(named) == {"w-to-thief", "d-from-thief"}
+    assert named["w-to-thief"]["decision"]["outcome"] == "FLAGGED"
+    assert named["w-to-thief"]["decision"]["action"] == "hold" and named["w-to-thief"]["open_action"] is True
+    assert named["d-from-thief"]["decision"]["action"] == "freeze" and named["d-from-thief"]["open_action"] is True
+    assert named["d-from-thief"]["decision"]["direction"] == "deposit"
+    assert not any(record["still_flagged"] for record in named.values())
+    assert len(reader.settle(1).delisted) == 5  # three announcements, two decisions, each once
 
 
 class _Refusing(HistoryOutputs):

@@ -299,6 +299,10 @@ class Indexer:
             if not self._until_database():
                 return 0
             self.consumer.subscribe(self.topics)
+            # A metadata update after subscribe() gives the group leader its snapshot (as in screener/service.py):
+            # without it, kafka-python assigns from an empty snapshot and this member idles until the next periodic
+            # metadata refresh (5 minutes) when it joins before the topics' metadata arrived.
+            self.consumer.topics()
             log.info("history indexer consuming", extra={"topics": self.topics})
             while not self._stop.is_set():
                 self.state.heartbeat()

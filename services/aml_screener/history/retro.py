@@ -29,8 +29,10 @@ from aml_screener.screening.watchlist import Category, highest_severity
 # Fixed name spaces of the record ids (UUIDv5). Never change them: duplicates would stop looking alike.
 RETROACTIVE_NAMESPACE = uuid.UUID("0d7f5f55-3e0c-5b8e-9c1a-6a1e2b9f4c21")
 DELISTED_NAMESPACE = uuid.UUID("5b3c9a10-8f47-5e2d-a6b1-3c9d7e0f2a84")
-# Actions that hold or blocked funds pending the listing: a delisting asks for them to be reviewed.
-OPEN_ACTIONS = frozenset({"hold", "review", "freeze", "reject"})
+# Actions that keep funds held or blocked while the decision stands (a withdrawal held for review, a deposit frozen
+# or awaiting review, docs/policy.md): a delisting asks for them to be released. A reject is final (nothing was
+# sent, nothing is held); allow and accept released the funds at once.
+OPEN_ACTIONS = frozenset({"hold", "review", "freeze"})
 _AMOUNT_SCALE = 18
 _USD_SCALE = 2
 
