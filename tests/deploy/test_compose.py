@@ -123,7 +123,7 @@ def test_containers_without_http_disable_the_images_healthcheck(services: dict[s
     and the reporter do)."""
     image = services["screener"]["image"]
     for name, service in services.items():
-        if service.get("image") == image and name not in {"screener", "reporter"}:
+        if service.get("image") == image and name not in {"screener", "reporter", "history-indexer", "history-lookback"}:
             assert service.get("healthcheck") == {"disable": True}, name
 
 
@@ -141,7 +141,7 @@ def test_kafka_runs_kraft_and_init_creates_every_topic_the_screener_uses(service
     topics = {
         str(field.default)
         for name, field in Settings.model_fields.items()
-        if name.startswith("kafka_") and name.endswith("_topic")
+        if name.startswith(("kafka_", "history_")) and name.endswith("_topic")
     }
     assert topics <= created, f"topics the screener uses but kafka-init does not create: {topics - created}"
     obligations = re.escape(Settings.model_fields["kafka_obligations_topic"].default)

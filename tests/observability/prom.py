@@ -25,6 +25,7 @@ import yaml
 from prometheus_client.registry import CollectorRegistry
 
 from aml_screener.devstack.ports import free_port
+from aml_screener.history.metrics import HistoryMetrics
 from aml_screener.reporting.book import ObligationBook
 from aml_screener.reporting.metrics import ReportingMetrics
 from aml_screener.screener.metrics import Metrics
@@ -111,14 +112,16 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Series names a screener or a reporter (`aml-screener report serve`) can expose, from fresh metrics objects
+    """Series names a screener, a reporter (`aml-screener report serve`) or a history process (indexer, lookback) can
+    expose, from fresh metrics objects
     (labelled metrics without samples included: their names are derived from the family type, like the exposition
     format does)."""
     screener, reporter = CollectorRegistry(), CollectorRegistry()
     Metrics(screener)
     ReportingMetrics(ObligationBook(), registry=reporter)
+    history = HistoryMetrics().registry
     names: set[str] = set()
-    for family in [*screener.collect(), *reporter.collect()]:
+    for family in [*screener.collect(), *reporter.collect(), *history.collect()]:
         if family.type == "counter":
             names |= {f"{family.name}_total", f"{family.name}_created"}
         elif family.type == "histogram":

@@ -512,9 +512,9 @@ class Lookback:
         scored = {str(member): float(score) for member, score in ranked}
         last_done = scored.get(done[-1].version, done[-1].created_at.timestamp()) if done else float("-inf")
         pending = sorted(score for member, score in scored.items() if score >= last_done and member not in done_names)
-        active_score = self.redis.zscore(self.keys.versions, active)
+        active_score = scored.get(active)  # from the ZRANGE above: the reader ACL user has no ZSCORE
         if active_score is not None:
-            self.metrics.active_created.set(float(active_score))
+            self.metrics.active_created.set(active_score)
         self.metrics.pending_versions.set(len(pending))
         self.metrics.lag_seconds.set(max(0.0, self.clock() - pending[0]) if pending else 0.0)
 
