@@ -119,11 +119,12 @@ def test_screener_is_scalable_and_drains_within_its_stop_grace(services: dict[st
 
 
 def test_containers_without_http_disable_the_images_healthcheck(services: dict[str, dict[str, Any]]) -> None:
-    """The image's HEALTHCHECK probes /healthz; the sync job and the load generator serve no HTTP (the screener
-    and the reporter do)."""
+    """The image's HEALTHCHECK probes /healthz; the sync job, the migration and the load generator serve no HTTP
+    (the screener, the reporter and the history's indexer and lookback do)."""
     image = services["screener"]["image"]
     for name, service in services.items():
-        if service.get("image") == image and name not in {"screener", "reporter", "history-indexer", "history-lookback"}:
+        serving = {"screener", "reporter", "history-indexer", "history-lookback"}
+        if service.get("image") == image and name not in serving:
             assert service.get("healthcheck") == {"disable": True}, name
 
 

@@ -18,10 +18,11 @@ one (pub/sub is not durable) is caught by the timer (AML_LOOKBACK_POLL_SECONDS).
    outage before that redoes step 2 from the change log: duplicates carry the same ids.
 
 The very first version the lookback ever sees is its baseline: copied, not compared (changes before the lookback
-first ran are not looked back on). Decisions that reach the history only after their version was processed (the
-indexer was behind) are checked by the indexer itself against the change log (history/indexer.py), so neither a
-slow indexer nor a slow lookback loses a match. One lookback works at a time (a PostgreSQL advisory lock; a second
-replica waits as a standby).
+first ran are not looked back on), and recorded in the change log as adding its whole content, where the retained
+history of versions that `watchlist as-of` reads starts (history/asof.py). Decisions that reach the history only
+after their version was processed (the indexer was behind) are checked by the indexer itself against the change log
+(history/indexer.py), so neither a slow indexer nor a slow lookback loses a match. One lookback works at a time (a
+PostgreSQL advisory lock; a second replica waits as a standby).
 """
 
 from __future__ import annotations
@@ -314,6 +315,9 @@ class Lookback:
             everything = {
                 source: self._read_table(table, _int_or_none(recorded[source])) for source, table in tables.items()
             }
+            # Its whole content is recorded as added by it: where the retained history of versions starts
+            # (history/asof.py); being the baseline, it is not looked back on.
+            baseline_keys = sorted({key for values in everything.values() for key in values})
             store.record_version(
                 version=meta.version,
                 parent=meta.parent,
@@ -323,7 +327,7 @@ class Lookback:
                 tables=tables,
                 upserts=everything,
                 deletes={},
-                changes=[],
+                changes=version_changes(baseline_keys, {}, everything),
                 replace_all=True,
             )
             store.mark_done(meta.version, retroactive=0, delisted=0)

@@ -98,7 +98,8 @@ class HistoryMetrics:
         )
         self.delisted_open_actions = Counter(
             "aml_history_delisted_open_actions_total",
-            "Past decisions holding funds (hold, review, freeze) whose listing was removed: to be reviewed for release.",
+            "Past decisions holding funds (hold, review, freeze) whose listing was removed: to be reviewed for "
+            "release.",
             registry=r,
         )
         self.versions_processed = Counter(
