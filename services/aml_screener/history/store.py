@@ -43,15 +43,24 @@ _INSERT_EVENTS = sql.SQL(
     "INSERT INTO aml_history.screened_events ({0}) SELECT {0} FROM incoming_events ON CONFLICT DO NOTHING"
 ).format(_EVENT_COLS)
 
+# Past addresses with their event's facts. The rows are found first (a materialized CTE: the key indexes of each
+# partition in the window), then each one's event is fetched by its primary key. Written as one join, the planner
+# (misled by the array-overlap estimate of the related-keys index) hashes the whole events table: minutes at
+# 10 million rows instead of seconds (docs/benchmarks.md, part E).
 _PAST_SELECT = """
+WITH h AS MATERIALIZED (SELECT * FROM aml_history.screened_addresses h WHERE {where})
 SELECT h.decision_id::text, h.address_index, h.direction, h.event_id, h.exchange_id, e.account_id, h.asset,
        h.network, h.address, h.address_key, h.checked_keys, h.checked_relations, h.outcome, h.decision, h.severity,
        h.action, h.matched_keys, e.amount, e.usd_value, h.event_time, h.decided_at, h.watchlist_version,
        h.source_topic, h.source_partition, h.source_offset, h.source_schema_id
-FROM aml_history.screened_addresses h
+FROM h
 LEFT JOIN aml_history.watchlist_versions v ON v.version = h.watchlist_version
-LEFT JOIN aml_history.screened_events e
-       ON e.direction = h.direction AND e.event_id = h.event_id AND e.event_time = h.event_time
+LEFT JOIN LATERAL (
+    SELECT e.account_id, e.amount, e.usd_value FROM aml_history.screened_events e
+    WHERE e.direction = h.direction AND e.event_id = h.event_id AND e.event_time = h.event_time
+    LIMIT 1
+) e ON true
+WHERE {outer}
 """
 # Decided with a watchlist version older than the one being processed: a version the lookback saw is ordered by
 # its activation time; one it never saw (older than its baseline, or garbage-collected before it looked) by the
@@ -181,12 +190,12 @@ class HistoryStore:
         }
         where = "(h.decision_id, h.address_index) IN (SELECT * FROM unnest(%(ids)s::uuid[], %(indexes)s::smallint[]))"
         with self.conn.cursor() as cur:
-            cur.execute(f"{_PAST_SELECT} WHERE {where}", params)
+            cur.execute(_PAST_SELECT.format(where=where, outer="true"), params)
             return [PastAddress(*row) for row in cur]
 
     def _past(self, where: str, params: Mapping[str, Any]) -> Iterator[PastAddress]:
         with self.conn.cursor() as cur:
-            cur.execute(f"{_PAST_SELECT} WHERE {where} AND {_DECIDED_BEFORE}", params)
+            cur.execute(_PAST_SELECT.format(where=where, outer=_DECIDED_BEFORE), params)
             for row in cur:
                 yield PastAddress(*row)
 
