@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -25,7 +25,7 @@ from aml_screener.screener.codec import DepositDecoder, RecordEncoder, Withdrawa
 from aml_screener.screener.emitter import Emitter
 from aml_screener.screener.errors import LookupFailure, LookupUnavailable, SchemaSourceUnavailable
 from aml_screener.screener.health import HealthServer, ServiceState
-from aml_screener.screener.lookup import WatchlistLookup
+from aml_screener.screener.lookup import LookupResult, WatchlistLookup
 from aml_screener.screener.metrics import Metrics
 from aml_screener.screener.pipeline import BatchScreener, DepositInput, Topics
 from aml_screener.screener.policy_watch import PolicyWatcher
@@ -154,32 +154,7 @@ def build(
     ids = output_ids or output_schema_ids(settings, repository, catalog)
     client = redis_client(settings)
     lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
-    deposits = None
-    if settings.kafka_deposit_topic and ids.deposit_flagged is not None:
-        deposits = DepositInput(
-            topic=settings.kafka_deposit_topic,
-            decoder=DepositDecoder(repository, catalog, settings.kafka_max_message_bytes),
-            flagged_encoder=RecordEncoder(catalog.current(DEPOSIT_FLAGGED).schema, ids.deposit_flagged),
-            flagged=settings.kafka_deposit_flagged_topic,
-            dead_letter=settings.kafka_deposit_dead_letter_topic,
-            hold=settings.kafka_deposit_hold_topic,
-        )
-    batch = BatchScreener(
-        decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
-        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
-        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
-        topics=Topics(
-            settings.kafka_decisions_topic,
-            settings.kafka_flagged_topic,
-            settings.kafka_dead_letter_topic,
-            settings.kafka_hold_topic,
-        ),
-        instance_id=settings.instance_id,
-        lookup=lookup.lookup,
-        deposits=deposits,
-        screener_version=software_version(),
-        policy=policy,
-    )
+    batch = batch_screener(settings, repository, catalog, ids, lookup=lookup.lookup, policy=policy)
     consumer_conf = consumer_config(settings)
     producer_conf = producer_config(settings)
     log.info(
@@ -203,6 +178,50 @@ def build(
         gate=gate,
     )
     return Components(screener, metrics, state, client)
+
+
+def batch_screener(
+    settings: Settings,
+    repository: SchemaRepository,
+    catalog: SchemaCatalog,
+    ids: OutputSchemaIds,
+    *,
+    lookup: Callable[[Sequence[str]], LookupResult],
+    policy: Callable[[], Policy],
+    instance_id: str | None = None,
+    clock_us: Callable[[], int] | None = None,
+) -> BatchScreener:
+    """The screening pipeline as configured (`aml-screener run`; `aml-screener replay` with its own lookup, clock
+    and instance id)."""
+    deposits = None
+    if settings.kafka_deposit_topic and ids.deposit_flagged is not None:
+        deposits = DepositInput(
+            topic=settings.kafka_deposit_topic,
+            decoder=DepositDecoder(repository, catalog, settings.kafka_max_message_bytes),
+            flagged_encoder=RecordEncoder(catalog.current(DEPOSIT_FLAGGED).schema, ids.deposit_flagged),
+            flagged=settings.kafka_deposit_flagged_topic,
+            dead_letter=settings.kafka_deposit_dead_letter_topic,
+            hold=settings.kafka_deposit_hold_topic,
+        )
+    screener = BatchScreener(
+        decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
+        decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
+        flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
+        topics=Topics(
+            settings.kafka_decisions_topic,
+            settings.kafka_flagged_topic,
+            settings.kafka_dead_letter_topic,
+            settings.kafka_hold_topic,
+        ),
+        instance_id=instance_id or settings.instance_id,
+        lookup=lookup,
+        deposits=deposits,
+        screener_version=software_version(),
+        policy=policy,
+    )
+    if clock_us is not None:
+        screener.clock_us = clock_us
+    return screener
 
 
 def watchlist_gate(settings: Settings, metrics: Metrics, state: ServiceState) -> WatchlistGate:

@@ -323,10 +323,10 @@ def cmd_as_of(args: argparse.Namespace, settings_factory: SettingsFactory) -> in
     if not settings.history_database_url:
         print("aml-screener: AML_HISTORY_DATABASE_URL is not set (postgresql://user@host:5432/db)", file=sys.stderr)
         return 2
+    import psycopg
+
     from aml_screener.history.asof import as_of, render
     from aml_screener.history.store import connect
-
-    import psycopg
 
     try:
         with connect(settings, application_name="aml-watchlist-as-of") as conn:
