@@ -12,6 +12,9 @@ Part B (latency): fresh topics; the screener runs while a producer process sends
   - acked:    input record timestamp -> decision acknowledged by Kafka (screener histogram, bucket-interpolated).
 Target: p99 <= 35 ms.
 
+Parts C and D: watchlist scale and related-address matching (see their modules). Part E (bench/lookback.py):
+sync -> last retroactive match over 10,000,000 history rows in a real PostgreSQL, with a real single-node Kafka.
+
 The broker runs in its own process (mock cluster subprocess), Redis is a real redis-server. Results are written
 to bench/results/<UTC timestamp>.json and printed as a table.
 """
@@ -47,7 +50,7 @@ from aml_screener.devstack.stack import EmbeddedStack
 from aml_screener.screener.codec import EventEncoder
 from aml_screener.screener.schemas import WITHDRAWAL_REQUESTED, SchemaCatalog
 from aml_screener.watchlist.store import WatchlistStore
-from bench import related_cost
+from bench import lookback, related_cost
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["withdrawals.requested", "screening.decisions", "withdrawals.flagged", "withdrawals.requested.dlq"]
@@ -357,6 +360,8 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-related", action="store_true")
     parser.add_argument("--related-sync-size", type=int, default=500_000)
+    parser.add_argument("--skip-lookback", action="store_true")
+    parser.add_argument("--lookback-rows", type=int, default=10_000_000)
     args = parser.parse_args()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
     if not args.skip_throughput:
@@ -381,6 +386,12 @@ def main() -> int:
         print("part D: related-address matching, relations on vs off", flush=True)
         with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
             report["related"] = part_d(args.events, args.rounds, args.seed, args.related_sync_size, Path(work))
+    if not args.skip_lookback:
+        print(f"part E: lookback, sync -> last retroactive match over {args.lookback_rows:,} history rows", flush=True)
+        with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
+            report["lookback"] = lookback.run(args.lookback_rows, 1_000_000, args.seed, Path(work))
+        for line in lookback.summary_lines(report["lookback"]):
+            print("  " + line, flush=True)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
