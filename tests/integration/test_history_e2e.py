@@ -83,7 +83,10 @@ def sync_hacks(stack: IsolatedStack, lists: Path, listed: dict[str, list[tuple[s
 class Pipeline:
     """The history processes of one test, on its stack and database."""
 
-    def __init__(self, stack: IsolatedStack, dsn: str, start: Callable[..., HistoryProcess], lists: Path) -> None:
+    def __init__(
+        self, stack: IsolatedStack, server: PostgresServer, dsn: str, start: Callable[..., HistoryProcess], lists: Path
+    ) -> None:
+        self.server = server
         self.lists = lists  # the `hacks` source's files
         self.topics = HistoryTopics.unique()
         self.topics.create(stack)
@@ -109,7 +112,7 @@ class Pipeline:
 @pytest.fixture
 def pipeline(stack: IsolatedStack, postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Pipeline]:
     with fresh_database(postgres_server) as dsn, history_processes() as start:
-        yield Pipeline(stack, dsn, start, tmp_path)
+        yield Pipeline(stack, postgres_server, dsn, start, tmp_path)
 
 
 @pytest.fixture
@@ -198,3 +201,40 @@ def test_a_sync_while_the_indexer_is_down_loses_no_retroactive_match(
     assert {r["found_by"] for r in history_reader.retroactive} == {"indexer"}
     assert {r["watchlist_version"] for r in history_reader.retroactive} == {version}
     pipeline.wait_rows(indexer, screened_addresses(events))
+
+
+def test_an_indexer_killed_mid_stream_and_a_database_crash_lose_no_match_and_store_nothing_twice(
+    stack, screeners, reader, pipeline, history_reader
+):
+    """SIGKILL of the indexer while it writes, then a crash of PostgreSQL (SIGKILL of the postmaster, recovery at
+    restart) while decisions keep coming: every screened address is stored exactly once, and a sync afterwards
+    finds exactly the past events that touched its listings."""
+    listings = load_bundled_watchlist(stack.redis_url)
+    events = generate(listings, 2400, seed=47, hit_share=0.02, deposit_share=0.4, clean_pool=200)
+    screener = screeners()
+    indexer = pipeline.indexer("indexer-1")
+    lookback = pipeline.lookback()
+    screener.wait_assigned()
+    indexer.wait_ready()
+    lookback.wait_ready()
+    half = len(events) // 2
+    produce(stack, events[:half])
+    pipeline.wait_rows(indexer, 100)
+    indexer.kill()  # mid-stream: batches written but not committed are read again by the next member
+    produce(stack, events[half:])
+    reader.read_until(all_decided(events), 90, "every event decided")
+    pipeline.server.kill()
+    pipeline.server.start()
+    replacement = pipeline.indexer("indexer-2")
+    pipeline.wait_rows(replacement, screened_addresses(events), timeout=120)
+    lookback.wait_ready(60)  # reconnected after the crash
+
+    listed = pick_listings(events)
+    expected = touched(events, [pair for pairs in listed.values() for pair in pairs])
+    sync_hacks(stack, pipeline.lists, listed)
+    history_reader.read_until(lambda r: r.retroactive_events() >= expected, 60, "every retroactive match")
+    history_reader.settle(2)
+    assert history_reader.retroactive_events() == expected
+    assert len({r["retroactive_match_id"] for r in history_reader.retroactive}) == len(history_reader.retroactive)
+    assert pipeline.rows() == screened_addresses(events)  # nothing stored twice, nothing missing
+    assert replacement.terminate() == 0 and lookback.terminate() == 0
