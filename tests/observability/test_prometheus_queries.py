@@ -50,6 +50,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data() -> None:
         hits = run.expected(Expected.FLAGGED)
         assert hits > 50 and run.expected(Expected.DEAD_LETTER) > 0 and run.expected(Expected.UNSCREENABLE) > 0
         assert run.screener.metric("aml_screener_decisions_total", decision="flagged") == hits
+        run.list_past_destination()
         run.wait_scraped()
 
         end = time.time()
