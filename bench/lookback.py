@@ -349,8 +349,10 @@ def run(rows: int, pool_size: int, seed: int, work: Path) -> dict[str, Any]:
         ids, last_ms = observe(consumer, expected)
         metrics = _metrics(port)
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-        ingested = next(line for line in lines if line.get("msg") == "watchlist version ingested")
-        finished = next(line for line in lines if line.get("msg") == "lookback finished a watchlist version")
+        ingested = next((line for line in lines if line.get("msg") == "watchlist version ingested"), {"ts": None})
+        finished: dict[str, Any] = next(
+            (line for line in lines if line.get("msg") == "lookback finished a watchlist version"), {}
+        )
         out.update(
             {
                 "matches_received": len(ids),
@@ -360,7 +362,9 @@ def run(rows: int, pool_size: int, seed: int, work: Path) -> dict[str, Any]:
                     stage: round(metrics.get(f'aml_history_stage_duration_seconds_sum{{stage="{stage}"}}', 0.0), 2)
                     for stage in ("ingest", "lookup", "produce")
                 },
-                "sync_to_ingest_done_seconds": round(datetime.fromisoformat(ingested["ts"]).timestamp() - synced, 2),
+                "sync_to_ingest_done_seconds": (
+                    round(datetime.fromisoformat(ingested["ts"]).timestamp() - synced, 2) if ingested["ts"] else None
+                ),
                 "lookback_reported_seconds": finished.get("seconds"),
                 "target_seconds": TARGET_SECONDS,
             }

@@ -43,12 +43,11 @@ _INSERT_EVENTS = sql.SQL(
     "INSERT INTO aml_history.screened_events ({0}) SELECT {0} FROM incoming_events ON CONFLICT DO NOTHING"
 ).format(_EVENT_COLS)
 
-# Past addresses with their event's facts. The rows are found first (a materialized CTE: the key indexes of each
-# partition in the window), then each one's event is fetched by its primary key. Written as one join, the planner
-# (misled by the array-overlap estimate of the related-keys index) hashes the whole events table: minutes at
-# 10 million rows instead of seconds (docs/benchmarks.md, part E).
+# Past addresses with their event's facts: ``{rows}`` finds the history rows (materialized), then each one's event is
+# fetched by its primary key. Written as one join, the planner (misled by the array-overlap estimate of the
+# related-keys index) hashed the whole events table: minutes at 10 million rows instead of seconds.
 _PAST_SELECT = """
-WITH h AS MATERIALIZED (SELECT * FROM aml_history.screened_addresses h WHERE {where})
+WITH h AS MATERIALIZED ({rows})
 SELECT h.decision_id::text, h.address_index, h.direction, h.event_id, h.exchange_id, e.account_id, h.asset,
        h.network, h.address, h.address_key, h.checked_keys, h.checked_relations, h.outcome, h.decision, h.severity,
        h.action, h.matched_keys, e.amount, e.usd_value, h.event_time, h.decided_at, h.watchlist_version,
@@ -62,6 +61,25 @@ LEFT JOIN LATERAL (
 ) e ON true
 WHERE {outer}
 """
+# The rows touching a set of keys, probed key by key (a lateral join over the keys: one index probe per key and
+# partition of the window). Given the whole array at once (`address_key = ANY(keys) OR checked_keys && keys`), the
+# planner estimates the overlap with a thousand keys as most of the table and scans every partition sequentially
+# (minutes at 10 million rows, docs/benchmarks.md part E); per key, it probes the indexes. A row found under several
+# keys is returned once.
+_BY_KEY = """
+SELECT DISTINCT ON (x.decision_id, x.address_index, x.event_time) x.*
+FROM unnest(%(keys)s::text[]) AS k(key)
+CROSS JOIN LATERAL ({per_key}) x
+"""
+_TOUCHING_KEY = (
+    "SELECT * FROM aml_history.screened_addresses a WHERE a.address_key = k.key AND a.event_time >= %(since)s "
+    "UNION ALL "
+    "SELECT * FROM aml_history.screened_addresses a WHERE a.checked_keys @> ARRAY[k.key] AND a.event_time >= %(since)s"
+)
+_FLAGGED_UNDER_KEY = (
+    "SELECT * FROM aml_history.screened_addresses a WHERE cardinality(a.matched_keys) > 0 "
+    "AND a.matched_keys @> ARRAY[k.key] AND a.event_time >= %(since)s"
+)
 # Decided with a watchlist version older than the one being processed: a version the lookback saw is ordered by
 # its activation time; one it never saw (older than its baseline, or garbage-collected before it looked) by the
 # time in its id, to the second; an id of another form counts as older (a duplicate alert beats a missed one).
@@ -166,8 +184,7 @@ class HistoryStore:
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = list(keys[start : start + LOOKUP_CHUNK])
             yield from self._past(
-                "h.event_time >= %(since)s AND (h.address_key = ANY(%(keys)s) OR h.checked_keys && %(keys)s)",
-                {"since": since, "keys": chunk, "created": before},
+                _BY_KEY.format(per_key=_TOUCHING_KEY), {"since": since, "keys": chunk, "created": before}
             )
 
     def flagged_under(self, keys: Sequence[str], *, since: datetime, before: datetime) -> Iterator[PastAddress]:
@@ -176,8 +193,7 @@ class HistoryStore:
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = list(keys[start : start + LOOKUP_CHUNK])
             yield from self._past(
-                "h.event_time >= %(since)s AND cardinality(h.matched_keys) > 0 AND h.matched_keys && %(keys)s",
-                {"since": since, "keys": chunk, "created": before},
+                _BY_KEY.format(per_key=_FLAGGED_UNDER_KEY), {"since": since, "keys": chunk, "created": before}
             )
 
     def past_addresses(self, identities: Sequence[tuple[str, int]]) -> list[PastAddress]:
@@ -188,14 +204,18 @@ class HistoryStore:
             "ids": [decision_id for decision_id, _ in identities],
             "indexes": [index for _, index in identities],
         }
-        where = "(h.decision_id, h.address_index) IN (SELECT * FROM unnest(%(ids)s::uuid[], %(indexes)s::smallint[]))"
+        rows = (  # probed pair by pair through the primary key, as the keys above
+            "SELECT a.* FROM unnest(%(ids)s::uuid[], %(indexes)s::smallint[]) AS k(decision_id, address_index) "
+            "CROSS JOIN LATERAL (SELECT * FROM aml_history.screened_addresses a "
+            "WHERE a.decision_id = k.decision_id AND a.address_index = k.address_index) a"
+        )
         with self.conn.cursor() as cur:
-            cur.execute(_PAST_SELECT.format(where=where, outer="true"), params)
+            cur.execute(_PAST_SELECT.format(rows=rows, outer="true"), params)
             return [PastAddress(*row) for row in cur]
 
-    def _past(self, where: str, params: Mapping[str, Any]) -> Iterator[PastAddress]:
+    def _past(self, rows: str, params: Mapping[str, Any]) -> Iterator[PastAddress]:
         with self.conn.cursor() as cur:
-            cur.execute(_PAST_SELECT.format(where=where, outer=_DECIDED_BEFORE), params)
+            cur.execute(_PAST_SELECT.format(rows=rows, outer=_DECIDED_BEFORE), params)
             for row in cur:
                 yield PastAddress(*row)
 
