@@ -27,7 +27,7 @@ def activated(target: World) -> dict[str, datetime]:
         return {v.version: v.created_at for v in HistoryStore(conn).ingested_versions()}
 
 
-def ask(target: World, network: str, address: str, at: datetime):  # type: ignore[no-untyped-def]
+def ask(target: World, network: str, address: str, at: datetime):
     with contextlib.closing(psycopg.connect(target.dsn, options="-c timezone=UTC")) as conn:
         return as_of(conn, network, address, at)
 

@@ -283,7 +283,7 @@ class _Refusing(HistoryOutputs):
 
     failures = 1
 
-    def deliver(self, outputs, heartbeat=lambda: None):  # type: ignore[no-untyped-def]
+    def deliver(self, outputs, heartbeat=lambda: None):
         sent = super().deliver(outputs, heartbeat)
         if self.failures:
             self.failures -= 1
