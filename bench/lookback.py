@@ -292,14 +292,15 @@ def start_lookback(stack: contextlib.ExitStack, kafka: KafkaCluster, redis_url: 
     return port
 
 
-def observe(consumer: KafkaConsumer, expected: int) -> tuple[set[str], int]:
+def observe(consumer: KafkaConsumer, expected: int) -> tuple[set[str], int, float]:
     """Read RetroactiveMatch records until ``expected`` distinct ids arrived (at most 10 minutes), then 2 s more
-    for any unexpected extra; the ids and the latest Kafka timestamp (ms)."""
+    for any unexpected extra; the ids, the latest Kafka timestamp (ms) and when the last expected one was read."""
     framed = FramedReader(_repository())
     ids: set[str] = set()
     last_ms = 0
     deadline = time.monotonic() + 600
     settle_until: float | None = None
+    reached = float("nan")
     while time.monotonic() < deadline and (settle_until is None or time.monotonic() < settle_until):
         for records in consumer.poll(timeout_ms=500).values():
             for record in records:
@@ -307,7 +308,8 @@ def observe(consumer: KafkaConsumer, expected: int) -> tuple[set[str], int]:
                 last_ms = max(last_ms, record.timestamp)
         if settle_until is None and len(ids) >= expected:
             settle_until = time.monotonic() + 2
-    return ids, last_ms
+            reached = time.time()
+    return ids, last_ms, reached
 
 
 def run(rows: int, pool_size: int, seed: int, work: Path) -> dict[str, Any]:
@@ -346,7 +348,7 @@ def run(rows: int, pool_size: int, seed: int, work: Path) -> dict[str, Any]:
         result = run_sync(WatchlistStore(client), [config], keep_other_sources=True)
         synced = time.time()  # the clock starts: the version is active and its change published
         assert result.activated and result.version
-        ids, last_ms = observe(consumer, expected)
+        ids, last_ms, reached = observe(consumer, expected)
         metrics = _metrics(port)
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
         ingested = next((line for line in lines if line.get("msg") == "watchlist version ingested"), {"ts": None})
@@ -357,6 +359,7 @@ def run(rows: int, pool_size: int, seed: int, work: Path) -> dict[str, Any]:
             {
                 "matches_received": len(ids),
                 "sync_to_last_match_seconds": round(last_ms / 1000 - synced, 2),
+                "sync_to_last_match_read_seconds": round(reached - synced, 2),
                 "listed_keys": len(_listed_keys(listed)),
                 "stages": {
                     stage: round(metrics.get(f'aml_history_stage_duration_seconds_sum{{stage="{stage}"}}', 0.0), 2)
