@@ -94,10 +94,10 @@ def run_devstack(args: argparse.Namespace) -> int:
             details |= {"kafka_version": cluster.version, "directory": str(cluster.directory)}
         env = screener_settings(stack, registry_url)
         if args.history:
+            import psycopg  # noqa: PLC0415
+
             from aml_screener.devstack.postgres_server import PostgresServer  # noqa: PLC0415 - only when asked
             from aml_screener.history.migrate import migrate  # noqa: PLC0415
-
-            import psycopg  # noqa: PLC0415
 
             postgres = extra.enter_context(PostgresServer())
             with psycopg.connect(postgres.dsn, autocommit=True) as conn:
