@@ -26,6 +26,8 @@ withdrawals only, end to end and in pipeline CPU time; bench/mixed_cost.py) run 
 compare does not depend on the broker. The real cluster (3 nodes, KRaft, RF 3, min.insync.replicas 2:
 devstack/kafka_cluster.py) is started once for parts A and B; the mock runs in a process of its own; Redis is a real
 redis-server. Results are written to bench/results/<UTC timestamp>.json and printed as a table.
+Part F (bench/api.py): the pre-screen API under wrk, the stream beside it. Part G (bench/lookback.py): sync -> last
+retroactive match over 10,000,000 history rows in a real PostgreSQL, with a real single-node Kafka.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from aml_screener.screener.schemas import DEPOSIT_RECEIVED, WITHDRAWAL_REQUESTED
 from aml_screener.screening.records import Direction
 from aml_screener.watchlist.store import WatchlistStore
 from bench import api as bench_api
-from bench import mixed_cost, related_cost
+from bench import lookback, mixed_cost, related_cost
 from bench.stats import histogram_quantiles
 from bench.workers import deposit_topic_names, topic_names
 
@@ -554,6 +556,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--api-only", action="store_true", help="only part F, the pre-screen API")
     parser.add_argument("--api-seconds", type=int, default=20, help="length of each wrk run of part F")
     parser.add_argument("--api-stream-rate", type=int, default=2_000, help="withdrawals/s the stream screens meanwhile")
+    parser.add_argument("--skip-lookback", action="store_true")
+    parser.add_argument("--lookback-rows", type=int, default=10_000_000)
     args = parser.parse_args()
     if args.api_only:  # every other part off, whatever parts there are
         for name in vars(args):
@@ -594,6 +598,12 @@ def main() -> int:
         report["mixed"] = part_e(args.events, args.rounds, args.seed, args.deposit_share)
     if not args.skip_api:
         report["api"] = _part_f(args)
+    if not args.skip_lookback:
+        print(f"part G: lookback, sync -> last retroactive match over {args.lookback_rows:,} history rows", flush=True)
+        with tempfile.TemporaryDirectory(prefix="aml-bench-") as work:
+            report["lookback"] = lookback.run(args.lookback_rows, 1_000_000, args.seed, Path(work))
+        for line in lookback.summary_lines(report["lookback"]):
+            print("  " + line, flush=True)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{report['started'].replace(':', '').replace('-', '')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

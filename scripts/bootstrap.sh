@@ -26,6 +26,11 @@ fi
 if ! command -v wrk >/dev/null 2>&1; then
   need_apt+=("wrk")
 fi
+# PostgreSQL: the screening history's database (tests, devstack and benchmarks start their own servers on free
+# ports, as the unprivileged `postgres` user the package creates; devstack/postgres_server.py).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  need_apt+=("postgresql")
+fi
 # prometheus + promtool: alert-rule unit tests and the dashboard-query integration test (tests/observability).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   need_apt+=("prometheus")
@@ -61,8 +66,8 @@ if ((${#need_apt[@]})); then
     exit 1
   fi
 fi
-# The Debian packages start a system-wide redis on :6379 and prometheus on :9090 (where services may start);
-# nothing here uses them (tests start their own on free ports).
+# The Debian packages start a system-wide redis on :6379, prometheus on :9090 and PostgreSQL on :5432 (where
+# services may start); nothing here uses them (tests start their own on free ports).
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"

@@ -339,6 +339,8 @@ def demo(out: Path, seconds: float) -> list[Path]:
             progress=say if waves <= 12 else None,
         )
         run.wait_all_handled(timeout=120)
+        say("listing a destination the stream already sent to (a retroactive match)")
+        run.list_past_destination()
         run.wait_scraped()
         time.sleep(3)  # a few idle scrapes at the end, so the charts show traffic stopping
         query = Query(run.prometheus, run.started_at, time.time(), run.prometheus.scrape_interval)

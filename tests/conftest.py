@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from aml_screener.devstack.kafka_cluster import KafkaCluster
+from aml_screener.devstack.postgres_server import PostgresServer
 
 _KEPT_LOGS: list[Path] = []
 
@@ -42,6 +43,14 @@ def kafka(kafka_cluster: KafkaCluster) -> Iterator[KafkaCluster]:
     """The shared cluster for a test that kills, stops or freezes nodes: made whole again afterwards."""
     yield kafka_cluster
     kafka_cluster.heal()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server per session (initdb + start: a few seconds), for the history's tests; each test
+    gets a database of its own (tests/history_support.py: fresh_database)."""
+    with PostgresServer() as server:
+        yield server
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -121,11 +121,12 @@ def test_screener_is_scalable_and_drains_within_its_stop_grace(services: dict[st
 
 
 def test_containers_without_http_disable_the_images_healthcheck(services: dict[str, dict[str, Any]]) -> None:
-    """The image's HEALTHCHECK probes /healthz; the sync job and the load generator serve no HTTP (the screener
-    and the reporter and the pre-screen API do)."""
+    """The image's HEALTHCHECK probes /healthz; the sync job, the migration and the load generator serve no HTTP
+    (the screener, the reporter and the history's indexer and lookback, and the pre-screen API do)."""
     image = services["screener"]["image"]
     for name, service in services.items():
-        if service.get("image") == image and name not in {"screener", "reporter", "api"}:
+        serving = {"screener", "reporter", "history-indexer", "history-lookback", "api"}
+        if service.get("image") == image and name not in serving:
             assert service.get("healthcheck") == {"disable": True}, name
 
 
@@ -147,7 +148,7 @@ def test_kafka_runs_kraft_and_init_creates_every_topic_the_screener_uses(service
     topics = {
         str(field.default)
         for name, field in Settings.model_fields.items()
-        if name.startswith("kafka_") and name.endswith("_topic")
+        if name.startswith(("kafka_", "history_")) and name.endswith("_topic")
     }
     assert topics <= created, f"topics the screener uses but kafka-init does not create: {topics - created}"
     obligations = re.escape(Settings.model_fields["kafka_obligations_topic"].default)

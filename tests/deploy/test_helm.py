@@ -46,8 +46,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "AML_REDIS_URL": "rediss://redis:6380/0",
             "AML_REDIS_USERNAME": "aml-screener",
             "AML_KAFKA_MAX_POLL_RECORDS": 1000,
+            "AML_HISTORY_DATABASE_URL": "postgresql://aml@history-db:5432/aml?sslmode=verify-full",
         },
-        "secret": {"values": {"AML_REDIS_PASSWORD": "reader-password"}},
+        "secret": {"values": {"AML_REDIS_PASSWORD": "reader-password", "AML_HISTORY_DATABASE_PASSWORD": "pg"}},
+        "history": {"enabled": True, "indexer": {"replicas": 3}, "env": {"AML_HISTORY_LOOKBACK_DAYS": 730}},
         "networkPolicy": {
             "enabled": True,
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
@@ -285,7 +287,7 @@ def test_network_policies_cover_screeners_and_sync_jobs(rendered: dict[str, Any]
     assert screener["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert screener["ingress"][0]["from"] == VALUE_SETS["everything"]["networkPolicy"]["metricsFrom"]
     for name, template in pod_specs(docs):
-        if name.startswith(("CronJob", "Job")):
+        if name.startswith(("CronJob", "Job")) and "history" not in name:
             assert matches(sync["podSelector"]["matchLabels"], template["metadata"]["labels"])
 
     def egress_ports(spec: dict[str, Any]) -> set[int]:
@@ -330,6 +332,8 @@ def test_the_reporter_runs_report_serve_once_with_the_screeners_settings(rendere
         "screener",
         "reporting",
         "api",
+        "history-indexer",
+        "history-lookback",
     }
     assert matches(monitor["matchLabels"], service["metadata"]["labels"])
     policy = next(d["spec"] for d in objects(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-reporting"))
@@ -397,6 +401,41 @@ def test_the_api_is_off_by_default_and_refuses_to_start_without_keys(rendered: d
         helm_template({"api": {"enabled": True}}, tmp_path)
 
 
+# --- the screening history -----------------------------------------------------------------------------------
+
+
+def test_the_history_runs_indexer_and_lookback_each_migrating_first(rendered: dict[str, Any]) -> None:
+    docs = rendered["everything"]
+    screener_env = screener_container(docs)["envFrom"]
+    for role, args, replicas in (("indexer", ["history", "index"], 3), ("lookback", ["history", "lookback"], 1)):
+        deployment = one(docs, "Deployment", f"history-{role}")
+        pod = deployment["spec"]["template"]["spec"]
+        assert deployment["spec"]["replicas"] == replicas
+        (migrate,) = pod["initContainers"]
+        (container,) = pod["containers"]
+        assert migrate["args"] == ["history", "migrate"] and container["args"] == args
+        # The screeners' settings and secrets (the database URL and password among them), plus history.env.
+        assert container["envFrom"] == migrate["envFrom"] == screener_env
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["AML_HISTORY_LOOKBACK_DAYS"] == "730"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert matches(one(docs, "Service", f"history-{role}")["spec"]["selector"], labels)
+        assert not matches(one(docs, "Service", "screener")["spec"]["selector"], labels)
+        policy = next(d["spec"] for d in objects(docs, "NetworkPolicy") if d["metadata"]["name"].endswith(role))
+        assert matches(policy["podSelector"]["matchLabels"], labels)
+        assert {9092, 6379, 5432} <= {port["port"] for rule in policy["egress"] for port in rule.get("ports", [])}
+    (cronjob,) = [d for d in objects(docs, "CronJob") if d["metadata"]["name"].endswith("history-retention")]
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["history", "retention", "--apply"]
+
+
+def test_the_history_is_off_by_default(rendered: dict[str, Any]) -> None:
+    components = {d["metadata"]["labels"].get("app.kubernetes.io/component") for d in rendered["defaults"]}
+    assert not any(str(component).startswith("history") for component in components)
+
+
 # --- settings and secrets -----------------------------------------------------------------------------------
 
 
@@ -451,7 +490,10 @@ def test_existing_secret_is_used_and_no_secret_is_created(rendered: dict[str, An
 
 def test_chart_created_secret_holds_the_values(rendered: dict[str, Any]) -> None:
     secrets = {doc["metadata"]["name"]: doc for doc in objects(rendered["everything"], "Secret")}
-    assert secrets[f"{RELEASE}-aml-screener"]["stringData"] == {"AML_REDIS_PASSWORD": "reader-password"}
+    assert secrets[f"{RELEASE}-aml-screener"]["stringData"] == {
+        "AML_REDIS_PASSWORD": "reader-password",
+        "AML_HISTORY_DATABASE_PASSWORD": "pg",
+    }
     assert secrets[f"{RELEASE}-aml-screener-sync"]["stringData"] == {"AML_REDIS_PASSWORD": "writer-password"}
     assert objects(rendered["defaults"], "Secret") == []
     assert all("secretRef" not in source for source in screener_container(rendered["defaults"])["envFrom"])

@@ -39,6 +39,21 @@ def test_demo_screens_a_stream_end_to_end_and_reports_ok():
     assert "result: OK" in out
 
 
+def test_demo_with_the_lookback_shows_the_retroactive_matches_of_a_new_listing():
+    """`demo --lookback`: a real PostgreSQL, the indexer and the lookback beside the screener; a new listing of the
+    destination the stream used most finds every past event that touched it (the demo's own oracle: exit 0)."""
+    command = ["demo", "--events", "3000", "--rate", "3000", "--http-port", "0", "--lookback"]
+    result = subprocess.run(
+        [sys.executable, "-m", "aml_screener.cli", *command], capture_output=True, text=True, timeout=300, check=False
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    reported = re.search(r"lookback: (\d+) of (\d+) past events that touched it reported", out)
+    assert reported and reported.group(1) == reported.group(2) and int(reported.group(1)) >= 2, out
+    assert "RetroactiveMatch: withdrawal" in out and "listed by ofac-sdn-update" in out
+    assert "result: OK" in out
+
+
 def test_demo_runs_against_a_given_kafka_and_redis(kafka_cluster):
     """`--bootstrap-servers/--redis-url`: no embedded stack of its own; here the 'external' one is the real 3-node
     cluster (the demo uses the default topic names, which no other test uses) with a Redis of ours."""

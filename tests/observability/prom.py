@@ -26,6 +26,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from aml_screener.api.metrics import ApiMetrics
 from aml_screener.devstack.ports import free_port
+from aml_screener.history.metrics import HistoryMetrics
 from aml_screener.reporting.book import ObligationBook
 from aml_screener.reporting.metrics import ReportingMetrics
 from aml_screener.screener.metrics import Metrics
@@ -112,16 +113,17 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Series names a screener, a reporter (`aml-screener report serve`) or the pre-screen API (`aml-screener api`) can
-    expose, from fresh metrics objects
+    """Series names a screener, a reporter (`aml-screener report serve`), the pre-screen API (`aml-screener api`) or
+    a history process can expose, from fresh metrics objects
     (labelled metrics without samples included: their names are derived from the family type, like the exposition
     format does)."""
     screener, reporter, api = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
     Metrics(screener)
     ReportingMetrics(ObligationBook(), registry=reporter)
     ApiMetrics(api)
+    history = HistoryMetrics().registry
     names: set[str] = set()
-    for family in [*screener.collect(), *reporter.collect(), *api.collect()]:
+    for family in [*screener.collect(), *reporter.collect(), *api.collect(), *history.collect()]:
         if family.type == "counter":
             names |= {f"{family.name}_total", f"{family.name}_created"}
         elif family.type == "histogram":

@@ -7,24 +7,36 @@ rules loaded, and a seeded stream of withdrawals and deposits (a quarter) with s
 malformed records, produced in waves, with one short watchlist outage (Redis paused) so that the fail-closed series
 exist too. Beside it one `aml-screener report serve` with two OFAC reporting obligations (a sanctions reject decided
 a month ago, overdue, and a freeze decided now), from flagged events produced here with those dates, so the
-reporting panels and alerts have series whatever the screener decided during the run.
+reporting panels and alerts have series whatever the screener decided during the run. And the screening history:
+a real PostgreSQL, `aml-screener history index` storing the stream and `aml-screener history lookback`; at the end a
+sync lists a destination the stream already sent to (`list_past_destination`), so the lookback's panels and alerts
+have retroactive matches behind them. The pre-screen API is scraped too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 
 from aml_screener.demo.sample import sample_listings
 from aml_screener.devstack.api_process import ApiProcess
 from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
+from aml_screener.devstack.postgres_server import PostgresServer
+from aml_screener.devstack.stack import MOCK_SCREENER_ENV
 from aml_screener.screener.schemas import DEPOSIT_RECEIVED
+from aml_screener.screening.records import Direction
+from aml_screener.watchlist.config import AddressListConfig
+from aml_screener.watchlist.store import WatchlistStore
+from aml_screener.watchlist.sync import run_sync
+from tests.history_support import HistoryProcess, HistoryTopics, fresh_database, history_env
 from tests.integration.harness import (
     IsolatedStack,
     ScreenerProcess,
@@ -55,6 +67,8 @@ class Run:
     screener: ScreenerProcess
     prometheus: PrometheusServer
     reporter: ScreenerProcess
+    indexer: HistoryProcess
+    lookback: HistoryProcess
     api: ApiProcess | None = None  # the pre-screen API, scraped too (its alert watches its readiness)
     started_at: float = field(default_factory=time.time)
     produced: list[GeneratedEvent] = field(default_factory=list)
@@ -84,6 +98,9 @@ class Run:
                 self.decided_or_dead_lettered()
             ),
             "sum(aml_screener_reporting_open_obligations)": float(REPORTED_OBLIGATIONS),
+            "sum(aml_history_retroactive_matches_total) or vector(0)": self.retroactive_matches(),
+            # a few scrapes of the matches' series: a rate over the last seconds needs two samples
+            "min(count_over_time(aml_history_retroactive_matches_total[1m])) or vector(0)": 3.0,
         }
         for query, want in wanted.items():
             deadline = time.monotonic() + timeout
@@ -95,6 +112,28 @@ class Run:
                     raise AssertionError(f"Prometheus did not scrape {query} >= {want} within {timeout}s")
                 time.sleep(0.25)
 
+    def retroactive_matches(self) -> float:
+        return sum(p.metric("aml_history_retroactive_matches_total") for p in (self.indexer, self.lookback))
+
+    def list_past_destination(self, timeout: float = 90) -> None:
+        """A sync lists (as `theft`) the destination of a clear withdrawal the stream already made, once the
+        history holds it; wait for its retroactive match."""
+        clean = next(e for e in self.produced if e.expected is Expected.CLEAR and e.direction is Direction.WITHDRAWAL)
+        self.indexer.wait_until(
+            lambda: (
+                self.indexer.metric("aml_history_rows_written_total", table="screened_addresses")
+                >= self.expected(Expected.CLEAR)
+            ),
+            timeout,
+            "the stream in the history",
+        )
+        with tempfile.TemporaryDirectory(prefix="aml-observability-") as lists:
+            (Path(lists) / f"hacks_{clean.asset}.txt").write_text(f"{clean.address}\n")
+            config = AddressListConfig(name="hacks", location=f"{lists}/*.txt", list="hacks", category="theft")
+            store = WatchlistStore(redis.Redis.from_url(self.stack.redis_url, decode_responses=True))
+            assert run_sync(store, [config], keep_other_sources=True).activated
+        self.lookback.wait_until(lambda: self.retroactive_matches() >= 1, timeout, "a retroactive match")
+
 
 _DECISIONS = ("clear", "flagged", "unscreenable")
 
@@ -102,28 +141,45 @@ _DECISIONS = ("clear", "flagged", "unscreenable")
 @contextlib.contextmanager
 def observed_screener(scrape_interval: float = 1.0) -> Iterator[Run]:
     """Stack, screener and Prometheus, all started; everything stopped and removed on exit."""
-    with isolated_stack(None, broker="mock") as stack:
+    with (
+        isolated_stack(None, broker="mock") as stack,
+        PostgresServer() as postgres,
+        fresh_database(postgres) as dsn,
+    ):
         screener = ScreenerProcess(stack, group=f"aml-observability-{uuid.uuid4().hex[:8]}", instance="s1")
         group = f"aml-observability-reporting-{uuid.uuid4().hex[:8]}"
         env = {**reporting_env(OBLIGATIONS_TOPIC, group), "AML_REPORTING_MANAGE_TOPIC": "false"}
         reporter = ReporterProcess(stack, group=group, instance="r1", env=env)
+        history_topics = HistoryTopics.unique()
+        history = history_env(
+            stack, dsn, history_topics, AML_HISTORY_GROUP_ID=f"aml-observability-history-{group}", **MOCK_SCREENER_ENV
+        )
+        indexer, lookback = HistoryProcess("index", history, "indexer"), HistoryProcess("lookback", history, "lookback")
         api = ApiProcess(stack.redis_url)
-        targets = [f"127.0.0.1:{screener.port}", f"127.0.0.1:{reporter.port}", f"127.0.0.1:{api.http_port}"]
+        targets = [f"127.0.0.1:{process.port}" for process in (screener, reporter, indexer, lookback)]
+        targets.append(f"127.0.0.1:{api.http_port}")
         prometheus = PrometheusServer(targets, scrape_interval=scrape_interval)
         try:
             prometheus.start()
-            run = Run(stack, screener, prometheus, reporter, api)
+            run = Run(stack, screener, prometheus, reporter, indexer, lookback, api)
             load_bundled_watchlist(stack.redis_url)
+            history_topics.create(stack)
             screener.start()
             api.start()
+            indexer.start()
+            lookback.start()
             screener.wait_assigned()
             api.wait_ready()
             start_reporting(run)
+            indexer.wait_ready()
+            lookback.wait_ready()  # the bundled sample is its baseline
             yield run
         finally:
             screener.close()
             reporter.close()
             api.close()
+            indexer.close()
+            lookback.close()
             prometheus.close()
 
 

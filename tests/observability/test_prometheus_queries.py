@@ -51,6 +51,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data() -> None:
         assert hits > 50 and run.expected(Expected.DEAD_LETTER) > 0 and run.expected(Expected.UNSCREENABLE) > 0
         assert run.screener.metric("aml_screener_decisions_total", decision="flagged") == hits
         assert run.screener.metric("aml_screener_actions_total", direction="deposit", action="freeze") > 0, "deposits"
+        run.list_past_destination()
         run.wait_scraped()
 
         end = time.time()

@@ -56,6 +56,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: reporting
 {{- end -}}
 
+{{/* The history's pods: (dict "root" $ "role" "indexer"|"lookback"|"retention"). */}}
+{{- define "aml-screener.historySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "aml-screener.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: history-{{ .role }}
+{{- end -}}
+
 {{/* Image: repository[:tag][@digest]; the digest, when given, decides what runs. --------------------- */}}
 {{- define "aml-screener.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}

@@ -31,6 +31,7 @@ import redis
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
+from aml_screener.demo.lookback import HISTORY_TOPICS, running_history, show_retroactive_match
 from aml_screener.demo.sample import load_sample, sample_listings
 from aml_screener.devstack.generator import EventGenerator, Expected, GeneratedEvent
 from aml_screener.devstack.ports import free_port
@@ -73,6 +74,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="use this Redis instead of an embedded redis-server")
     parser.add_argument("--http-port", type=int, default=9400, help="screener /metrics port (0: pick a free one)")
     parser.add_argument("--serve", action="store_true", help="keep the screener running after the summary")
+    parser.add_argument(
+        "--lookback",
+        action="store_true",
+        help="also run the screening history (PostgreSQL) and show a retroactive match (embedded stack only)",
+    )
 
 
 @dataclass
@@ -154,11 +160,13 @@ class _Producer(threading.Thread):
 @contextlib.contextmanager
 def _infrastructure(args: argparse.Namespace) -> Iterator[tuple[str, str, str | None]]:
     if args.bootstrap_servers and args.redis_url:
+        if args.lookback:
+            raise SystemExit("demo: --lookback runs on the embedded stack only (it creates the history's topics)")
         yield args.bootstrap_servers, args.redis_url, args.kafka_api_version
         return
     if args.bootstrap_servers or args.redis_url:
         raise SystemExit("demo: give both --bootstrap-servers and --redis-url, or neither (embedded stack)")
-    topics = {
+    topics = (HISTORY_TOPICS if args.lookback else {}) | {
         INPUT_TOPIC: args.partitions,
         DEPOSIT_TOPIC: args.partitions,
         DECISIONS_TOPIC: args.partitions,
@@ -181,7 +189,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for name in (WITHDRAWAL_REQUESTED, DEPOSIT_RECEIVED)
     )
     listings = sample_listings()
-    with _infrastructure(args) as (bootstrap, redis_url, api_version):
+    retroactive_ok = True
+    with _infrastructure(args) as (bootstrap, redis_url, api_version), contextlib.ExitStack() as extras:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         synced = load_sample(WatchlistStore(client, WatchlistKeys()))
         parties = {listing.entry_id for _, listing in listings}
@@ -215,6 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
             env["AML_KAFKA_API_VERSION"] = api_version
         log_file = tempfile.NamedTemporaryFile(prefix="aml-screener-demo-", suffix=".log", delete=False)  # noqa: SIM115
         log_path = Path(log_file.name)
+        history = extras.enter_context(running_history(env)) if args.lookback else None
         child = start_screener(env, log_file)
         try:
             base = f"http://127.0.0.1:{http_port}"
@@ -229,6 +239,15 @@ def run_demo(args: argparse.Namespace) -> int:
             )
             tally = _screen(bootstrap, api_version, events, args.rate, FramedReader(repository, logical_types=False))
             metrics_excerpt = _scrape(f"{base}/metrics")
+            if history is not None:
+                retroactive_ok = show_retroactive_match(
+                    history,
+                    events,
+                    bootstrap=bootstrap,
+                    api_version=api_version,
+                    redis_url=redis_url,
+                    reader=FramedReader(repository, logical_types=False),
+                )
             if args.serve:
                 print(f"\nscreener still running: {base}/metrics  {base}/readyz  (Ctrl-C to stop)")
                 with contextlib.suppress(KeyboardInterrupt):
@@ -249,7 +268,7 @@ def run_demo(args: argparse.Namespace) -> int:
         base_url=base,
         exit_code=child.returncode,
     )
-    return 0 if ok else 1
+    return 0 if ok and retroactive_ok else 1
 
 
 def _lazarus_deposit(generator: EventGenerator, listings: list[tuple[str, Listing]]) -> GeneratedEvent:

@@ -2,7 +2,8 @@
 
 ``--broker kafka`` runs real Apache Kafka (``--brokers`` nodes, 3 by default: replication factor 3 and
 ``min.insync.replicas`` 2, as in production); ``--broker mock`` (the default) the librdkafka mock cluster, which
-starts at once; ``--schema-registry`` adds Apicurio Registry. Either way every AML_* variable the project's own
+starts at once; ``--schema-registry`` adds Apicurio Registry; ``--history`` a PostgreSQL server (migrated) and the
+history's topics, for `aml-screener history index|lookback`. Either way every AML_* variable the project's own
 runs give a screener on it is printed as JSON.
 """
 
@@ -28,6 +29,7 @@ DEFAULT_TOPICS = {
     "deposits.held": 1,  # fail-open mode only
 }
 INPUT_TOPICS = ("withdrawals.requested", "deposits.received")
+HISTORY_TOPICS = {"screening.retroactive": 1, "screening.delisted": 1, "screening.history.dlq": 1}
 # Real Kafka: three nodes is the smallest cluster with production's replication (RF 3, min ISR 2).
 DEFAULT_KAFKA_NODES = 3
 
@@ -48,6 +50,11 @@ def add_devstack_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run Apicurio Registry (Confluent-compatible; fetched with Maven into the cache on first use)",
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="also run PostgreSQL (Debian package) with the history schema, for `aml-screener history ...`",
+    )
 
 
 def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> dict[str, str]:
@@ -64,7 +71,7 @@ def screener_settings(stack: EmbeddedStack, registry_url: str | None = None) -> 
 
 
 def run_devstack(args: argparse.Namespace) -> int:
-    topics = DEFAULT_TOPICS | dict.fromkeys(INPUT_TOPICS, args.partitions)
+    topics = DEFAULT_TOPICS | dict.fromkeys(INPUT_TOPICS, args.partitions) | (HISTORY_TOPICS if args.history else {})
     brokers = args.brokers or (DEFAULT_KAFKA_NODES if args.broker == "kafka" else 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -86,6 +93,16 @@ def run_devstack(args: argparse.Namespace) -> int:
             cluster = stack.cluster
             details |= {"kafka_version": cluster.version, "directory": str(cluster.directory)}
         env = screener_settings(stack, registry_url)
+        if args.history:
+            import psycopg  # noqa: PLC0415
+
+            from aml_screener.devstack.postgres_server import PostgresServer  # noqa: PLC0415 - only when asked
+            from aml_screener.history.migrate import migrate  # noqa: PLC0415
+
+            postgres = extra.enter_context(PostgresServer())
+            with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+                migrate(conn)
+            env["AML_HISTORY_DATABASE_URL"] = postgres.dsn
         print(json.dumps({**details, "topics": topics, "env": env}, indent=2), flush=True)
         print("embedded stack running; Ctrl-C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

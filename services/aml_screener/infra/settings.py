@@ -270,6 +270,63 @@ class Settings(BaseSettings):
         5.0, gt=0, le=300, description="Longest back-off between lookup retries while failing closed."
     )
 
+    # --- Screening history and lookback (history/) ---------------------------------------------------------
+    history_database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description=(
+            "PostgreSQL URI of the screening history (libpq form, e.g. postgresql://aml@db:5432/aml?sslmode=verify-full"
+            "); the password goes in AML_HISTORY_DATABASE_PASSWORD. Needed by `aml-screener history` only."
+        ),
+    )
+    history_database_password: SecretStr | None = Field(
+        None, description="Password of the history database user (secret)."
+    )
+    history_group_id: str = Field(
+        "aml-history-indexer",
+        description="Consumer group of the history indexer on the decision (and input) topics; scale out by adding "
+        "members.",
+    )
+    history_index_inputs: bool = Field(
+        True,
+        description=(
+            "The indexer also reads the input topics (withdrawals, deposits) to keep each event's account, amount and "
+            "USD value beside its decision (decisions do not carry them); 'false': decisions only."
+        ),
+    )
+    history_lookback_days: int = Field(
+        365,
+        ge=1,
+        le=3_660,
+        description=(
+            "Lookback window: a newly listed address is looked up among the events of this many days before the "
+            "watchlist version that listed it (event time: requested_at / observed_at)."
+        ),
+    )
+    history_retention_days: int = Field(
+        1_827,
+        ge=30,
+        description="`history retention` drops history partitions older than this (default 5 years).",
+    )
+    history_retroactive_topic: str = Field(
+        "screening.retroactive", description="Topic for RetroactiveMatch records (past events touching new listings)."
+    )
+    history_delisted_topic: str = Field(
+        "screening.delisted", description="Topic for Delisted records (removed listings and the decisions they affect)."
+    )
+    history_dead_letter_topic: str = Field(
+        "screening.history.dlq", description="Topic for records the history indexer cannot decode (original bytes)."
+    )
+    lookback_poll_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3_600,
+        description=(
+            "The lookback wakes on every watchlist change notification and, in case one was missed (Redis pub/sub "
+            "is not durable), checks the active version this often."
+        ),
+    )
+
     # --- Action policy -----------------------------------------------------------------------------------
     policy_file: str | None = Field(
         None,
@@ -526,7 +583,7 @@ class Settings(BaseSettings):
         for name, value in self:
             if isinstance(value, SecretStr):
                 out[name] = "**********" if value.get_secret_value() else ""
-            elif name in {"redis_url", "schema_registry_url"} and isinstance(value, str):
+            elif name in {"redis_url", "schema_registry_url", "history_database_url"} and isinstance(value, str):
                 out[name] = _strip_url_credentials(value)
             else:
                 out[name] = value

@@ -164,25 +164,7 @@ def build(
     ids = output_ids or output_schema_ids(settings, repository, catalog)
     client = redis_client(settings)
     lookup = WatchlistLookup(client, WatchlistKeys(settings.watchlist_key_prefix))
-    deposits = None
-    if settings.kafka_deposit_topic and ids.deposit_flagged is not None:
-        deposits = DepositInput(
-            topic=settings.kafka_deposit_topic,
-            decoder=DepositDecoder(repository, catalog, settings.kafka_max_message_bytes),
-            flagged_encoder=RecordEncoder(catalog.current(DEPOSIT_FLAGGED).schema, ids.deposit_flagged),
-            flagged=settings.kafka_deposit_flagged_topic,
-            dead_letter=settings.kafka_deposit_dead_letter_topic,
-            hold=settings.kafka_deposit_hold_topic,
-        )
-    batch = batch_screener(
-        settings,
-        repository=repository,
-        catalog=catalog,
-        ids=ids,
-        lookup=lookup.lookup,
-        policy=policy,
-        deposits=deposits,
-    )
+    batch = batch_screener(settings, repository, catalog, ids, lookup=lookup.lookup, policy=policy)
     consumer_conf = consumer_config(settings)
     producer_conf = producer_config_for(settings)
     log.info(
@@ -237,18 +219,29 @@ def sink_for(
 
 def batch_screener(
     settings: Settings,
-    *,
     repository: SchemaRepository,
     catalog: SchemaCatalog,
     ids: OutputSchemaIds,
+    *,
     lookup: Callable[[Sequence[str]], LookupResult],
     policy: Callable[[], Policy],
-    deposits: DepositInput | None = None,
+    instance_id: str | None = None,
+    clock_us: Callable[[], int] | None = None,
     keep_decisions: bool = False,
 ) -> BatchScreener:
-    """The stream's batch pipeline from settings: the screener's, and the pre-screen API's (a batch of one, which
-    keeps the decision records to answer with them)."""
-    return BatchScreener(
+    """The screening pipeline as configured (`aml-screener run`; `aml-screener replay` with its own lookup, clock
+    and instance id; the pre-screen API, a batch of one that keeps the decision records to answer with them)."""
+    deposits = None
+    if settings.kafka_deposit_topic and ids.deposit_flagged is not None:
+        deposits = DepositInput(
+            topic=settings.kafka_deposit_topic,
+            decoder=DepositDecoder(repository, catalog, settings.kafka_max_message_bytes),
+            flagged_encoder=RecordEncoder(catalog.current(DEPOSIT_FLAGGED).schema, ids.deposit_flagged),
+            flagged=settings.kafka_deposit_flagged_topic,
+            dead_letter=settings.kafka_deposit_dead_letter_topic,
+            hold=settings.kafka_deposit_hold_topic,
+        )
+    screener = BatchScreener(
         decoder=WithdrawalDecoder(repository, catalog, settings.kafka_max_message_bytes),
         decision_encoder=RecordEncoder(catalog.current(SCREENING_DECISION).schema, ids.decisions),
         flagged_encoder=RecordEncoder(catalog.current(WITHDRAWAL_FLAGGED).schema, ids.flagged),
@@ -258,13 +251,16 @@ def batch_screener(
             settings.kafka_dead_letter_topic,
             settings.kafka_hold_topic,
         ),
-        instance_id=settings.instance_id,
+        instance_id=instance_id or settings.instance_id,
         lookup=lookup,
         deposits=deposits,
         screener_version=software_version(),
         policy=policy,
         keep_decisions=keep_decisions,
     )
+    if clock_us is not None:
+        screener.clock_us = clock_us
+    return screener
 
 
 def watchlist_gate(settings: Settings, metrics: Metrics, state: ServiceState) -> WatchlistGate:

@@ -47,11 +47,13 @@ class ActiveVersion:
 
 
 class WatchlistLookup:
-    """Reads the active watchlist version. Expects a redis client with decode_responses=True."""
+    """Reads the active watchlist version, or always the one ``pinned`` version (`aml-screener replay`). Expects a
+    redis client with decode_responses=True."""
 
-    def __init__(self, client: redis.Redis, keys: WatchlistKeys) -> None:
+    def __init__(self, client: redis.Redis, keys: WatchlistKeys, *, pinned: str | None = None) -> None:
         self.redis = client
         self.keys = keys
+        self.pinned = pinned
         self.active: ActiveVersion | None = None
         self.size = 0
 
@@ -67,7 +69,7 @@ class WatchlistLookup:
                     self.active = self._load_active()
                 active = self.active
                 current, sizes, values = self._round_trip(active, address_keys)
-                if current != active.version:
+                if current != active.version and self.pinned is None:
                     self.active = None
                     continue
                 return self._result(active, sizes, values, address_keys, started)
@@ -84,7 +86,7 @@ class WatchlistLookup:
         return self.lookup(())
 
     def _load_active(self) -> ActiveVersion:
-        raw_version = self.redis.get(self.keys.active)
+        raw_version = self.pinned if self.pinned is not None else self.redis.get(self.keys.active)
         if raw_version is None:
             raise LookupUnavailable(
                 LookupFailure.NO_ACTIVE_VERSION, "no watchlist version is active (nothing loaded yet)"
@@ -92,7 +94,11 @@ class WatchlistLookup:
         version = str(raw_version)
         raw: dict[str, str] = self.redis.hgetall(self.keys.version(version))  # type: ignore[assignment]
         if not raw:
-            raise LookupUnavailable(LookupFailure.MISSING_VERSION, f"metadata of active version {version} is missing")
+            raise LookupUnavailable(
+                LookupFailure.MISSING_VERSION,
+                f"metadata of {'watchlist' if self.pinned else 'active'} version {version} is missing"
+                + (" (garbage-collected, or never synced under this key prefix)" if self.pinned else ""),
+            )
         try:
             record = VersionRecord.from_redis(raw)
         except (KeyError, ValueError) as exc:

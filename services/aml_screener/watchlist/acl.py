@@ -2,6 +2,8 @@
 
 - the **screener** (`aml-screener run`) reads: exactly the commands of `screener/lookup.py` and
   `screener/watchlist_watch.py`, read-only on the watchlist keys (`%R~`), and SUBSCRIBE on the change channel;
+  the history's lookback (`aml-screener history lookback`) logs in as this reader too (it adds HSCAN and ZRANGE,
+  read-only commands: it reads whole tables and the versions index);
 - the **sync** job (`aml-screener watchlist sync|load|status|check`) writes: the commands of `watchlist/store.py`
   and `watchlist/sync.py` on the watchlist keys only, and PUBLISH on the change channel.
 
@@ -27,7 +29,8 @@ DEFAULT_SYNC_USER = "aml-sync"
 
 # Every command the screener sends (lookup: GET, HGETALL, MULTI/EXEC with GET, HLEN, HMGET; the watcher:
 # SUBSCRIBE, GET, HGETALL, PING as health check) plus what a connection may need (SELECT for a db other than 0,
-# DISCARD/UNSUBSCRIBE when a transaction or subscription is abandoned).
+# DISCARD/UNSUBSCRIBE when a transaction or subscription is abandoned), and the lookback's reads (history/lookback.py:
+# HSCAN of a version's tables, ZRANGE of the versions index).
 SCREENER_COMMANDS: tuple[str, ...] = (
     "ping",
     "select",
@@ -35,6 +38,8 @@ SCREENER_COMMANDS: tuple[str, ...] = (
     "hgetall",
     "hlen",
     "hmget",
+    "hscan",
+    "zrange",
     "multi",
     "exec",
     "discard",

@@ -5,6 +5,7 @@
     parse   show what list files turn into, without Redis (inspect.py)
     status  the active version, its sources and their sync state
     check   look one address up in the active version as the screener does
+    as-of   was an address listed at a past time, by which entry and version (the history's version log)
     acl     the least-privilege Redis ACL users of the screener and the sync job (acl.py)
 
 Exit codes of sync: 0 ok, 1 nothing activated, 2 configuration error, 3 some source failed (its previous data
@@ -20,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,22 @@ def add_watchlist_commands(parser: argparse.ArgumentParser, settings_factory: Se
     check.add_argument("address")
     check.add_argument("--redis-url", help="override AML_REDIS_URL")
     check.set_defaults(func=lambda args: cmd_check(args, settings_factory))
+
+    as_of = sub.add_parser(
+        "as-of",
+        help="was an address listed at a past time? (exit 4 if it was; needs the history database)",
+        description=(
+            "Answers from the retained history of watchlist versions the lookback keeps in the history database "
+            "(AML_HISTORY_DATABASE_URL; docs/lookback.md): the version in effect at TIME, and the entries that "
+            "listed the address (or an address related to it) then, each with the version that added it. Prints "
+            "JSON. Exit 0 not listed, 4 listed, 1 TIME before the retained history, 3 unscreenable address, 5 the "
+            "database cannot answer (unreachable, or not migrated)."
+        ),
+    )
+    as_of.add_argument("--at", required=True, metavar="TIME", help="ISO 8601 time, e.g. 2025-03-21T12:00:00Z")
+    as_of.add_argument("network", help="network of the address, e.g. ethereum, tron, bitcoin")
+    as_of.add_argument("address")
+    as_of.set_defaults(func=lambda args: cmd_as_of(args, settings_factory))
 
     acl = sub.add_parser(
         "acl",
@@ -289,6 +307,40 @@ def cmd_status(args: argparse.Namespace, settings_factory: SettingsFactory) -> i
     states = {name: store.source_state(name) for name in meta.tables}
     print(json.dumps({"active": meta.version, "meta": meta.__dict__, "sync_state": states}, indent=2, default=str))
     return 0
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"aml-screener: --at {text!r} is not an ISO 8601 time (e.g. 2025-03-21T12:00:00Z)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def cmd_as_of(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
+    at = _parse_time(args.at)
+    settings = settings_factory()
+    if not settings.history_database_url:
+        print("aml-screener: AML_HISTORY_DATABASE_URL is not set (postgresql://user@host:5432/db)", file=sys.stderr)
+        return 2
+    import psycopg
+
+    from aml_screener.history.asof import as_of, render
+    from aml_screener.history.store import connect
+
+    try:
+        with connect(settings, application_name="aml-watchlist-as-of") as conn:
+            answer = as_of(conn, args.network, args.address, at)
+    except (InvalidAddress, UnsupportedNetwork) as exc:
+        print(f"unscreenable: {exc}")
+        return 3
+    except psycopg.Error as exc:
+        print(f"aml-screener: the history database cannot answer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 5
+    print(json.dumps(render(answer), indent=2, ensure_ascii=False))
+    if answer.version is None:
+        return 1
+    return 4 if answer.listed else 0
 
 
 def cmd_check(args: argparse.Namespace, settings_factory: SettingsFactory) -> int:
