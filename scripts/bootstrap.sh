@@ -22,7 +22,7 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
   need_apt+=("redis-server")
 fi
-# wrk: the pre-screen API benchmark (`make bench`, part E; bench/api.py).
+# wrk: the pre-screen API benchmark (`make bench`, part F; bench/api.py).
 if ! command -v wrk >/dev/null 2>&1; then
   need_apt+=("wrk")
 fi
