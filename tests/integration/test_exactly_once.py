@@ -15,7 +15,7 @@ import pytest
 from aml_screener.devstack.generator import Expected, GeneratedEvent
 from aml_screener.screener.service import EXIT_SINK_FAILED
 from tests.integration.harness import (
-    TOPICS,
+    INPUT_PARTITIONS,
     IsolatedStack,
     OutputReader,
     Outputs,
@@ -133,7 +133,7 @@ def test_a_zombie_thawed_after_its_partitions_moved_commits_nothing_twice(stack,
     zombie.proc.send_signal(signal.SIGSTOP)
     try:
         other.wait_until(
-            lambda: len(other.probe("/readyz")[1]["assigned_partitions"]) == TOPICS["withdrawals.requested"],
+            lambda: len(other.probe("/readyz")[1]["assigned_partitions"]) == INPUT_PARTITIONS,
             60,
             "the other member owning every partition after the frozen one's session timed out",
         )
