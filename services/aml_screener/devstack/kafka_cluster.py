@@ -85,8 +85,12 @@ class KafkaClusterError(RuntimeError):
 
 def _cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what ``kafka-storage random-uuid``
-    prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    prints). Never one starting with "-": StorageTool's argument parser reads it as an option (format failed with
+    "--cluster-id: expected one argument", 1 start in 64); Kafka's own Uuid.randomUuid() redraws those too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass
