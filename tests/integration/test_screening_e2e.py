@@ -55,8 +55,11 @@ def test_known_stream_gives_exactly_the_expected_decisions(stack, screeners, rea
 
     flagged_by_event = {record["event_id"]: record for record in outputs.flagged}
     assert set(flagged_by_event) == flagged_expected, "one WithdrawalFlagged per hit"
-    sample = next(iter(flagged_by_event.values()))
-    assert sample["severity"] == "critical"
+    # A fifth of the hits go to an address related to a listed one (one severity level lower); which flag arrives
+    # first depends on the partitions, so pick a direct one and check both kinds.
+    severities = {(r["matches"][0]["match_type"], r["severity"]) for r in flagged_by_event.values()}
+    assert severities == {("direct", "critical"), ("related", "high")}, severities
+    sample = next(r for r in flagged_by_event.values() if r["matches"][0]["match_type"] == "direct")
     assert sample["matches"] and sample["matches"][0]["list"] == "ofac-sdn"
     assert sample["matches"][0]["programs"], "the sanctions program travels with the hit"
     assert sample["withdrawal"]["amount"] > Decimal(0)
