@@ -43,6 +43,7 @@ from aml_screener.history.outputs import DeliveryFailed, HistoryOutputs
 from aml_screener.history.retro import FoundBy, PastAddress, hits_by_key, retroactive_match
 from aml_screener.history.rows import AddressRow, EventRow, address_rows, event_row
 from aml_screener.history.store import HistoryStore
+from aml_screener.infra.kafka import refresh_consumer_lag
 from aml_screener.infra.settings import Settings
 from aml_screener.screener.ack_window import next_offsets
 from aml_screener.screener.backoff import Backoff
@@ -497,23 +498,7 @@ class Indexer:
             self._refresh_lag()
 
     def _refresh_lag(self) -> None:
-        labels: set[tuple[str, str]] = set()
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = self.consumer.position(tp, timeout_ms=0)
-            except KafkaError:
-                continue
-            if position is None:
-                continue
-            key = (tp.topic, str(tp.partition))
-            labels.add(key)
-            self.metrics.consumer_lag.labels(*key).set(max(0, highwater - position))
-        for stale in self._lag_labels - labels:
-            self.metrics.consumer_lag.remove(*stale)
-        self._lag_labels = labels
+        self._lag_labels = refresh_consumer_lag(self.consumer, self.metrics.consumer_lag, self._lag_labels)
 
 
 def decoders(settings: Settings, repository: SchemaRepository, catalog: SchemaCatalog) -> BatchDecoder:

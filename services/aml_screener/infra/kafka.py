@@ -169,3 +169,28 @@ def redacted(config: dict[str, Any]) -> dict[str, Any]:
     """A client configuration safe to log."""
     secret_keys = {"sasl_plain_password", "ssl_password", "sasl.password", "ssl.key.password"}
     return {key: ("**********" if key in secret_keys and value else value) for key, value in config.items()}
+
+
+def refresh_consumer_lag(consumer: Any, gauge: Any, previous: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Set `gauge{topic,partition}` to the lag of every assigned partition the consumer knows the high-water mark and
+    position of (without waiting for either), remove the series of partitions no longer reported, and return the
+    label pairs now set. Shared by the screener's loop and the history indexer."""
+    from kafka.errors import KafkaError  # noqa: PLC0415 - infra's settings side stays importable without kafka
+
+    labels: set[tuple[str, str]] = set()
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except KafkaError:
+            continue
+        if position is None:
+            continue
+        key = (tp.topic, str(tp.partition))
+        labels.add(key)
+        gauge.labels(*key).set(max(0, highwater - position))
+    for stale in previous - labels:
+        gauge.remove(*stale)
+    return labels

@@ -51,6 +51,7 @@ from typing import Any, Protocol
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 
+from aml_screener.infra.kafka import refresh_consumer_lag
 from aml_screener.infra.settings import Settings
 from aml_screener.screener.ack_window import InFlightBatch, Offsets, next_offsets
 from aml_screener.screener.backoff import FIRST_BACKOFF_SECONDS, Backoff
@@ -612,23 +613,7 @@ class Screener:
         if now < self._next_lag_refresh:
             return
         self._next_lag_refresh = now + _LAG_REFRESH_SECONDS
-        labels: set[tuple[str, str]] = set()
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = self.consumer.position(tp, timeout_ms=0)
-            except KafkaError:
-                continue
-            if position is None:
-                continue
-            key = (tp.topic, str(tp.partition))
-            labels.add(key)
-            self.metrics.consumer_lag.labels(*key).set(max(0, highwater - position))
-        for stale in self._lag_labels - labels:
-            self.metrics.consumer_lag.remove(*stale)
-        self._lag_labels = labels
+        self._lag_labels = refresh_consumer_lag(self.consumer, self.metrics.consumer_lag, self._lag_labels)
 
     def _observe(self, completed: CompletedBatch, acked_at: float, size: int) -> None:
         metrics = self.metrics
