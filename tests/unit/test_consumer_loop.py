@@ -485,6 +485,30 @@ def test_exactly_once_a_partition_assigned_again_is_not_decided_twice() -> None:
     assert len(keys) == 4 and len(set(keys)) == 4, "a read_committed reader sees each decision once"
 
 
+def test_a_partition_paused_when_revoked_and_assigned_back_later_is_resumed() -> None:
+    """Found on real Kafka (rebalance storm, CI): kafka-python 3.0.12 keeps a partition's state, its paused flag
+    included, across an eager rebalance that gives it back to the same member, and its JoinGroup may finish in a
+    later poll than the one that revoked. A partition paused while the loop waited (here: a watchlist outage) was
+    revoked during the wait, assigned back after it, and stayed paused in the client: its records were never read
+    again (2 of 6 partitions stalled for minutes while /readyz said ready)."""
+    lookup = FakeLookup(down={2})  # call 1 is the start-up check; the batch's first lookup fails: the loop waits
+    screener, consumer, emitter, _state, _ = make([{TP0: [withdrawal(0)]}, {TP0: [withdrawal(1)]}], lookup=lookup)
+
+    def rebalance(count: int) -> None:
+        if count == 2:  # the poll inside the wait, partitions paused: the group revokes them; JoinGroup in flight
+            assert consumer.screener is not None and consumer.paused == {TP0}
+            consumer.screener._on_revoked([TP0], lost=False)
+        if count == 4:  # a later poll, the wait over: the join completes and TP0 comes back, its paused flag kept
+            assert consumer.screener is not None
+            consumer.screener._on_assigned([TP0])
+
+    consumer.after_poll = rebalance
+    consumer.until = lambda: b"e-1" in {output.key for output in emitter.sent}
+    assert screener.run() == 0
+    assert b"e-1" in {output.key for output in emitter.sent}, "the partition's next record was read and decided"
+    assert not consumer.paused, "nothing is left paused once the loop no longer waits"
+
+
 def test_exactly_once_commits_with_the_membership_of_the_poll_not_a_later_one() -> None:
     """kafka-python's heartbeat thread may reset the membership between the poll and the commit (the member was
     expelled): the transaction carries the generation the records were fetched under, which the coordinator then

@@ -25,7 +25,8 @@ and its offsets committed. Guarantees:
   (Java's client clears the assignment on revoke), so a member that was out of the group meanwhile (frozen, stuck
   in a join) resumed where it had been and decided again what another member had decided and committed since.
   After every assignment the loop drops what the poll returned for the assigned partitions, fetches their
-  committed offsets (stable ones, KIP-447, in exactly-once mode) and seeks there.
+  committed offsets (stable ones, KIP-447, in exactly-once mode) and seeks there. The client keeps a partition's
+  paused flag across such a rebalance too, so a partition assigned while the loop is not waiting is resumed.
 - Fail open only by explicit choice (AML_WATCHLIST_FAILURE_MODE=open): while the watchlist cannot be consulted,
   decodable events are passed unscreened to the hold topic (counted, never decided, never `clear`) instead of
   pausing; the watchlist is retried with back-off meanwhile, and screening resumes when it answers.
@@ -602,9 +603,15 @@ class Screener:
         assignment = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
         self.metrics.assigned_partitions.set(len(assignment))
         self.state.assigned_partitions = [f"{tp.topic}-{tp.partition}" for tp in assignment]
-        if self._waiting_paused and partitions:
+        if partitions and self._waiting_paused:
             self.consumer.pause(*partitions)
             self._paused |= set(partitions)
+        elif partitions:
+            # kafka-python (3.0.9+) keeps a partition's state, its paused flag included, when a rebalance gives it
+            # back to the same member, and the JoinGroup may finish in a later poll than the revocation: a partition
+            # paused while the loop waited, revoked meanwhile (so no longer ours to resume) and assigned back once
+            # the wait was over would stay paused for good. Not waiting: every assigned partition is fetched.
+            self.consumer.resume(*partitions)
         log.info("partitions assigned", extra={"partitions": self.state.assigned_partitions})
 
     # --- metrics ---------------------------------------------------------------------------------------
