@@ -140,7 +140,10 @@ def show_retroactive_match(
     try:
         partition = TopicPartition(RETROACTIVE_TOPIC, 0)
         consumer.assign([partition])
-        consumer.seek_to_end()
+        # The end offset now, before the sync: seek_to_end() would be resolved only at the first poll, after the
+        # sync, and a lookback quicker than that poll would have put every match before "the end" (the demo then
+        # reported 0 of 6 after 120 s under load).
+        consumer.seek(partition, consumer.end_offsets([partition])[partition])
         with tempfile.TemporaryDirectory(prefix="aml-demo-listing-") as lists:
             (Path(lists) / f"designation_{clean.asset}.txt").write_text(f"{clean.address}\n")
             config = AddressListConfig(
