@@ -271,7 +271,12 @@ def test_devstack_kafka_runs_by_hand_and_leaves_no_jvm_behind(how, tmp_path):
         assert len(jvms) == 1, "one JVM per node"
         if how == "ctrl-c":
             devstack.send_signal(signal.SIGINT)
-            assert devstack.wait(60) == 0
+            try:
+                assert devstack.wait(60) == 0
+            except subprocess.TimeoutExpired:
+                devstack.send_signal(signal.SIGUSR1)  # its threads' stacks to stderr (captured): where it hangs
+                time.sleep(1)
+                raise
         else:
             devstack.kill()
             devstack.wait(10)

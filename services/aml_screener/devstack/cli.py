@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import signal
+import sys
 import threading
 
 from aml_screener.devstack.stack import BROKERS, EmbeddedStack
@@ -75,6 +77,9 @@ def run_devstack(args: argparse.Namespace) -> int:
     brokers = args.brokers or (DEFAULT_KAFKA_NODES if args.broker == "kafka" else 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # `kill -USR1 <pid>` writes every thread's stack to stderr, as for `aml-screener run`: where a stop hangs.
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if args.broker == "kafka":
         print(f"starting {brokers} Kafka node(s) (10-30 s)...", flush=True)
     with EmbeddedStack(brokers=brokers, topics=topics, broker=args.broker) as stack, contextlib.ExitStack() as extra:
