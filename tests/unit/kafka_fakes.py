@@ -97,7 +97,9 @@ class FakeTransactionalProducer:
     Failures, the way kafka-python 3.0.12 reports them: `refuse` fails the next outputs' futures *without* making
     the commit fail (its sender fails an expired batch of a transaction without marking the transaction abortable);
     `raises[name]` makes the named call raise once (e.g. a stale generation at send_offsets_to_transaction, a fenced
-    producer at commit_transaction); with `commit_gate` set, commit_transaction waits until it is set."""
+    producer at commit_transaction); with `commit_gate` set, commit_transaction waits until it is set;
+    `lose_commit_answers` makes commit_transaction commit and then raise (the coordinator committed, its answer was
+    lost: a transaction coordinator killed after writing the commit)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -107,6 +109,7 @@ class FakeTransactionalProducer:
         self.refuse = 0
         self.raises: dict[str, list[BaseException]] = {}
         self.commit_gate: threading.Event | None = None
+        self.lost_commit_answers: list[BaseException] = []
         self.closed = False
 
     def fail(self, call: str, *errors: BaseException) -> None:
@@ -155,10 +158,13 @@ class FakeTransactionalProducer:
         assert self.open is not None
         self.committed.append(self.open)
         self.open = None
+        if self.lost_commit_answers:
+            raise self.lost_commit_answers.pop(0)
 
     def abort_transaction(self) -> None:
         self._call("abort_transaction")
-        assert self.open is not None
+        if self.open is None:
+            raise KafkaError("TransactionalProducer: no transaction to abort (invalid transition)")
         self.aborted.append(self.open)
         self.open = None
 

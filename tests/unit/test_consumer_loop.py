@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -386,6 +386,35 @@ def test_exactly_once_an_aborted_transaction_is_read_again_and_committed_once() 
     assert metrics.registry.get_sample_value(
         "aml_screener_produce_errors_total", {"topic": "decisions"}
     ) == pytest.approx(1.0)
+
+
+def test_exactly_once_a_commit_whose_answer_was_lost_is_not_decided_again() -> None:
+    """The brokers committed the transaction but the client saw an error (its transaction coordinator was killed
+    after writing the commit): only the group's committed offsets know. Reading the batch again from its first offset
+    put 126 decisions twice before a read_committed reader (fault suite, leader + coordinator kill -9, CI)."""
+    producer = FakeTransactionalProducer()
+    producer.lost_commit_answers.append(KafkaTimeoutError("Timed out waiting for EndTxn"))
+    screener, consumer, producer, _state, _ = make_exactly_once(
+        [{TP0: [withdrawal(0), withdrawal(1)]}, {TP0: [withdrawal(2)]}], producer=producer
+    )
+    consumer.until = lambda: b"e-2" in {o.key for t in producer.committed for o in t.outputs}
+    assert screener.run() == 0
+    keys = [output.key or b"" for transaction in producer.committed for output in transaction.outputs]
+    assert sorted(keys) == [b"e-0", b"e-1", b"e-2"], "each event decided once as a read_committed reader sees it"
+    assert TP0 in consumer.committed_calls, "where to read again came from the group's committed offsets"
+
+
+def test_exactly_once_an_aborted_first_batch_is_read_again_although_nothing_was_ever_committed() -> None:
+    """Reading an aborted batch again from the committed offsets must not skip it when the group has none yet, also
+    for a group that starts at the end of its topics."""
+    producer = FakeTransactionalProducer()
+    producer.fail("send_offsets_to_transaction", KafkaError("coordinator not available"))
+    screener, consumer, producer, _state, _ = make_exactly_once([{TP0: [withdrawal(7)]}], producer=producer)
+    screener.settings = screener.settings.model_copy(update={"kafka_auto_offset_reset": "latest"})
+    consumer.until = lambda: bool(producer.committed)
+    assert screener.run() == 0
+    [transaction] = producer.committed
+    assert [output.key for output in transaction.outputs] == [b"e-7"]
 
 
 def test_exactly_once_a_producer_fenced_again_and_again_stops_the_member_instead_of_looping() -> None:

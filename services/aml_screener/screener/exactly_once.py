@@ -5,9 +5,10 @@ exactly once across screener crashes, broker failover and rebalances.
 Per batch: begin, send every output, add the batch's offsets with the consumer's group metadata
 (`send_offsets_to_transaction`), check that every output was acknowledged, commit. Anything going wrong before the
 commit aborts the transaction (its outputs are never visible to read_committed readers) and raises BatchAborted:
-the loop reads the batch again after a back-off. The producer is kafka-python's own transactional producer,
-because the offsets must carry the group metadata of the kafka-python consumer (docs/architecture.md, "Exactly
-once: why kafka-python's producer").
+the loop reads the batch again after a back-off, from the group's committed offsets (`_aborted`: the answer to a
+commit can be lost, and then only the brokers know whether the batch was committed). The producer is kafka-python's
+own transactional producer, because the offsets must carry the group metadata of the kafka-python consumer
+(docs/architecture.md, "Exactly once: why kafka-python's producer").
 
 Fencing of zombies: one transactional id per member (`<group id>.<instance id>`, infra/kafka.py). A producer that
 registers the id fences every older producer with it (and aborts what it left open), and a member whose group
@@ -134,12 +135,12 @@ class ExactlyOnceSink:
         if not _is_member(group):
             # Offsets without a generation would be committed unchecked (module docstring): read the batch again
             # once the consumer has rejoined the group. No transaction was begun.
-            raise BatchAborted("the batch was polled while the consumer had no group generation")
+            raise _aborted("the batch was polled while the consumer had no group generation")
         if self.producer is None:
             self._register(control)
         producer = self.producer
         if producer is None:
-            raise BatchAborted("stopping before a producer was registered")
+            raise _aborted("stopping before a producer was registered")
         futures: list[tuple[str, RecordFuture]] = []
         try:
             producer.begin_transaction()
@@ -150,27 +151,30 @@ class ExactlyOnceSink:
             self._call(lambda: self._complete(producer, batch.offsets, group, futures), control)
         except _DeadlinePassed:
             self._unresolved = True
-            raise BatchAborted("shutdown deadline passed before the transaction completed") from None
+            raise _aborted("shutdown deadline passed before the transaction completed") from None
         except _Stalled:
             self._replace("the transaction made no progress", futures)
-            raise BatchAborted("transaction stalled; producer replaced") from None
+            self._register(control)  # registering the id ends the stalled transaction: its offsets become stable
+            raise _aborted("transaction stalled; producer replaced") from None
         except TransactionalIdAuthorizationFailedError as exc:
             raise self._failed(exc) from exc
         except ProducerFencedError as exc:
             self._fenced(exc, futures)
-            raise BatchAborted("producer fenced; replaced") from exc
+            raise _aborted("producer fenced; replaced") from exc
         except Exception as exc:
             if _reports_fencing(exc):
                 # The fencing reported by a later call, wrapped (the producer is in its fatal state): a fencing
                 # like any other, counted towards FENCINGS_BEFORE_STOP.
                 self._fenced(exc, futures)
-                raise BatchAborted("producer fenced; replaced") from exc
+                raise _aborted("producer fenced; replaced") from exc
             # Whatever failed before the commit (a refused output, stale group metadata, a bug), the transaction
             # must end before the next one can begin: abort it. Kafka's errors mean "read the batch again"; anything
             # else goes on to the loop's error handling (counted, backed off, re-read).
             self._abort(producer, control, exc, futures)
+            if self.producer is None and not self._unresolved:
+                self._register(control)  # the abort failed and the producer was replaced: end what it left open
             if isinstance(exc, KafkaError):
-                raise BatchAborted(f"transaction aborted: {type(exc).__name__}: {exc}") from exc
+                raise _aborted(f"transaction aborted: {type(exc).__name__}: {exc}") from exc
             raise
         self.metrics.transactions.labels("committed").inc()
         self.metrics.commits.labels("ok").inc()
@@ -340,6 +344,16 @@ class ExactlyOnceSink:
         if error:
             raise error[0]
         return outcome[0]
+
+
+def _aborted(reason: str) -> BatchAborted:
+    """A batch this sink gave up is read again from the group's committed offsets, never from its first offsets: a
+    commit whose answer was lost (a transaction coordinator killed after writing it, a call given up as stalled, a
+    fencing that completed a prepared commit) may have committed the batch, and reading it again from its first
+    offsets then decided it twice for read_committed readers (126 decisions in the fault suite, leader + coordinator
+    kill -9). The committed offsets are asked for as stable ones (KIP-447), so an unresolved transaction is waited
+    out, not read past."""
+    return BatchAborted(reason, from_committed=True)
 
 
 def _reports_fencing(exc: BaseException) -> bool:

@@ -201,6 +201,9 @@ class Screener:
         # would answer a later call for the same partition with its (by then stale) result, so it is collected.
         self._unpositioned: set[TopicPartition] = set()
         self._committed_pending: set[TopicPartition] = set()
+        # Partitions of an abandoned batch that are read again from the committed offsets: where it started, for a
+        # group that has committed nothing there yet.
+        self._uncommitted_start: dict[TopicPartition, int] = {}
         self._membership: Any = None  # the consumer's group membership when the batch in hand was polled
         self._aborts = Backoff(settings.lookup_retry_max_seconds)  # between re-reads of batches the sink aborted
         self.batches = 0
@@ -363,8 +366,11 @@ class Screener:
             self._committed_pending.discard(tp)
             if tp not in self._unpositioned:
                 continue  # a timed-out request collected for a partition no longer ours
+            fallback = self._uncommitted_start.pop(tp, None)
             if offset is not None:
                 self.consumer.seek(tp, int(offset))
+            elif fallback is not None:
+                self.consumer.seek(tp, fallback)  # an abandoned batch of a group that never committed: read it again
             elif self.settings.kafka_auto_offset_reset == "earliest":
                 self.consumer.seek_to_beginning(tp)
             else:
@@ -437,7 +443,7 @@ class Screener:
             self._abandon(str(reason))
             return
         except BatchAborted as aborted:
-            self._abandon(str(aborted))
+            self._abandon(str(aborted), from_committed=aborted.from_committed)
             with contextlib.suppress(_Abandon):
                 self._wait_paused(self._aborts.next(), abandon_on_stop=True)
             return
@@ -566,12 +572,17 @@ class Screener:
                 self.consumer.resume(*owned)
             self._paused.clear()
 
-    def _abandon(self, reason: str) -> None:
-        """Give up the batch being worked on without committing; re-read it where we still own the partition."""
+    def _abandon(self, reason: str, *, from_committed: bool = False) -> None:
+        """Give up the batch being worked on without committing; re-read it where we still own the partition: from
+        its first offsets, or, `from_committed`, from the group's committed offsets (its first offsets where the
+        group has none)."""
         owned = set(self.consumer.assignment())
         for tp, first_offset in self._working.items():
             if tp in owned:
                 self.consumer.seek(tp, first_offset)
+                if from_committed:
+                    self._unpositioned.add(tp)
+                    self._uncommitted_start[tp] = first_offset
         log.warning("batch abandoned, will be re-read", extra={"reason": reason, "partitions": len(self._working)})
         self._working = {}
 
@@ -589,6 +600,8 @@ class Screener:
                 self.metrics.consumer_lag.remove(*label)
                 self._lag_labels.discard(label)
         self._unpositioned -= gone
+        for tp in gone:
+            self._uncommitted_start.pop(tp, None)
         if gone & set(self._working):
             self._working_revoked = True
         log.info(

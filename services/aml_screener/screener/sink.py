@@ -26,7 +26,13 @@ from aml_screener.screener.errors import ScreenerError
 
 class BatchAborted(ScreenerError):
     """The batch's outputs were discarded (its transaction aborted) and its offsets not committed: the loop reads it
-    again from its first offsets, after a back-off."""
+    again, after a back-off, from its first offsets, or, when `from_committed`, from the group's committed offsets
+    (stable ones): a sink whose offsets are committed with its outputs in one transaction cannot always know whether
+    the brokers committed it (the answer to a commit can be lost), and only the committed offsets say."""
+
+    def __init__(self, message: str, *, from_committed: bool = False) -> None:
+        super().__init__(message)
+        self.from_committed = from_committed
 
 
 class SinkFailed(ScreenerError):
